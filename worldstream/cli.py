@@ -1,0 +1,187 @@
+"""The `worldstream` command. Thin: it parses arguments and calls library functions."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 128x128, not {text!r}") from None
+    return w, h
+
+
+def _world_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=_size, default=(128, 128), help="frame WIDTHxHEIGHT in pixels (default 128x128)")
+    p.add_argument("--tile-px", type=int, default=8, help="pixels per world tile: the zoom (default 8)")
+    p.add_argument("--fps", type=int, default=24, help="frames per second (default 24)")
+    p.add_argument("--sample-rate", type=int, default=24000, help="audio rate, a multiple of fps (default 24000)")
+    p.add_argument("--world-seed", type=int, default=0, help="which world (terrain, inhabitants); default 0")
+
+
+def _world_config(a: argparse.Namespace):
+    from .worlds.overworld.world import OverworldConfig
+
+    return OverworldConfig(seed=a.world_seed, width=a.size[0], height=a.size[1], tile_px=a.tile_px, fps=a.fps,
+                           sample_rate=a.sample_rate)
+
+
+def cmd_record(a: argparse.Namespace) -> int:
+    from .data.record import RecordConfig, record
+
+    cfg = RecordConfig(world=_world_config(a), episodes=a.episodes, frames=a.frames)
+    m = record(a.out, cfg, workers=a.workers)
+    fps = m["_recorded_frames"] / max(m["_record_seconds"], 1e-9)
+    print(f"{a.out}: {len(m['episodes'])} episodes, {m['total_frames']} frames "
+          f"({m['_recorded_frames']} recorded now at {fps:.0f} frames/s)")
+    return 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    from .data.importer import ImportConfig, import_videos
+
+    cfg = ImportConfig(fps=a.fps, sample_rate=a.sample_rate, max_side=a.max_side, multiple=a.multiple, sidecar=a.sidecar)
+    summary = import_videos(a.src, a.out, cfg, vocab_file=a.vocab)
+    print(summary.report())
+    return 0 if summary.imported or summary.already else 1
+
+
+def cmd_record_gym(a: argparse.Namespace) -> int:
+    from .data.gym_record import GymRecordConfig, record_gym
+    from .worlds.overworld.env import register
+
+    register()
+    cfg = GymRecordConfig(env_id=a.env, episodes=a.episodes, frames=a.frames, frame_skip=a.frame_skip, fps=a.fps,
+                          sample_rate=a.sample_rate, max_side=a.max_side, seed=a.seed)
+    m = record_gym(a.out, cfg)
+    print(f"{a.out}: {len(m['episodes'])} episodes, {m['total_frames']} frames at {m['fps']} fps, "
+          f"actions {m['actions']['names']}")
+    return 0
+
+
+def cmd_preview(a: argparse.Namespace) -> int:
+    from .data.preview import preview_episode, preview_world
+
+    if a.dataset:
+        mp4, png, captions = preview_episode(a.dataset, a.episode, a.out)
+    else:
+        mp4, png, captions = preview_world(a.out, a.seconds, _world_config(a), seed=a.seed)
+    for frame, text in captions:
+        print(f"  frame {frame:5d}: {text}")
+    print(f"wrote {mp4} (video with sound) and {png} (contact sheet)")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from .data.format import Dataset, DatasetError
+
+    ds = Dataset(a.dataset)
+    m = ds.manifest
+    print(f"{ds.path}: {len(ds)} episodes, {m['total_frames']} frames, {m['fps']} fps, audio {m['sample_rate']} Hz "
+          f"({m['samples_per_frame']} samples/frame), sizes {m['resolutions']}")
+    print(f"actions ({len(m['actions']['names'])}): {', '.join(m['actions']['names'])}")
+    print(f"splits: {len(ds.split('train'))} train, {len(ds.split('heldout'))} heldout")
+    if a.check:
+        bad = 0
+        for ep in ds.episodes:
+            try:
+                ep.frames()
+                ep.audio()
+                ep.records()
+            except DatasetError as e:
+                bad += 1
+                print(f"  BAD {ep.name}: {e}")
+        print(f"checked {len(ds)} episodes: {len(ds) - bad} good, {bad} bad")
+        return 1 if bad else 0
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    if a.what == "world":
+        from .eval.bench_world import bench_world, format_tables
+
+        res = bench_world(frames=a.frames)
+        print(format_tables(res))
+        if a.json:
+            Path(a.json).write_text(json.dumps(res, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="worldstream", description="An open real-time world model and its toolkit.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("record", help="record episodes of the built-in overworld into a dataset (resumable)")
+    r.add_argument("--out", required=True, help="dataset folder (created or resumed)")
+    r.add_argument("--episodes", type=int, default=10)
+    r.add_argument("--frames", type=int, default=1440, help="frames per episode (default 1440 = 60 s)")
+    r.add_argument("--workers", type=int, default=2, help="parallel recording processes (default 2)")
+    _world_args(r)
+    r.set_defaults(fn=cmd_record)
+
+    i = sub.add_parser("import", help="import a folder of your videos (+ optional sidecars) into a dataset")
+    i.add_argument("src", help="folder with videos and optional <video>.json sidecars / actions.json")
+    i.add_argument("--out", required=True, help="dataset folder (created or extended)")
+    i.add_argument("--fps", type=int, default=24)
+    i.add_argument("--sample-rate", type=int, default=24000)
+    i.add_argument("--max-side", type=int, default=256, help="shrink so the longer side is at most this")
+    i.add_argument("--multiple", type=int, default=16, help="crop sides to a multiple of this")
+    i.add_argument("--sidecar", choices=("auto", "required", "none"), default="auto")
+    i.add_argument("--vocab", help="JSON list of action names (default: SRC/actions.json or the sidecars' names)")
+    i.set_defaults(fn=cmd_import)
+
+    g = sub.add_parser("record-gym", help="record a gymnasium env (e.g. ALE/Pong-v5, with sound) into a dataset")
+    g.add_argument("env", help="gymnasium id, e.g. ALE/Pong-v5 or worldstream/Overworld-v0")
+    g.add_argument("--out", required=True)
+    g.add_argument("--episodes", type=int, default=10)
+    g.add_argument("--frames", type=int, default=1000)
+    g.add_argument("--frame-skip", type=int, default=2)
+    g.add_argument("--fps", type=int, default=None)
+    g.add_argument("--sample-rate", type=int, default=24000)
+    g.add_argument("--max-side", type=int, default=256)
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(fn=cmd_record_gym)
+
+    v = sub.add_parser("preview", help="write an MP4 with sound + PNG sheet of the live world or a dataset episode")
+    v.add_argument("--out", default="preview.mp4")
+    v.add_argument("--seconds", type=float, default=20.0)
+    v.add_argument("--seed", type=int, default=0, help="episode seed (start place, conditions)")
+    v.add_argument("--dataset", help="preview an episode of this dataset instead of the live world")
+    v.add_argument("--episode", type=int, default=0)
+    _world_args(v)
+    v.set_defaults(fn=cmd_preview)
+
+    n = sub.add_parser("info", help="summarise a dataset; --check decodes and validates every episode")
+    n.add_argument("dataset")
+    n.add_argument("--check", action="store_true")
+    n.set_defaults(fn=cmd_info)
+
+    b = sub.add_parser("bench", help="benchmarks that print tables")
+    b.add_argument("what", choices=("world",), help="world: render and recording speed of the built-in world")
+    b.add_argument("--frames", type=int, default=600)
+    b.add_argument("--json", help="also write the results here")
+    b.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data.format import DatasetError
+    from .data.video import MediaError
+
+    try:
+        return args.fn(args)
+    except (DatasetError, MediaError, ValueError) as e:
+        print(f"worldstream {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"worldstream {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

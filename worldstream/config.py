@@ -1,0 +1,38 @@
+"""Typed configs: one dataclass per component, strict about unknown keys.
+
+Every component's config is a frozen dataclass. ``to_dict`` / ``from_dict`` turn it into the
+JSON stored next to data and checkpoints; ``from_dict`` rejects unknown keys so a config file
+always says exactly what runs (no ``getattr(cfg, "x", default)``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (nested dataclasses become dicts)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build ``cls`` from ``data``; unknown keys are an error that names them."""
+    if not isinstance(data, dict):
+        raise TypeError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(names)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        ftype = hints[name]
+        if dataclasses.is_dataclass(ftype) and isinstance(value, dict):
+            value = from_dict(ftype, value)
+        elif isinstance(value, list):  # JSON has no tuples; configs use tuples to stay hashable
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,1 @@
+"""Metrics and benchmarks that produce the tables and plots in docs/."""

@@ -1,0 +1,1 @@
+"""Built-in procedural worlds that produce training data with ground truth."""
