@@ -18,7 +18,7 @@ from .sprites import (N_ANIM, N_VARIANTS, animal_sprites, bird_sprites, build_at
 from .terrain import OBJECTS, TileMap
 
 # Light per time of day: a colour multiplier (the night one is the ambient darkness).
-_TIME_TINT = {"morning": (1.00, 0.92, 0.82), "noon": (1.0, 1.0, 1.0), "sunset": (0.98, 0.70, 0.50), "night": (0.20, 0.25, 0.45)}
+_TIME_TINT = {"morning": (1.00, 0.92, 0.82), "noon": (1.0, 1.0, 1.0), "sunset": (1.0, 0.80, 0.62), "night": (0.20, 0.25, 0.45)}
 _LAMP = np.array((1.0, 0.86, 0.62))  # warm light the player carries at night
 _WEATHER_TINT = {"clear": (1.0, 1.0, 1.0), "rain": (0.80, 0.83, 0.88), "snow": (1.0, 1.0, 1.04), "fog": (0.96, 0.96, 0.97), "storm": (0.55, 0.58, 0.66)}
 _FOG_RGB = np.array((0.78, 0.80, 0.83), np.float32)
