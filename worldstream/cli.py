@@ -111,6 +111,36 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(a: argparse.Namespace) -> int:
+    import torch
+
+    from .train.autoencoder import AETrainConfig, train_autoencoder
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.what == "autoencoder":
+        defaults = {"video": ("f8", 8, 4), "audio": ("default", 16, 8)}[a.kind]
+        cfg = AETrainConfig(kind=a.kind, preset=a.preset or defaults[0], dataset=a.data, steps=a.steps,
+                            batch=a.batch or defaults[1], clip_frames=a.clip_frames or defaults[2], lr=a.lr, crop=a.crop,
+                            eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
+        metrics = train_autoencoder(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+        print(f"{a.out}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    return 0
+
+
+def cmd_encode(a: argparse.Namespace) -> int:
+    import torch
+
+    from .tokenizers.encode import encode_dataset
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    res = encode_dataset(a.data, a.video_ae, a.audio_ae, name=a.name)
+    print(f"{res['out']}: encoded {res['episodes']} episodes, {res['frames']} frames"
+          + (f" at {res['frames_per_second']:.0f} frames/s" if res["frames_per_second"] else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worldstream", description="An open real-time world model and its toolkit.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,6 +190,33 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--check", action="store_true")
     n.set_defaults(fn=cmd_info)
 
+    t = sub.add_parser("train", help="train a component; re-running the same command resumes")
+    tsub = t.add_subparsers(dest="what", required=True)
+    ta = tsub.add_parser("autoencoder", help="the video or audio autoencoder")
+    ta.add_argument("--kind", choices=("video", "audio"), default="video")
+    ta.add_argument("--preset", help="video: tiny, f8 (default), f16, f8t4; audio: tiny, default")
+    ta.add_argument("--data", required=True, help="dataset folder (train split trains, heldout split evaluates)")
+    ta.add_argument("--out", required=True, help="checkpoint folder (resumed if it exists)")
+    ta.add_argument("--steps", type=int, default=4000)
+    ta.add_argument("--batch", type=int, default=None, help="clips per step (video 8, audio 16)")
+    ta.add_argument("--clip-frames", type=int, default=None, help="frames per clip (video 4, audio 8)")
+    ta.add_argument("--lr", type=float, default=5e-4)
+    ta.add_argument("--crop", type=int, default=64, help="video: random training crop size (0 = full frames)")
+    ta.add_argument("--eval-every", type=int, default=500)
+    ta.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    ta.add_argument("--seed", type=int, default=0)
+    ta.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ta.add_argument("--max-minutes", type=float, default=None, help="save and stop after this long (resume later)")
+    ta.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("encode", help="cache a dataset's latents (DATASET/latents/NAME/); resumable")
+    e.add_argument("--data", required=True)
+    e.add_argument("--video-ae", help="video autoencoder checkpoint folder")
+    e.add_argument("--audio-ae", help="audio autoencoder checkpoint folder")
+    e.add_argument("--name", default="default", help="name of this latent cache")
+    e.add_argument("--threads", type=int, default=0)
+    e.set_defaults(fn=cmd_encode)
+
     b = sub.add_parser("bench", help="benchmarks that print tables")
     b.add_argument("what", choices=("world",), help="world: render and recording speed of the built-in world")
     b.add_argument("--frames", type=int, default=600)
@@ -170,12 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
     from .data.format import DatasetError
     from .data.video import MediaError
 
     try:
         return args.fn(args)
-    except (DatasetError, MediaError, ValueError) as e:
+    except (DatasetError, MediaError, CheckpointError, ValueError) as e:
         print(f"worldstream {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,232 @@
+"""Tokenizers: causality, streaming equals the full pass, checkpoints, bad shapes, text, actions."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from worldstream.checkpoint import CheckpointError
+from worldstream.tokenizers.actions import ActionVocab
+from worldstream.tokenizers.audio_ae import AudioAE, audio_ae_preset
+from worldstream.tokenizers.video_ae import VideoAE, VideoAEConfig, video_ae_preset
+
+TINY_T4 = VideoAEConfig(spatial=8, temporal=4, latent_channels=8, widths=(8, 16, 16))
+
+
+def _video_model(cfg, seed=0):
+    torch.manual_seed(seed)
+    m = VideoAE(cfg).eval()
+    with torch.no_grad():  # give the zero-initialised convs weight so every path matters
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+@pytest.mark.parametrize("cfg", [video_ae_preset("tiny"), TINY_T4], ids=["t1", "t4"])
+@torch.no_grad()
+def test_video_ae_is_causal(cfg):
+    m = _video_model(cfg)
+    x = torch.rand(1, 12, 3, 32, 48)
+    z = m.encode(x)
+    y = m.decode(z)
+    x2 = x.clone()
+    x2[:, 8:] = torch.rand_like(x2[:, 8:])  # change the future from frame 8 on
+    z2 = m.encode(x2)
+    steps_before = 8 // cfg.temporal
+    assert torch.equal(z[:, :steps_before], z2[:, :steps_before])
+    assert not torch.allclose(z[:, steps_before:], z2[:, steps_before:])
+    z3 = z.clone()
+    z3[:, steps_before:] += 1.0
+    y3 = m.decode(z3)
+    assert torch.equal(y[:, :8], y3[:, :8])  # later latents never change earlier frames
+    assert not torch.allclose(y[:, 8:], y3[:, 8:])
+
+
+@pytest.mark.parametrize("cfg", [video_ae_preset("tiny"), TINY_T4], ids=["t1", "t4"])
+@torch.no_grad()
+def test_video_streaming_equals_full_pass(cfg):
+    m = _video_model(cfg, seed=1)
+    x = torch.rand(2, 16, 3, 32, 32)
+    z_full = m.encode(x)
+    y_full = m.decode(z_full)
+    enc_state, dec_state = {}, {}
+    tt = cfg.temporal
+    z_chunks = [m.encode(x[:, a : a + tt], enc_state) for a in range(0, 16, tt)]  # one latent step at a time
+    y_chunks = [m.decode(zc, dec_state) for zc in z_chunks]
+    torch.testing.assert_close(torch.cat(z_chunks, 1), z_full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.cat(y_chunks, 1), y_full, rtol=0, atol=1e-5)
+    # uneven chunks too (2 latent steps then 1 then the rest)
+    dec_state = {}
+    parts = [z_full[:, :2], z_full[:, 2:3], z_full[:, 3:]]
+    torch.testing.assert_close(torch.cat([m.decode(p, dec_state) for p in parts], 1), y_full, rtol=0, atol=1e-5)
+
+
+def test_video_ae_rejects_wrong_shapes_clearly():
+    m = VideoAE(video_ae_preset("tiny"))
+    with pytest.raises(ValueError, match=r"not divisible by the spatial factor 8.*\(e.g. 96x64\)"):
+        m.encode(torch.rand(1, 1, 3, 70, 100))
+    with pytest.raises(ValueError, match=r"frames must be \(B, T, 3, H, W\)"):
+        m.encode(torch.rand(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="latents must be"):
+        m.decode(torch.rand(1, 1, 5, 8, 8))
+    with pytest.raises(ValueError, match="multiple of the temporal factor 4"):
+        VideoAE(TINY_T4).encode(torch.rand(1, 3, 3, 32, 32))
+    with pytest.raises(ValueError, match="spatial=16 needs"):
+        VideoAEConfig(spatial=16, widths=(8, 8, 8))
+
+
+def test_any_aspect_ratio_and_compression_16():
+    m = VideoAE(VideoAEConfig(spatial=16, latent_channels=8, widths=(8, 8, 16, 16))).eval()
+    with torch.no_grad():
+        z = m.encode(torch.rand(1, 2, 3, 144, 256))  # 16:9
+        assert z.shape == (1, 2, 8, 9, 16)
+        assert m.decode(z).shape == (1, 2, 3, 144, 256)
+
+
+@torch.no_grad()
+def test_audio_ae_causal_and_streaming():
+    torch.manual_seed(0)
+    m = AudioAE(audio_ae_preset("tiny")).eval()
+    x = (torch.rand(2, 8000) * 2 - 1) * 0.5
+    z = m.encode(x)
+    assert z.shape == (2, 16, 8)  # 2 tokens per 1000-sample video frame
+    y = m.decode(z)
+    enc, dec = {}, {}
+    zs = [m.encode(x[:, a : a + 1000], enc) for a in range(0, 8000, 1000)]
+    ys = [m.decode(zc, dec) for zc in zs]
+    torch.testing.assert_close(torch.cat(zs, 1), z, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.cat(ys, 1), y, rtol=0, atol=1e-5)
+    x2 = x.clone()
+    x2[:, 4000:] = 0
+    assert torch.equal(m.encode(x2)[:, :8], z[:, :8])
+    z2 = z.clone()
+    z2[:, 8:] = 0
+    assert torch.equal(m.decode(z2)[:, :4000], y[:, :4000])
+    with pytest.raises(ValueError, match="not a multiple of the hop 500"):
+        m.encode(torch.rand(1, 1234))
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    from worldstream.data.record import RecordConfig, record
+    from worldstream.worlds.overworld import OverworldConfig
+
+    path = tmp_path_factory.mktemp("tok") / "ds"
+    record(path, RecordConfig(world=OverworldConfig(width=32, height=32), episodes=10, frames=16), progress=False)
+    return path
+
+
+def _cfg(kind, dataset, steps):
+    from worldstream.train.autoencoder import AETrainConfig
+
+    return AETrainConfig(kind=kind, preset="tiny", dataset=str(dataset), steps=steps, batch=2,
+                         clip_frames=4, eval_every=5, eval_clips=2)
+
+
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_train_checkpoint_round_trip_and_exact_resume(kind, tiny_dataset, tmp_path):
+    from worldstream.checkpoint import load_tensors
+    from worldstream.tokenizers.store import load_autoencoder
+    from worldstream.train.autoencoder import train_autoencoder
+
+    torch.set_num_threads(1)  # bit-exact resume needs the same reduction order
+    straight = tmp_path / "straight"
+    train_autoencoder(_cfg(kind, tiny_dataset, 10), straight, progress=False)
+    split = tmp_path / "split"
+    train_autoencoder(_cfg(kind, tiny_dataset, 10), split, progress=False, max_seconds=0.0)  # stops after 1 step
+    metrics = train_autoencoder(_cfg(kind, tiny_dataset, 10), split, progress=False)  # same command: resumes
+    assert metrics["step"] == 10
+    a, b = load_tensors(straight / "model.safetensors"), load_tensors(split / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
+    model = load_autoencoder(straight)
+    assert model.cfg.latent_channels == 8 and not model.training
+    with pytest.raises(CheckpointError, match="other settings"):
+        train_autoencoder(_cfg(kind, tiny_dataset, 20), straight, progress=False)
+
+
+def test_checkpoint_errors_are_clear(tmp_path, tiny_dataset):
+    from worldstream.checkpoint import load_json, save_json
+    from worldstream.tokenizers.store import load_autoencoder
+    from worldstream.train.autoencoder import train_autoencoder
+
+    with pytest.raises(CheckpointError, match="config.json: not found"):
+        load_autoencoder(tmp_path / "nothing")
+    ck = tmp_path / "ck"
+    train_autoencoder(_cfg("video", tiny_dataset, 2), ck, progress=False)
+    meta = load_json(ck / "config.json")
+    meta["model"]["latent_channels"] = 4
+    save_json(ck / "config.json", meta)
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_autoencoder(ck)
+    (ck / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_autoencoder(ck)
+
+
+def test_encode_caches_the_same_latents(tiny_dataset, tmp_path):
+    from worldstream.checkpoint import load_tensors
+    from worldstream.data.format import Dataset
+    from worldstream.tokenizers.encode import encode_dataset
+    from worldstream.tokenizers.store import load_autoencoder
+    from worldstream.train.autoencoder import train_autoencoder
+
+    v, a = tmp_path / "v", tmp_path / "a"
+    train_autoencoder(_cfg("video", tiny_dataset, 2), v, progress=False)
+    train_autoencoder(_cfg("audio", tiny_dataset, 2), a, progress=False)
+    res = encode_dataset(tiny_dataset, v, a, name="t", progress=False)
+    assert res["episodes"] == 10
+    ep = Dataset(tiny_dataset).episodes[3]
+    cached = load_tensors(tiny_dataset / "latents" / "t" / f"{ep.name}.safetensors")
+    vae = load_autoencoder(v)
+    with torch.no_grad():
+        direct = vae.encode(torch.from_numpy(np.array(ep.frames())).permute(0, 3, 1, 2)[None].float() / 255)[0]
+    assert cached["video"].shape == direct.shape == (16, 8, 4, 4)
+    torch.testing.assert_close(cached["video"].float(), direct, rtol=1e-2, atol=1e-2)  # float16 storage
+    assert cached["audio"].shape == (32, 8)
+    assert encode_dataset(tiny_dataset, v, a, name="t", progress=False)["episodes"] == 0  # resumable
+
+
+def test_text_encoder_hash_similarity_cache_truncation(tmp_path):
+    import shutil
+
+    from worldstream.tokenizers.text import TextEncoder, TextEncoderError, default_model_dir
+
+    te = TextEncoder()
+    # the value sentence-transformers publishes for all-MiniLM-L6-v2 on this pair
+    assert abs(te.similarity("A man is eating food.", "A man is eating a piece of bread.") - 0.7553) < 1e-3
+    assert te.similarity("it begins to snow", "snowfall") > te.similarity("it begins to snow", "night falls") + 0.3
+    e = te.encode("a snowy evening")
+    assert e.tokens.shape == (5, 384) and abs(float(e.pooled.norm()) - 1) < 1e-5
+    assert te.encode("a snowy evening") is e  # LRU cache
+    empty = te.encode("")
+    assert empty.tokens.shape == (0, 384) and float(empty.pooled.abs().sum()) == 0
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        long = te.encode("snow " * 400)
+    assert long.tokens.shape[0] == 128 and any("truncated" in str(x.message) for x in w)
+    with pytest.raises(TypeError, match="must be a string"):
+        te.encode(42)
+    bad = tmp_path / "model"
+    shutil.copytree(default_model_dir(), bad)
+    data = bytearray((bad / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(TextEncoderError, match="SHA-256"):
+        TextEncoder(bad)
+
+
+def test_action_vocab_from_manifest_and_keys():
+    from worldstream.worlds.overworld import ACTIONS
+
+    v = ActionVocab.from_manifest({"actions": {"names": list(ACTIONS), "axes": []}})
+    name = lambda keys: v.names[v.from_keys(keys)]  # noqa: E731
+    assert name([]) == "idle" and name(["w"]) == "walk_n" and name(["w", "d"]) == "walk_ne"
+    assert name(["ArrowDown", "ArrowLeft", "Shift"]) == "run_sw" and name(["a", "d"]) == "idle"
+    atari = ActionVocab(("noop", "fire", "right", "left", "rightfire", "leftfire"))
+    assert [atari.names[atari.from_keys(k)] for k in ([], [" "], ["d"], ["d", " "])] == ["noop", "fire", "right", "rightfire"]
+    assert v.index("run_e") == 11 and v.index(3) == 3
+    with pytest.raises(ValueError, match="unknown action 'jump'"):
+        v.index("jump")
+    with pytest.raises(ValueError, match="no 'actions'"):
+        ActionVocab.from_manifest({})

@@ -1,0 +1,1 @@
+"""Every modality to tokens and back: video and audio autoencoders, text encoder, action vocabulary."""

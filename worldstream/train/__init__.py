@@ -1,0 +1,1 @@
+"""Training loops and their CLI (single process; torchrun where noted)."""

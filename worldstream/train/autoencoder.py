@@ -1,0 +1,233 @@
+"""`worldstream train autoencoder`: the video or audio autoencoder, resumable.
+
+One flat loop in reading order: sample clips -> loss -> step -> EMA -> log -> eval -> save.
+Re-running the same command resumes from the last save (model, EMA, optimizer, step, RNG
+state) and stops when ``steps`` is reached. The checkpoint folder holds::
+
+    config.json              kind, model config, train config, step, metrics, RNG state of the sampler
+    model.safetensors        EMA weights + latent normalisation: what `load_autoencoder` reads
+    train_state.safetensors  raw weights, optimizer moments, torch RNG: only for resuming
+    log.jsonl                one line per log/eval
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import CheckpointError, load_into, load_json, load_tensors, save_json, save_tensors
+from ..config import from_dict, to_dict
+from ..data.loader import ClipSampler
+from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
+from ..tokenizers.losses import multi_res_stft_loss, psnr, si_snr, spectral_distance, ssim
+from ..tokenizers.video_ae import VideoAE, video_ae_preset
+
+
+@dataclasses.dataclass(frozen=True)
+class AETrainConfig:
+    """One autoencoder training run."""
+
+    kind: str  # "video" or "audio"
+    preset: str  # model preset: video tiny/f8/f16/f8t4, audio tiny/default
+    dataset: str  # dataset folder (train split to train, heldout split to evaluate)
+    steps: int = 4000
+    batch: int = 4  # clips per step
+    clip_frames: int = 4  # frames per clip (a multiple of the temporal factor)
+    crop: int = 64  # video: train on random crops this size (fully convolutional; eval uses full frames)
+    lr: float = 5e-4
+    warmup: int = 100
+    ema: float = 0.998
+    ssim_weight: float = 0.3  # video: weight of (1 - SSIM) next to L1
+    eval_every: int = 500
+    save_every_s: float = 60.0  # checkpoint at least this often (wall clock)
+    eval_clips: int = 8
+    bf16: bool = True  # autocast the forward pass (AMX on CPU; checked against fp32 at eval)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("video", "audio"):
+            raise ValueError(f"kind must be video or audio, got {self.kind!r}")
+
+
+def _build(cfg: AETrainConfig) -> torch.nn.Module:
+    return VideoAE(video_ae_preset(cfg.preset)) if cfg.kind == "video" else AudioAE(audio_ae_preset(cfg.preset))
+
+
+def _batch(cfg: AETrainConfig, sampler: ClipSampler, n: int, fixed: bool = False, align: int = 16) -> torch.Tensor:
+    frames, audio = sampler.fixed(n) if fixed else sampler.sample(n)
+    if cfg.kind == "video":
+        if not fixed and cfg.crop and cfg.crop < min(frames.shape[2:4]):
+            # a random crop on the latent grid: 4x cheaper steps at 64 px, so far more steps per hour
+            # (measured: docs/log.md); eval and stats use full frames
+            H, W = frames.shape[2:4]
+            oy = int(sampler.rng.integers((H - cfg.crop) // align + 1)) * align
+            ox = int(sampler.rng.integers((W - cfg.crop) // align + 1)) * align
+            frames = frames[:, :, oy : oy + cfg.crop, ox : ox + cfg.crop]
+        return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 1, 4, 2, 3).float() / 255.0  # (B, T, 3, H, W)
+    return torch.from_numpy(audio)  # (B, L)
+
+
+def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    mc = model.cfg
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        y, z = model(x, noise=mc.latent_noise)
+    y, z = y.float(), z.float()
+    reg = mc.latent_l2 * z.pow(2).mean()
+    if cfg.kind == "video":
+        l1 = F.l1_loss(y, x)
+        s = ssim(y.flatten(0, 1).clamp(0, 1), x.flatten(0, 1))
+        loss = l1 + cfg.ssim_weight * (1 - s) + reg
+        return loss, {"l1": l1.item(), "ssim": s.item()}
+    stft = multi_res_stft_loss(y, x)
+    l1 = F.l1_loss(y, x)
+    loss = stft + l1 + reg
+    return loss, {"stft": stft.item(), "l1": l1.item()}
+
+
+@torch.no_grad()
+def evaluate(kind: str, model, x: torch.Tensor) -> dict[str, float]:
+    """Held-out reconstruction metrics in fp32 (what a user gets from encode -> decode)."""
+    model.eval()
+    y = model.decode(model.encode(x))
+    if kind == "video":
+        yc = y.clamp(0, 1)
+        return {"psnr": psnr(yc, x), "ssim": ssim(yc.flatten(0, 1), x.flatten(0, 1)).item()}
+    return {"spectral_distance_db": spectral_distance(y, x), "si_snr_db": si_snr(y, x)}
+
+
+@torch.no_grad()
+def set_latent_stats(model, x: torch.Tensor) -> None:
+    """Per-channel mean/std of raw latents on training clips: encode() then returns ~unit variance."""
+    model.eval()
+    z = model.encode_raw(x).float()
+    dims = [d for d in range(z.ndim) if d != (2 if z.ndim == 5 else 2)]
+    model.latent_mean.copy_(z.mean(dim=dims))
+    model.latent_std.copy_(z.std(dim=dims).clamp_min(1e-4))
+
+
+def _lr(cfg: AETrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+def _save(out: Path, cfg: AETrainConfig, model, ema, opt, step: int, sampler: ClipSampler,
+          stats_batch: torch.Tensor, metrics: dict[str, Any]) -> None:
+    set_latent_stats(ema, stats_batch)
+    model.latent_mean.copy_(ema.latent_mean)
+    model.latent_std.copy_(ema.latent_std)
+    save_tensors(out / "model.safetensors", ema.state_dict())
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    params = list(model.parameters())
+    for i, p in enumerate(params):
+        s = opt.state.get(p)
+        if s:
+            state[f"opt.{i}.exp_avg"] = s["exp_avg"]
+            state[f"opt.{i}.exp_avg_sq"] = s["exp_avg_sq"]
+            state[f"opt.{i}.step"] = torch.as_tensor(s["step"], dtype=torch.float32).reshape(1)
+    state["rng.torch"] = torch.get_rng_state()
+    save_tensors(out / "train_state.safetensors", state)
+    kind = "video_ae" if cfg.kind == "video" else "audio_ae"
+    save_json(out / "config.json", {"kind": kind, "model": to_dict(model.cfg), "train": to_dict(cfg), "step": step,
+                                    "metrics": metrics, "sampler_rng": sampler.rng.bit_generator.state})
+
+
+def _resume(out: Path, cfg: AETrainConfig, model, ema, opt, sampler: ClipSampler) -> tuple[int, dict]:
+    meta = load_json(out / "config.json")
+    if meta["train"] != to_dict(cfg):
+        diff = {k: (meta["train"].get(k), v) for k, v in to_dict(cfg).items() if meta["train"].get(k) != v}
+        raise CheckpointError(f"{out} was trained with other settings {diff} (saved, now); use another --out or "
+                              f"the same settings to resume")
+    load_into(ema, load_tensors(out / "model.safetensors"), out / "model.safetensors")
+    state = load_tensors(out / "train_state.safetensors")
+    load_into(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, out / "train_state.safetensors")
+    params = list(model.parameters())
+    for i, p in enumerate(params):
+        if f"opt.{i}.exp_avg" in state:
+            opt.state[p] = {"exp_avg": state[f"opt.{i}.exp_avg"].clone(), "exp_avg_sq": state[f"opt.{i}.exp_avg_sq"].clone(),
+                            "step": state[f"opt.{i}.step"][0].clone()}
+    torch.set_rng_state(state["rng.torch"])
+    sampler.rng.bit_generator.state = meta["sampler_rng"]
+    return int(meta["step"]), meta.get("metrics", {})
+
+
+def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True,
+                      max_seconds: float | None = None) -> dict[str, Any]:
+    """Train (or resume) until ``cfg.steps``; returns the final metrics. ``max_seconds`` stops
+    early (after saving) so long runs can be split across sessions."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = _build(cfg)
+    if cfg.kind == "video" and cfg.clip_frames % model.cfg.temporal:
+        raise ValueError(f"clip_frames {cfg.clip_frames} must be a multiple of the temporal factor {model.cfg.temporal}")
+    if cfg.kind == "audio" and cfg.clip_frames * model.cfg.samples_per_frame % model.cfg.hop:
+        raise ValueError("clip length must be a multiple of the audio hop")
+    ema = copy.deepcopy(model)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    video = cfg.kind == "video"
+    train = ClipSampler(cfg.dataset, "train", cfg.clip_frames, seed=cfg.seed, with_frames=video, with_audio=not video)
+    if not video and train.spf != model.cfg.samples_per_frame:
+        raise ValueError(f"dataset has {train.spf} samples per frame; the audio AE expects {model.cfg.samples_per_frame}")
+    heldout = ClipSampler(cfg.dataset, "heldout", cfg.clip_frames, seed=cfg.seed + 1, with_frames=video, with_audio=not video)
+    eval_x = _batch(cfg, heldout, cfg.eval_clips, fixed=True)
+    stats_x = _batch(cfg, train, 16, fixed=True)
+    step, metrics = 0, {}
+    if (out / "config.json").exists() and (out / "train_state.safetensors").exists():
+        step, metrics = _resume(out, cfg, model, ema, opt, train)
+    log = open(out / "log.jsonl", "a")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.kind} AE ({cfg.preset})", unit="step")
+    t_start = t_save = time.perf_counter()
+    while step < cfg.steps:
+        model.train()
+        x = _batch(cfg, train, cfg.batch, align=model.cfg.spatial if video else 1)
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step)
+        loss, parts = _loss(cfg, model, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():  # EMA of weights (Polyak averaging); warm up the decay early on
+            d = min(cfg.ema, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.4f}" for k, v in parts.items()})
+        if step % 50 == 0:
+            log.write(json.dumps({"step": step, "loss": loss.item(), **parts, "lr": _lr(cfg, step)}) + "\n")
+        last = step == cfg.steps
+        if step % cfg.eval_every == 0 or last:
+            metrics = {"step": step, **evaluate(cfg.kind, ema, eval_x)}
+            log.write(json.dumps({"eval": metrics}) + "\n")
+            log.flush()
+            if bar is not None:
+                bar.write(f"step {step}: held-out " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "step"))
+        out_of_time = max_seconds is not None and time.perf_counter() - t_start > max_seconds
+        if last or out_of_time or time.perf_counter() - t_save > cfg.save_every_s:
+            _save(out, cfg, model, ema, opt, step, train, stats_x, metrics)
+            t_save = time.perf_counter()
+        if out_of_time:
+            break
+    if bar is not None:
+        bar.close()
+    log.close()
+    if step >= cfg.steps and not (out / "model.safetensors").exists():
+        _save(out, cfg, model, ema, opt, step, train, stats_x, metrics)
+    return metrics
