@@ -1,4 +1,5 @@
 """Tokenizers: causality, streaming equals the full pass, checkpoints, bad shapes, text, actions."""
+import dataclasses
 import warnings
 
 import numpy as np
@@ -230,3 +231,14 @@ def test_action_vocab_from_manifest_and_keys():
         v.index("jump")
     with pytest.raises(ValueError, match="no 'actions'"):
         ActionVocab.from_manifest({})
+
+
+def test_tiny_video_ae_learns_in_seconds(tiny_dataset, tmp_path):
+    """Training must actually reduce held-out error, not just run."""
+    from worldstream.train.autoencoder import AETrainConfig, train_autoencoder
+
+    cfg = AETrainConfig(kind="video", preset="tiny", dataset=str(tiny_dataset), steps=60, batch=4, clip_frames=2,
+                        lr=3e-3, eval_every=60, eval_clips=4)
+    before = train_autoencoder(dataclasses.replace(cfg, steps=1, eval_every=1), tmp_path / "a", progress=False)
+    after = train_autoencoder(cfg, tmp_path / "b", progress=False)
+    assert after["psnr"] > before["psnr"] + 3, (before, after)

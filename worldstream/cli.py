@@ -141,6 +141,19 @@ def cmd_encode(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(a: argparse.Namespace) -> int:
+    import torch
+
+    from .eval.tokenizers import format_table, run
+
+    torch.set_num_threads(a.threads)
+    if a.what == "tokenizers":
+        res = run(a.data, a.video_ae or [], a.audio_ae, a.out)
+        print(format_table(res))
+        print(f"wrote {a.out}/tokenizers.json, example PNGs and WAVs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worldstream", description="An open real-time world model and its toolkit.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -216,6 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", default="default", help="name of this latent cache")
     e.add_argument("--threads", type=int, default=0)
     e.set_defaults(fn=cmd_encode)
+
+    ev = sub.add_parser("eval", help="measure components on held-out data; writes JSON, PNG, WAV")
+    ev.add_argument("what", choices=("tokenizers",))
+    ev.add_argument("--data", required=True, help="dataset with a heldout split")
+    ev.add_argument("--video-ae", action="append", help="video AE checkpoint (repeatable)")
+    ev.add_argument("--audio-ae")
+    ev.add_argument("--out", default="docs/results/tokenizers")
+    ev.add_argument("--threads", type=int, default=2)
+    ev.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks that print tables")
     b.add_argument("what", choices=("world",), help="world: render and recording speed of the built-in world")

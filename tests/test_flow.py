@@ -1,0 +1,54 @@
+"""Flow matching samplers reach the data distribution under the exact velocity field."""
+import math
+
+import pytest
+import torch
+
+from worldstream.diffusion.flow import (SAMPLERS, guided, interpolate, sample_t_logit_normal, shift_time,
+                                        time_grid, velocity_target, x0_from_velocity)
+
+MU, S = 2.0, 0.5  # data ~ N(MU, S^2)
+
+
+def exact_velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """E[eps - x0 | x_t] for Gaussian data: the field a perfect model would learn."""
+    t = t.view(-1, *([1] * (x.ndim - 1)))
+    var = (1 - t) ** 2 * S**2 + t**2
+    cov = t - (1 - t) * S**2
+    return -MU + cov / var * (x - (1 - t) * MU)
+
+
+@pytest.mark.parametrize("name,steps,tol", [("euler", 100, 0.03), ("heun", 20, 0.01)])
+def test_many_step_samplers_reach_the_data_distribution(name, steps, tol):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(20000, 1, generator=g)
+    out = SAMPLERS[name](exact_velocity, x, time_grid(steps))
+    assert abs(out.mean().item() - MU) < tol and abs(out.std().item() - S) < tol + 0.01
+
+
+def test_one_step_x0_sampler_gives_the_posterior_mean():
+    x = torch.randn(5000, 1)
+    out = SAMPLERS["x0"](exact_velocity, x, time_grid(1))
+    torch.testing.assert_close(out, torch.full_like(out, MU), rtol=0, atol=1e-4)  # E[x0 | pure noise] = MU
+
+
+def test_endpoints_and_time_helpers():
+    x0, eps = torch.randn(4, 3), torch.randn(4, 3)
+    t = torch.tensor(0.3)
+    xt = interpolate(x0, eps, t)
+    torch.testing.assert_close(x0_from_velocity(xt, velocity_target(x0, eps), t), x0)
+    grid = time_grid(8, shift=3.0)
+    assert grid[0] == 1 and grid[-1] == 0 and torch.all(grid[1:] < grid[:-1])
+    assert math.isclose(shift_time(0.5, 3.0), 0.75)
+    t = sample_t_logit_normal((10000,))
+    assert 0 < t.min() and t.max() < 1 and abs(t.mean().item() - 0.5) < 0.02
+
+
+def test_guidance_combines_text_and_action_scales():
+    u = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    te = lambda x, t: torch.ones_like(x)  # noqa: E731
+    both = lambda x, t: 3 * torch.ones_like(x)  # noqa: E731
+    x, t = torch.zeros(2, 1), torch.zeros(2)
+    assert guided(u, te, both, 1.0, 1.0)(x, t).eq(3).all()  # scales 1, 1: fully conditional
+    assert guided(u, te, both, 2.0, 0.0)(x, t).eq(2).all()
+    assert guided(u, te, both, 0.0, 1.5)(x, t).eq(3).all()  # 0 + 0 + 1.5 * (3 - 1)

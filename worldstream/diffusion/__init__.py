@@ -1,0 +1,1 @@
+"""Flow matching, noise schedules and samplers (pure functions)."""

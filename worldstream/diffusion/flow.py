@@ -1,0 +1,106 @@
+"""Flow matching (rectified flow) and its samplers, as pure functions.
+
+Convention (Lipman et al. 2023, "Flow Matching"; Liu et al. 2023, "Rectified Flow";
+Esser et al. 2024, SD3): t in [0, 1], t = 0 is data, t = 1 is noise,
+
+    x_t = (1 - t) x0 + t eps,        v = dx_t/dt = eps - x0            (SD3 eq. 3 with a_t = 1 - t, b_t = t)
+
+A model predicts v; x0 = x_t - t v and eps = x_t + (1 - t) v recover the endpoints.
+Samplers share one signature, ``sample(velocity_fn, x, ts, ...)``, for the many-step teacher
+(Euler / Heun over a velocity field) and the few-step student (predict x0, re-noise to the next
+level), so the engine can swap them. Guidance is a closure around the velocity function.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> v
+
+
+def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t for t broadcastable against x0 (e.g. (B, 1, 1, ...) or per chunk)."""
+    return (1 - t) * x0 + t * eps
+
+
+def velocity_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    return eps - x0
+
+
+def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return x_t - t * v
+
+
+def sample_t_logit_normal(shape, mean: float = 0.0, std: float = 1.0, generator=None, device=None) -> torch.Tensor:
+    """Training noise levels from the logit-normal density (SD3 sec. 3.1): focuses on mid t."""
+    return torch.sigmoid(mean + std * torch.randn(shape, generator=generator, device=device))
+
+
+def shift_time(t: torch.Tensor | float, shift: float) -> torch.Tensor | float:
+    """Resolution-dependent shift toward noise (SD3 eq. 23): t' = s t / (1 + (s - 1) t)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def time_grid(steps: int, shift: float = 1.0, device=None) -> torch.Tensor:
+    """Decreasing noise levels from 1 to 0, ``steps + 1`` values (shifted)."""
+    t = torch.linspace(1.0, 0.0, steps + 1, device=device)
+    return shift_time(t, shift)
+
+
+@torch.no_grad()
+def sample_euler(fn: VelocityFn, x: torch.Tensor, ts: torch.Tensor, **_) -> torch.Tensor:
+    """Euler steps of dx/dt = v from ts[0] (noise) to ts[-1] (data)."""
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        x = x + (t_next - t) * fn(x, t.expand(x.shape[0]))
+    return x
+
+
+@torch.no_grad()
+def sample_heun(fn: VelocityFn, x: torch.Tensor, ts: torch.Tensor, **_) -> torch.Tensor:
+    """Heun's second-order method (Karras et al. 2022, EDM, Alg. 1), Euler on the final step to t = 0."""
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        v = fn(x, t.expand(x.shape[0]))
+        x_e = x + (t_next - t) * v
+        if t_next > 0:
+            v2 = fn(x_e, t_next.expand(x.shape[0]))
+            x = x + (t_next - t) * 0.5 * (v + v2)
+        else:
+            x = x_e
+    return x
+
+
+@torch.no_grad()
+def sample_x0(fn: VelocityFn, x: torch.Tensor, ts: torch.Tensor, generator: torch.Generator | None = None,
+              **_) -> torch.Tensor:
+    """Few-step sampling for a student that predicts clean data: predict x0 at each level, then
+    re-noise it to the next level with fresh noise (multistep consistency sampling, Song et al.
+    2023, Alg. 1). One step (ts = [1, 0]) is a single x0 prediction."""
+    for t, t_next in zip(ts[:-1], ts[1:]):
+        x0 = x0_from_velocity(x, fn(x, t.expand(x.shape[0])), t)
+        if t_next > 0:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            x = interpolate(x0, noise, t_next)
+        else:
+            x = x0
+    return x
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "x0": sample_x0}
+
+
+def guided(fn_uncond: VelocityFn, fn_text: VelocityFn, fn_both: VelocityFn, text_scale: float,
+           action_scale: float) -> VelocityFn:
+    """Classifier-free guidance with separate text and action scales (Ho & Salimans 2022; the
+    two-condition form of Brooks et al. 2023, InstructPix2Pix eq. 3):
+
+        v = v(0, 0) + s_text (v(text, 0) - v(0, 0)) + s_action (v(text, action) - v(text, 0))
+
+    Scales of 1 and 1 give the fully conditional prediction.
+    """
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        vu, vt, vb = fn_uncond(x, t), fn_text(x, t), fn_both(x, t)
+        return vu + text_scale * (vt - vu) + action_scale * (vb - vt)
+
+    return fn
