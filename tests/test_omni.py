@@ -1,0 +1,106 @@
+"""The Omni transformer: block-causal, cached forward equals the full pass, per-chunk noise."""
+import pytest
+import torch
+
+from worldstream.model.cache import KVCache
+from worldstream.model.omni import Omni, omni_preset
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    m = Omni(omni_preset("tiny")).eval()
+    with torch.no_grad():  # wake up the zero-initialised adaLN and output layers
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def _inputs(B=2, K=4, h=4, w=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    cfg = omni_preset("tiny")
+    return dict(video=torch.randn(B, K, cfg.latent_channels, h, w, generator=g),
+                t_video=torch.rand(B, K, generator=g),
+                actions=torch.randint(-1, cfg.n_actions, (B, K), generator=g),
+                audio=torch.randn(B, K * cfg.audio_tokens_per_frame, cfg.audio_channels, generator=g),
+                t_audio=torch.rand(B, K, generator=g),
+                text=torch.randn(B, 5, 384, generator=g), text_mask=torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool(),
+                text_pooled=torch.randn(B, 384, generator=g))
+
+
+@torch.no_grad()
+def test_a_later_chunk_never_changes_an_earlier_output():
+    m, x = _model(), _inputs()
+    v, a = m(**x)
+    y = dict(x)
+    y["video"] = x["video"].clone()
+    y["video"][:, 2:] += 1.0
+    y["actions"] = x["actions"].clone()
+    y["actions"][:, 3] = 5
+    y["audio"] = x["audio"].clone()
+    y["audio"][:, 4:] -= 1.0
+    y["t_video"] = x["t_video"].clone()
+    y["t_video"][:, 2:] = 0.9
+    v2, a2 = m(**y)
+    torch.testing.assert_close(v[:, :2], v2[:, :2], rtol=0, atol=1e-5)
+    torch.testing.assert_close(a[:, :4], a2[:, :4], rtol=0, atol=1e-5)
+    assert not torch.allclose(v[:, 2:], v2[:, 2:])
+
+
+@torch.no_grad()
+def test_padded_text_is_ignored():
+    m, x = _model(), _inputs()
+    v, _ = m(**x)
+    y = dict(x)
+    y["text"] = x["text"].clone()
+    y["text"][0, 3:] = 100.0  # padding of sample 0
+    v2, _ = m(**y)
+    torch.testing.assert_close(v, v2, rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_cached_chunk_by_chunk_equals_the_full_pass():
+    m, x = _model(1), _inputs(B=2, K=4)
+    v_full, a_full = m(**x)
+    cache = KVCache(len(m.blocks))
+    outs_v, outs_a = [], []
+    for c in range(4):
+        kw = dict(video=x["video"][:, c : c + 1], t_video=x["t_video"][:, c : c + 1], actions=x["actions"][:, c : c + 1],
+                  audio=x["audio"][:, 2 * c : 2 * c + 2], t_audio=x["t_audio"][:, c : c + 1],
+                  text=x["text"], text_mask=x["text_mask"], text_pooled=x["text_pooled"], cache=cache, start_frame=c)
+        v, a = m(**kw)
+        cache.commit()
+        outs_v.append(v)
+        outs_a.append(a)
+    torch.testing.assert_close(torch.cat(outs_v, 1), v_full, rtol=0, atol=1e-4)
+    torch.testing.assert_close(torch.cat(outs_a, 1), a_full, rtol=0, atol=1e-4)
+    assert cache.chunk_sizes[0] == 5 + 1 + 24 + 2  # text prefix committed with chunk 0
+
+
+@torch.no_grad()
+def test_each_chunk_and_modality_has_its_own_noise_level():
+    m, x = _model(2), _inputs(K=3)
+    v, a = m(**x)
+    y = dict(x)
+    y["t_audio"] = x["t_audio"].clone()
+    y["t_audio"][:, 2] = 0.0  # only chunk 2's audio noise level changes
+    v2, a2 = m(**y)
+    torch.testing.assert_close(a[:, :4], a2[:, :4], rtol=0, atol=1e-5)
+    assert not torch.allclose(a[:, 4:], a2[:, 4:])
+    torch.testing.assert_close(v[:, :2], v2[:, :2], rtol=0, atol=1e-5)
+
+
+def test_any_resolution_and_clear_shape_errors():
+    m = _model()
+    x = _inputs(B=1, K=2, h=3, w=8)
+    x["text_mask"] = x["text_mask"][:1]
+    v, a = m(**x)
+    assert v.shape == (1, 2, 8, 3, 8) and a.shape == (1, 4, 8)
+    with pytest.raises(ValueError, match="do not fit"):
+        m(**{**x, "video": torch.randn(1, 2, 5, 3, 8)})
+
+
+def test_presets_size():
+    assert 20e6 < sum(p.numel() for p in Omni(omni_preset("default")).parameters()) < 30e6
+    big = omni_preset("1b")
+    n = 12 * big.width**2 * big.depth + 6 * big.width**2 * big.depth  # qkv/proj/mlp + adaLN, roughly
+    assert 0.8e9 < n < 1.4e9

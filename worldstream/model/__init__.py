@@ -1,0 +1,1 @@
+"""The Omni transformer: one token stream over video, audio, text and actions."""

@@ -1,0 +1,242 @@
+"""The Omni transformer: one causal transformer over one token stream of every modality.
+
+Token stream (one chunk = ``chunk_frames`` latent frames; shapes for one sample):
+
+    [text prefix: Nt tokens]  [chunk 0: actions | video patches | audio tokens]  [chunk 1: ...]  ...
+
+* Video latents (C, h, w) per latent frame become (h/p)(w/p) patch tokens; audio latents give
+  ``audio_tokens_per_frame`` tokens per frame; each frame has one action token (id -1 = no
+  action, a learned "null" embedding, which is also what conditioning dropout uses); text
+  tokens are projected from the frozen text encoder (384 -> D).
+* A learned modality embedding tells tokens apart; a 3-D rotary position (time, row, column)
+  says where they are, so any resolution works without a fixed grid.
+* Attention is block-causal: a token sees its own chunk fully, every earlier chunk and the text
+  prefix, never a later chunk. Past chunks come from a ``KVCache`` when streaming; training
+  passes the whole clip with the equivalent mask, through the same code.
+* Each chunk and modality has its own noise level t (diffusion forcing, Chen et al. 2024); it
+  conditions the tokens through adaLN-Zero (Peebles & Xie 2023, DiT sec. 3.2) together with the
+  pooled text embedding. The model predicts flow-matching velocities for video and audio.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import KVCache
+from .rope import apply_rope, rope_angles
+
+VIDEO, AUDIO, ACTION, TEXT = range(4)  # modality ids
+
+
+@dataclasses.dataclass(frozen=True)
+class OmniConfig:
+    """One config class from the test model to ~1B parameters."""
+
+    width: int = 384  # D: model width
+    depth: int = 8  # transformer blocks
+    heads: int = 6  # attention heads (head dim = width / heads)
+    mlp_ratio: float = 4.0
+    latent_channels: int = 16  # video latent channels (from the video AE)
+    patch: int = 1  # video latent patch size (p x p latents per token)
+    chunk_frames: int = 1  # latent frames per chunk (the unit of causality and of streaming)
+    audio_channels: int = 32  # audio latent channels (from the audio AE); 0 = no audio
+    audio_tokens_per_frame: int = 2
+    n_actions: int = 17  # action vocabulary size
+    text_width: int = 384  # frozen text encoder width
+    rope_theta: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads or (self.width // self.heads) % 2:
+            raise ValueError(f"width {self.width} / heads {self.heads} must give an even head dim")
+
+
+def omni_preset(name: str) -> OmniConfig:
+    presets = {
+        "tiny": OmniConfig(width=64, depth=2, heads=2, latent_channels=8, audio_channels=8),
+        "default": OmniConfig(),
+        "1b": OmniConfig(width=2048, depth=14, heads=16, latent_channels=32, patch=2),
+    }
+    if name not in presets:
+        raise ValueError(f"unknown Omni preset {name!r}; choose from {sorted(presets)}")
+    return presets[name]
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of noise levels t in [0, 1] (scaled by 1000 as in DiT)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = 1000.0 * t.float()[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero modulation per token group."""
+
+    def __init__(self, cfg: OmniConfig):
+        super().__init__()
+        D = cfg.width
+        self.heads = cfg.heads
+        self.norm1 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(D, 3 * D)
+        self.q_norm = nn.RMSNorm(D // cfg.heads, eps=1e-6)  # QK-norm keeps attention logits tame
+        self.k_norm = nn.RMSNorm(D // cfg.heads, eps=1e-6)
+        self.proj = nn.Linear(D, D)
+        self.norm2 = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        hidden = int(D * cfg.mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(D, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, D))
+        self.ada = nn.Linear(D, 6 * D)
+        nn.init.zeros_(self.ada.weight)  # adaLN-Zero: every block starts as the identity
+        nn.init.zeros_(self.ada.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, angles: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, N, D = x.shape
+        H = self.heads
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=-1)  # each (B, N, D)
+        h = self.norm1(x) * (1 + scale1) + shift1
+        q, k, v = self.qkv(h).view(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
+        q, k = apply_rope(self.q_norm(q), angles), apply_rope(self.k_norm(k), angles)
+        if cache is not None:
+            cache.stage(layer, k, v)
+            pk, pv = cache.get(layer)
+            if pk is not None:  # past chunks first, then this chunk
+                k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, N, Dh)
+        x = x + gate1 * self.proj(a.transpose(1, 2).reshape(B, N, D))
+        h = self.norm2(x) * (1 + scale2) + shift2
+        return x + gate2 * self.mlp(h)
+
+
+class Omni(nn.Module):
+    def __init__(self, cfg: OmniConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, p = cfg.width, cfg.patch
+        self.video_in = nn.Linear(cfg.latent_channels * p * p, D)
+        self.audio_in = nn.Linear(cfg.audio_channels, D) if cfg.audio_channels else None
+        self.action_emb = nn.Embedding(cfg.n_actions + 1, D)  # last id: no action / dropped
+        self.text_in = nn.Linear(cfg.text_width, D)
+        self.text_pool = nn.Linear(cfg.text_width, D)
+        self.modality = nn.Embedding(4, D)
+        self.t_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
+        self.out_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.out_ada = nn.Linear(D, 2 * D)
+        self.video_out = nn.Linear(D, cfg.latent_channels * p * p)
+        self.audio_out = nn.Linear(D, cfg.audio_channels) if cfg.audio_channels else None
+        for m in (self.out_ada, self.video_out, self.audio_out):
+            if m is not None:
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # -- token layout ------------------------------------------------------------------------------
+    def layout(self, K: int, h: int, w: int, start_frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-token (modality, chunk index, position (t, row, col)) for K chunks of one sample."""
+        cfg, p = self.cfg, self.cfg.patch
+        gh, gw = h // p, w // p
+        mods, chunks, pos = [], [], []
+        for c in range(K):
+            for f in range(cfg.chunk_frames):
+                t = start_frame + c * cfg.chunk_frames + f
+                mods.append(torch.tensor([ACTION])), chunks.append(torch.tensor([c])), pos.append(torch.tensor([[t, 0, 0]]))
+                rr, cc = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+                n = gh * gw
+                mods.append(torch.full((n,), VIDEO)), chunks.append(torch.full((n,), c))
+                pos.append(torch.stack([torch.full((n,), t), rr.flatten(), cc.flatten()], dim=1))
+                if cfg.audio_channels:
+                    a = cfg.audio_tokens_per_frame
+                    mods.append(torch.full((a,), AUDIO)), chunks.append(torch.full((a,), c))
+                    pos.append(torch.stack([torch.full((a,), t), torch.zeros(a, dtype=torch.long), torch.arange(a)], dim=1))
+        return torch.cat(mods), torch.cat(chunks), torch.cat(pos)
+
+    def forward(self, video: torch.Tensor, t_video: torch.Tensor, actions: torch.Tensor,
+                audio: torch.Tensor | None = None, t_audio: torch.Tensor | None = None,
+                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
+                text_pooled: torch.Tensor | None = None, cache: KVCache | None = None,
+                start_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Velocities for K chunks.
+
+        video (B, F, C, h, w) noisy latents with F = K * chunk_frames; t_video (B, K) per-chunk
+        noise level; actions (B, F) ids (-1 = none); audio (B, F * audio_tokens_per_frame, Ca)
+        and t_audio (B, K); text (B, Nt, 384) per-token embeddings with mask (B, Nt) and pooled
+        (B, 384). With a cache, the text prefix is read from it when it holds one, and these
+        chunks follow the cached ones (``start_frame`` = frames already generated).
+        Returns (v_video like video, v_audio like audio or None).
+        """
+        cfg, p = self.cfg, self.cfg.patch
+        B, Fr, C, h, w = video.shape
+        if Fr % cfg.chunk_frames or h % p or w % p or C != cfg.latent_channels:
+            raise ValueError(f"video latents {tuple(video.shape)} do not fit: need (B, K*{cfg.chunk_frames}, "
+                             f"{cfg.latent_channels}, h, w) with h, w multiples of {p}")
+        K = Fr // cfg.chunk_frames
+        gh, gw = h // p, w // p
+        D = cfg.width
+        # tokens per frame: video patches (B, F, gh*gw, D)
+        vt = video.view(B, Fr, C, gh, p, gw, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(B, Fr, gh * gw, C * p * p)
+        vt = self.video_in(vt)
+        at = self.action_emb(torch.where(actions < 0, cfg.n_actions, actions))[:, :, None]  # (B, F, 1, D)
+        per_frame = [at, vt]
+        if cfg.audio_channels:
+            if audio is None:
+                raise ValueError("this model has audio tokens: pass audio latents (zeros and t_audio=1 to generate them)")
+            per_frame.append(self.audio_in(audio.view(B, Fr, cfg.audio_tokens_per_frame, -1)))
+        x = torch.cat(per_frame, dim=2).reshape(B, -1, D)  # (B, K * tokens_per_chunk, D)
+        mods, chunk_of, pos = self.layout(K, h, w, start_frame)
+        mods, chunk_of, pos = mods.to(x.device), chunk_of.to(x.device), pos.to(x.device)
+        x = x + self.modality(mods)[None]
+        # conditioning per token: its chunk's noise level for its modality (actions follow video) + pooled text
+        t_tok = t_video[:, chunk_of]
+        if cfg.audio_channels:
+            t_tok = torch.where((mods == AUDIO)[None], t_audio[:, chunk_of], t_tok)
+        cond = self.t_mlp(timestep_embedding(t_tok, D))  # (B, N, D)
+        if text_pooled is not None:
+            cond = cond + self.text_pool(text_pooled)[:, None]
+        n_stream = x.shape[1]
+        # text prefix: only when there is no cache yet, or the cache is empty (then it is committed with chunk 0)
+        has_prefix = text is not None and (cache is None or cache.n_tokens == 0)
+        if has_prefix:
+            tx = self.text_in(text) + self.modality.weight[TEXT]
+            x = torch.cat([tx, x], dim=1)
+            cond = torch.cat([self.t_mlp(timestep_embedding(torch.zeros(B, text.shape[1], device=x.device), D))
+                              + (self.text_pool(text_pooled)[:, None] if text_pooled is not None else 0), cond], dim=1)
+            pos = torch.cat([torch.zeros(text.shape[1], 3, dtype=pos.dtype, device=pos.device), pos])
+            chunk_of = torch.cat([torch.full((text.shape[1],), -1, device=x.device), chunk_of])
+        angles = rope_angles(pos, D // cfg.heads, cfg.rope_theta)[None].expand(B, -1, -1)
+        mask = self._mask(chunk_of, text_mask if has_prefix else None, cache, B)
+        if cache is not None:
+            valid = torch.ones(B, x.shape[1], dtype=torch.bool, device=x.device)
+            if has_prefix and text_mask is not None:
+                valid[:, : text_mask.shape[1]] = text_mask
+            cache.stage_valid(valid)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cond, angles, mask, cache, i)
+        x = x[:, x.shape[1] - n_stream :]
+        cond = cond[:, cond.shape[1] - n_stream :]
+        shift, scale = self.out_ada(F.silu(cond)).chunk(2, dim=-1)
+        x = self.out_norm(x) * (1 + scale) + shift
+        per_chunk = x.view(B, Fr, -1, D)
+        vv = self.video_out(per_chunk[:, :, 1 : 1 + gh * gw])  # (B, F, gh*gw, C*p*p)
+        vv = vv.view(B, Fr, gh, gw, C, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)
+        va = None
+        if cfg.audio_channels:
+            va = self.audio_out(per_chunk[:, :, 1 + gh * gw :]).reshape(B, Fr * cfg.audio_tokens_per_frame, -1)
+        return vv, va
+
+    def _mask(self, chunk_of: torch.Tensor, text_mask: torch.Tensor | None, cache: KVCache | None,
+              B: int) -> torch.Tensor | None:
+        """Boolean attention mask (B, 1, N, N_past + N): True = may attend."""
+        n_past = cache.n_tokens if cache is not None else 0
+        allowed = chunk_of[None, :] <= chunk_of[:, None]  # block-causal among current tokens
+        allowed = allowed[None].expand(B, -1, -1)
+        if text_mask is not None:  # padded text tokens are never attended to
+            nt = text_mask.shape[1]
+            allowed = allowed.clone()
+            allowed[:, :, :nt] &= text_mask[:, None, :]
+        if n_past:  # every committed chunk is in the past of every current token (but never padding)
+            past = cache.valid[:, None, :].expand(B, allowed.shape[1], n_past)
+            allowed = torch.cat([past, allowed], dim=2)
+        return allowed[:, None]
