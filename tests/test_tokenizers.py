@@ -143,7 +143,8 @@ def test_train_checkpoint_round_trip_and_exact_resume(kind, tiny_dataset, tmp_pa
     model = load_autoencoder(straight)
     assert model.cfg.latent_channels == 8 and not model.training
     with pytest.raises(CheckpointError, match="other settings"):
-        train_autoencoder(_cfg(kind, tiny_dataset, 20), straight, progress=False)
+        train_autoencoder(dataclasses.replace(_cfg(kind, tiny_dataset, 10), lr=1e-2), straight, progress=False)
+    assert train_autoencoder(_cfg(kind, tiny_dataset, 12), straight, progress=False)["step"] == 12  # extend
 
 
 def test_checkpoint_errors_are_clear(tmp_path, tiny_dataset):

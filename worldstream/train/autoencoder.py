@@ -2,7 +2,7 @@
 
 One flat loop in reading order: sample clips -> loss -> step -> EMA -> log -> eval -> save.
 Re-running the same command resumes from the last save (model, EMA, optimizer, step, RNG
-state) and stops when ``steps`` is reached. The checkpoint folder holds::
+state) and stops when ``steps`` is reached; re-running with a larger ``--steps`` extends the run. The checkpoint folder holds::
 
     config.json              kind, model config, train config, step, metrics, RNG state of the sampler
     model.safetensors        EMA weights + latent normalisation: what `load_autoencoder` reads
@@ -23,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import CheckpointError, load_into, load_json, load_tensors, save_json, save_tensors
-from ..config import from_dict, to_dict
+from ..config import to_dict
 from ..data.loader import ClipSampler
 from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
 from ..tokenizers.losses import multi_res_stft_loss, psnr, si_snr, spectral_distance, ssim
 from ..tokenizers.video_ae import VideoAE, video_ae_preset
+from .state import ema_update, has_run, resume_run, save_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,39 +125,9 @@ def _save(out: Path, cfg: AETrainConfig, model, ema, opt, step: int, sampler: Cl
     set_latent_stats(ema, stats_batch)
     model.latent_mean.copy_(ema.latent_mean)
     model.latent_std.copy_(ema.latent_std)
-    save_tensors(out / "model.safetensors", ema.state_dict())
-    state = {f"model.{k}": v for k, v in model.state_dict().items()}
-    params = list(model.parameters())
-    for i, p in enumerate(params):
-        s = opt.state.get(p)
-        if s:
-            state[f"opt.{i}.exp_avg"] = s["exp_avg"]
-            state[f"opt.{i}.exp_avg_sq"] = s["exp_avg_sq"]
-            state[f"opt.{i}.step"] = torch.as_tensor(s["step"], dtype=torch.float32).reshape(1)
-    state["rng.torch"] = torch.get_rng_state()
-    save_tensors(out / "train_state.safetensors", state)
     kind = "video_ae" if cfg.kind == "video" else "audio_ae"
-    save_json(out / "config.json", {"kind": kind, "model": to_dict(model.cfg), "train": to_dict(cfg), "step": step,
+    save_run(out, model, ema, opt, {"kind": kind, "model": to_dict(model.cfg), "train": to_dict(cfg), "step": step,
                                     "metrics": metrics, "sampler_rng": sampler.rng.bit_generator.state})
-
-
-def _resume(out: Path, cfg: AETrainConfig, model, ema, opt, sampler: ClipSampler) -> tuple[int, dict]:
-    meta = load_json(out / "config.json")
-    if meta["train"] != to_dict(cfg):
-        diff = {k: (meta["train"].get(k), v) for k, v in to_dict(cfg).items() if meta["train"].get(k) != v}
-        raise CheckpointError(f"{out} was trained with other settings {diff} (saved, now); use another --out or "
-                              f"the same settings to resume")
-    load_into(ema, load_tensors(out / "model.safetensors"), out / "model.safetensors")
-    state = load_tensors(out / "train_state.safetensors")
-    load_into(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, out / "train_state.safetensors")
-    params = list(model.parameters())
-    for i, p in enumerate(params):
-        if f"opt.{i}.exp_avg" in state:
-            opt.state[p] = {"exp_avg": state[f"opt.{i}.exp_avg"].clone(), "exp_avg_sq": state[f"opt.{i}.exp_avg_sq"].clone(),
-                            "step": state[f"opt.{i}.step"][0].clone()}
-    torch.set_rng_state(state["rng.torch"])
-    sampler.rng.bit_generator.state = meta["sampler_rng"]
-    return int(meta["step"]), meta.get("metrics", {})
 
 
 def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True,
@@ -184,8 +154,10 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     eval_x = _batch(cfg, heldout, cfg.eval_clips, fixed=True)
     stats_x = _batch(cfg, train, 16, fixed=True)
     step, metrics = 0, {}
-    if (out / "config.json").exists() and (out / "train_state.safetensors").exists():
-        step, metrics = _resume(out, cfg, model, ema, opt, train)
+    if has_run(out):
+        meta = resume_run(out, to_dict(cfg), model, ema, opt)
+        train.rng.bit_generator.state = meta["sampler_rng"]
+        step, metrics = int(meta["step"]), meta.get("metrics", {})
     log = open(out / "log.jsonl", "a")
     bar = None
     if progress:
@@ -202,10 +174,7 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        with torch.no_grad():  # EMA of weights (Polyak averaging); warm up the decay early on
-            d = min(cfg.ema, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
+        ema_update(ema, model, cfg.ema, step)
         step += 1
         if bar is not None:
             bar.update(1)
