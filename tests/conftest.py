@@ -10,3 +10,21 @@ def small_world():
     from worldstream.worlds.overworld import Overworld, OverworldConfig
 
     return Overworld(OverworldConfig(width=96, height=64))
+
+
+@pytest.fixture(scope="session")
+def latent_dataset(tmp_path_factory):
+    """10 overworld episodes of 16 frames at 32x32 with tiny autoencoders and a latent cache."""
+    from worldstream.data.record import RecordConfig, record
+    from worldstream.tokenizers.encode import encode_dataset
+    from worldstream.train.autoencoder import AETrainConfig, train_autoencoder
+    from worldstream.worlds.overworld import OverworldConfig
+
+    root = tmp_path_factory.mktemp("latent")
+    ds = root / "ds"
+    record(ds, RecordConfig(world=OverworldConfig(width=32, height=32), episodes=10, frames=16), progress=False)
+    for kind in ("video", "audio"):
+        train_autoencoder(AETrainConfig(kind=kind, preset="tiny", dataset=str(ds), steps=2, batch=2, clip_frames=4,
+                                        eval_every=2, eval_clips=2), root / kind, progress=False)
+    encode_dataset(ds, root / "video", root / "audio", progress=False)
+    return ds

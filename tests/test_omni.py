@@ -104,3 +104,16 @@ def test_presets_size():
     big = omni_preset("1b")
     n = 12 * big.width**2 * big.depth + 6 * big.width**2 * big.depth  # qkv/proj/mlp + adaLN, roughly
     assert 0.8e9 < n < 1.4e9
+
+
+@torch.no_grad()
+def test_a_fully_dropped_prompt_is_finite_and_equals_no_text():
+    m, x = _model(3), _inputs(B=2, K=2)
+    x["text_mask"] = torch.tensor([[0, 0, 0, 0, 0], [1, 1, 1, 1, 1]]).bool()
+    x["text_pooled"] = x["text_pooled"] * torch.tensor([[0.0], [1.0]])
+    v, a = m(**x)
+    assert torch.isfinite(v).all() and torch.isfinite(a).all()
+    alone = {k: (val[:1] if torch.is_tensor(val) else val) for k, val in x.items()}
+    alone.update(text=None, text_mask=None)
+    v0, _ = m(**alone)
+    torch.testing.assert_close(v[:1], v0, rtol=0, atol=1e-5)  # masked-out text == no text at all

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 from pathlib import Path
@@ -124,7 +125,15 @@ def cmd_train(a: argparse.Namespace) -> int:
                             batch=a.batch or defaults[1], clip_frames=a.clip_frames or defaults[2], lr=a.lr, crop=a.crop,
                             eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
         metrics = train_autoencoder(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
-        print(f"{a.out}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    else:
+        from .train.teacher import TeacherTrainConfig, train_teacher
+
+        cfg = TeacherTrainConfig(dataset=a.data, latents=a.latents, preset=a.preset or "default", steps=a.steps,
+                                 batch=a.batch or 8, chunks=a.chunks, lr=a.lr or 3e-4, warmup=a.warmup,
+                                 eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
+        metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return 0
 
 
@@ -213,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--steps", type=int, default=4000)
     ta.add_argument("--batch", type=int, default=None, help="clips per step (video 8, audio 16)")
     ta.add_argument("--clip-frames", type=int, default=None, help="frames per clip (video 4, audio 8)")
-    ta.add_argument("--lr", type=float, default=5e-4)
+    ta.add_argument("--lr", type=float, default=5e-4)  # teacher: its own --lr below
     ta.add_argument("--crop", type=int, default=64, help="video: random training crop size (0 = full frames)")
     ta.add_argument("--eval-every", type=int, default=500)
     ta.add_argument("--fp32", action="store_true", help="no bf16 autocast")
@@ -221,6 +230,22 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ta.add_argument("--max-minutes", type=float, default=None, help="save and stop after this long (resume later)")
     ta.set_defaults(fn=cmd_train)
+    tt = tsub.add_parser("teacher", help="the many-step Omni teacher on a latent cache (also under torchrun)")
+    tt.add_argument("--data", required=True, help="dataset folder with a latent cache (worldstream encode)")
+    tt.add_argument("--latents", default="default", help="name of the latent cache")
+    tt.add_argument("--out", required=True)
+    tt.add_argument("--preset", help="Omni preset: tiny, default, 1b")
+    tt.add_argument("--steps", type=int, default=2000)
+    tt.add_argument("--batch", type=int, default=None, help="global batch of clips (default 8)")
+    tt.add_argument("--chunks", type=int, default=8, help="chunks per clip")
+    tt.add_argument("--lr", type=float, default=None)
+    tt.add_argument("--warmup", type=int, default=200)
+    tt.add_argument("--eval-every", type=int, default=250)
+    tt.add_argument("--fp32", action="store_true")
+    tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--threads", type=int, default=0)
+    tt.add_argument("--max-minutes", type=float, default=None)
+    tt.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("encode", help="cache a dataset's latents (DATASET/latents/NAME/); resumable")
     e.add_argument("--data", required=True)

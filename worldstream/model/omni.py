@@ -236,6 +236,9 @@ class Omni(nn.Module):
             nt = text_mask.shape[1]
             allowed = allowed.clone()
             allowed[:, :, :nt] &= text_mask[:, None, :]
+            # ...except by themselves: a dropped (all-padding) prompt would otherwise leave its rows
+            # with nothing to attend to, and softmax over nothing is NaN
+            allowed[:, torch.arange(nt), torch.arange(nt)] = True
         if n_past:  # every committed chunk is in the past of every current token (but never padding)
             past = cache.valid[:, None, :].expand(B, allowed.shape[1], n_past)
             allowed = torch.cat([past, allowed], dim=2)

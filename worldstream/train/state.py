@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ def resume_run(out: Path, train_cfg: dict[str, Any], model: torch.nn.Module, ema
                opt: torch.optim.Optimizer) -> dict[str, Any]:
     """Load a run saved by ``save_run``; refuses a run with other settings (except ``steps``)."""
     meta = load_json(out / "config.json")
+    train_cfg = json.loads(json.dumps(train_cfg))  # compare as stored: tuples become lists
     # only the stopping point may change between runs: raising --steps extends a run (the cosine
     # schedule then stretches to the new end); anything else means a different experiment
     diff = {k: (meta["train"].get(k), v) for k, v in train_cfg.items() if meta["train"].get(k) != v and k != "steps"}

@@ -1,0 +1,59 @@
+"""Teacher training: per-modality noise tasks, resume, DDP with 2 processes equals 1 process."""
+import os
+import subprocess
+import sys
+
+import torch
+
+from worldstream.checkpoint import load_tensors
+from worldstream.train.teacher import TeacherTrainConfig, draw_tasks, train_teacher
+
+
+def _cfg(ds, steps, **kw):
+    return TeacherTrainConfig(dataset=str(ds), preset="tiny", steps=steps, batch=4, chunks=4, eval_every=steps,
+                              warmup=2, **kw)
+
+
+def test_tasks_set_per_modality_noise_levels():
+    torch.manual_seed(0)
+    cfg = TeacherTrainConfig(dataset="unused", history_noise=0.1)
+    d = draw_tasks(cfg, 4000, 6)
+    tv, ta, task = d["tv"], d["ta"], d["task"]
+    assert (ta[task == 1] == 0).all()  # video|audio: audio given clean
+    assert (tv[task == 2] == 0).all()  # audio|video: video given clean
+    assert (tv[task == 3][:, 0] == 0).all() and (tv[task == 3][:, 1:] > 0).all()  # image->world
+    cont = tv[task == 4]
+    assert (cont[:, 0] <= 0.1).all() and (cont[:, -1] > 0).all()  # history lightly noised, future generated
+    joint = tv[task == 0]
+    assert (joint > 0).all() and joint.std() > 0.1  # diffusion forcing: every chunk its own level
+    frac = torch.bincount(task, minlength=5).float() / 4000
+    assert abs(frac[0] - 0.5) < 0.05
+    assert 0.05 < d["drop_text"].float().mean() < 0.15 and 0.05 < d["drop_action"].float().mean() < 0.15
+
+
+def test_teacher_trains_and_resumes_exactly(latent_dataset, tmp_path):
+    torch.set_num_threads(1)
+    train_teacher(_cfg(latent_dataset, 6, bf16=False), tmp_path / "a", progress=False)
+    train_teacher(_cfg(latent_dataset, 6, bf16=False), tmp_path / "b", progress=False, max_seconds=0.0)
+    m = train_teacher(_cfg(latent_dataset, 6, bf16=False), tmp_path / "b", progress=False)
+    assert m["step"] == 6 and m["heldout_velocity_mse"] > 0
+    a, b = load_tensors(tmp_path / "a" / "model.safetensors"), load_tensors(tmp_path / "b" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_ddp_two_processes_match_one_process(latent_dataset, tmp_path):
+    torch.set_num_threads(1)
+    train_teacher(_cfg(latent_dataset, 2, bf16=False), tmp_path / "single", progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "worldstream.train.teacher", "--data", str(latent_dataset), "--out", str(tmp_path / "ddp"),
+           "--preset", "tiny", "--steps", "2", "--batch", "4", "--chunks", "4", "--eval-every", "2", "--fp32",
+           "--threads", "1", "--warmup", "2"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = load_tensors(tmp_path / "single" / "train_state.safetensors")
+    b = load_tensors(tmp_path / "ddp" / "train_state.safetensors")
+    for k in a:
+        if k.startswith("model."):
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)

@@ -1,0 +1,103 @@
+"""Training clips from a latent cache (``worldstream encode``): latents, actions and the prompt.
+
+A clip is K chunks of consecutive latent frames of one episode, with the action of every
+frame and the caption in force at its last frame (the latest caption at or before it).
+Batches are bucketed by latent size, so clips of different resolutions and aspect ratios train
+in the same run without cropping (each batch has one size).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..checkpoint import load_json, load_tensors
+from .format import Dataset, DatasetError
+
+
+@dataclasses.dataclass
+class LatentClip:
+    video: torch.Tensor  # (B, F, C, h, w) float32
+    audio: torch.Tensor | None  # (B, F * tokens_per_frame, Ca)
+    actions: torch.Tensor  # (B, F) long, -1 = none
+    captions: list[str]  # B prompts ("" when the episode has none)
+    start: list[tuple[str, int]]  # (episode, first frame) per clip
+
+
+class LatentClips:
+    def __init__(self, dataset: str | Path, name: str, split: str, frames: int, seed: int = 0):
+        self.ds = Dataset(dataset)
+        root = self.ds.path / "latents" / name
+        self.ident = load_json(root / "config.json")
+        self.frames = frames
+        self.rng = np.random.default_rng(seed)
+        self.items = []
+        for ep in self.ds.split(split):
+            f = root / f"{ep.name}.safetensors"
+            if not f.exists():
+                raise DatasetError(f"{f}: missing; run `worldstream encode` for {self.ds.path} first")
+            t = load_tensors(f)
+            T = t["video"].shape[0]
+            if T < frames:
+                continue
+            recs = ep.records()
+            caption, active = "", []
+            for r in recs[:T]:
+                caption = r.get("caption") or caption
+                active.append(caption)
+            self.items.append({"name": ep.name, "video": t["video"], "audio": t.get("audio"), "captions": active,
+                               "actions": torch.tensor([-1 if r.get("action") is None else r["action"] for r in recs[:T]])})
+        if not self.items:
+            raise DatasetError(f"{self.ds.path}: no {split} episodes with {frames} latent frames")
+        self.buckets: dict[tuple, list[int]] = {}
+        for i, it in enumerate(self.items):
+            self.buckets.setdefault(tuple(it["video"].shape[1:]), []).append(i)
+        a = self.items[0]["audio"]
+        self.tokens_per_frame = a.shape[0] // self.items[0]["video"].shape[0] if a is not None else 0
+
+    def sample(self, batch: int) -> LatentClip:
+        keys = sorted(self.buckets)
+        bucket = self.buckets[keys[int(self.rng.integers(len(keys)))]]
+        vids, auds, acts, caps, starts = [], [], [], [], []
+        for _ in range(batch):
+            it = self.items[bucket[int(self.rng.integers(len(bucket)))]]
+            s = int(self.rng.integers(it["video"].shape[0] - self.frames + 1))
+            vids.append(it["video"][s : s + self.frames].float())
+            if it["audio"] is not None:
+                tpf = self.tokens_per_frame
+                auds.append(it["audio"][s * tpf : (s + self.frames) * tpf].float())
+            acts.append(it["actions"][s : s + self.frames])
+            caps.append(it["captions"][s + self.frames - 1])
+            starts.append((it["name"], s))
+        return LatentClip(torch.stack(vids), torch.stack(auds) if auds else None, torch.stack(acts), caps, starts)
+
+    def fixed(self, batch: int, seed: int = 4321) -> LatentClip:
+        keep, self.rng = self.rng, np.random.default_rng(seed)
+        try:
+            return self.sample(batch)
+        finally:
+            self.rng = keep
+
+
+class PromptBank:
+    """Text embeddings of prompts, computed once each by the frozen encoder, padded per batch."""
+
+    def __init__(self, encoder=None):
+        if encoder is None:
+            from ..tokenizers.text import TextEncoder
+
+            encoder = TextEncoder()
+        self.encoder = encoder
+
+    def batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(tokens (B, N, 384), mask (B, N) bool, pooled (B, 384)); '' gives no tokens and zeros."""
+        embs = [self.encoder.encode(p) for p in prompts]
+        n = max(1, max(e.tokens.shape[0] for e in embs))
+        tokens = torch.zeros(len(embs), n, self.encoder.width)
+        mask = torch.zeros(len(embs), n, dtype=torch.bool)
+        for i, e in enumerate(embs):
+            tokens[i, : e.tokens.shape[0]] = e.tokens
+            mask[i, : e.tokens.shape[0]] = True
+        return tokens, mask, torch.stack([e.pooled for e in embs])

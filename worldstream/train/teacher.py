@@ -1,0 +1,261 @@
+"""`worldstream train teacher`: the many-step Omni teacher, flow matching with diffusion forcing.
+
+One flat loop: sample latent clips -> pick tasks and noise levels -> loss -> step -> EMA ->
+log -> eval -> save. Every chunk gets its own noise level (diffusion forcing, Chen et al. 2024),
+so the model learns to make the next chunk from any clean or noisy past; per-modality levels
+turn one run into several tasks at once:
+
+    joint         video and audio generated from text and actions (independent levels)
+    video|audio   the audio is given clean: video follows the sound (rain heard -> rain seen)
+    audio|video   the video is given clean: sound for the picture
+    image->world  the first chunk's video is given clean
+    continuation  the first chunks are given with a little noise (history corruption), the rest generated
+
+Text and actions are dropped independently (to "" and to the null action) so classifier-free
+guidance can scale each. Batches are bucketed by latent size: several resolutions in one run.
+
+Runs single-process, or under ``torchrun`` with DDP (gloo on CPU, nccl on GPU): every rank
+draws the same global batch and randomness and keeps its slice, so N processes take exactly
+the step one process takes on the same global batch (tested with 2 CPU processes).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..checkpoint import load_json
+from ..config import to_dict
+from ..data.latents import LatentClips, PromptBank
+from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
+from ..model.omni import Omni, omni_preset
+from .state import ema_update, has_run, resume_run, save_run
+
+TASKS = ("joint", "video|audio", "audio|video", "image->world", "continuation")
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherTrainConfig:
+    dataset: str
+    latents: str = "default"  # name of the latent cache (worldstream encode --name)
+    preset: str = "default"  # Omni preset; latent sizes and the action count come from the data
+    steps: int = 2000
+    batch: int = 8  # global batch (clips), split across DDP ranks
+    chunks: int = 8  # chunks per clip
+    lr: float = 3e-4
+    warmup: int = 200
+    ema: float = 0.999
+    p_drop_text: float = 0.1
+    p_drop_action: float = 0.1
+    history_noise: float = 0.1  # largest noise level of given history (continuation)
+    task_probs: tuple[float, ...] = (0.5, 0.15, 0.15, 0.1, 0.1)  # in the order of TASKS
+    audio_weight: float = 0.5
+    eval_every: int = 250
+    save_every_s: float = 60.0
+    bf16: bool = True
+    seed: int = 0
+
+
+def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
+    item = clips.items[0]
+    n_actions = len(clips.ds.manifest["actions"]["names"])
+    audio = item["audio"]
+    return dataclasses.replace(omni_preset(cfg.preset), latent_channels=item["video"].shape[1],
+                               audio_channels=audio.shape[1] if audio is not None else 0,
+                               audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions))
+
+
+def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
+               audio_shape: tuple | None = None) -> dict[str, torch.Tensor]:
+    """Noise levels per chunk and modality, dropout flags and the noise itself, for the global
+    batch (global RNG), so that DDP ranks can each keep their slice of the same draw."""
+    tv = sample_t_logit_normal((B, K))
+    ta = sample_t_logit_normal((B, K))
+    task = torch.multinomial(torch.tensor(cfg.task_probs), B, replacement=True)
+    given = torch.rand(B, K) * cfg.history_noise
+    n_hist = torch.randint(1, max(2, K), (B,))
+    hist = torch.arange(K)[None] < n_hist[:, None]
+    tv = torch.where((task == 2)[:, None], torch.zeros_like(tv), tv)  # audio|video: video clean
+    ta = torch.where((task == 1)[:, None], torch.zeros_like(ta), ta)  # video|audio: audio clean
+    first = torch.zeros(B, K, dtype=torch.bool)
+    first[:, 0] = True
+    tv = torch.where((task == 3)[:, None] & first, torch.zeros_like(tv), tv)  # image->world
+    cont = (task == 4)[:, None] & hist
+    tv = torch.where(cont, given, tv)
+    ta = torch.where(cont, given, ta)
+    out = {"tv": tv, "ta": ta, "task": task, "drop_text": torch.rand(B) < cfg.p_drop_text,
+           "drop_action": torch.rand(B) < cfg.p_drop_action}
+    if video_shape is not None:
+        out["eps_v"] = torch.randn(video_shape)
+    if audio_shape is not None:
+        out["eps_a"] = torch.randn(audio_shape)
+    return out
+
+
+def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBank) -> tuple[torch.Tensor, dict]:
+    mc = model.module.cfg if hasattr(model, "module") else model.cfg
+    x0v, x0a = clip.video, clip.audio
+    B, Fr = x0v.shape[:2]
+    cf = mc.chunk_frames
+    tv_f = draws["tv"].repeat_interleave(cf, dim=1)  # (B, F)
+    eps_v = draws["eps_v"]
+    xv = interpolate(x0v, eps_v, tv_f[..., None, None, None])
+    actions = torch.where(draws["drop_action"][:, None], -1, clip.actions)
+    caps = ["" if d else c for c, d in zip(clip.captions, draws["drop_text"].tolist())]
+    text, mask, pooled = prompts.batch(caps)
+    kw = {}
+    if x0a is not None:
+        tpf = mc.audio_tokens_per_frame
+        ta_t = draws["ta"].repeat_interleave(cf * tpf, dim=1)  # (B, F * tpf)
+        eps_a = draws["eps_a"]
+        kw = dict(audio=interpolate(x0a, eps_a, ta_t[..., None]), t_audio=draws["ta"])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and x0v.device.type == "cpu"):
+        pv, pa = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
+                       text_pooled=pooled, **kw)
+    # Given (clean) parts carry no loss. Normalise by the element count, not by the unmasked count,
+    # so the mean over DDP ranks of per-rank losses is exactly the loss of the global batch.
+    wv = (tv_f > 0).float()[..., None, None, None]
+    lv = ((pv.float() - velocity_target(x0v, eps_v)) ** 2 * wv).mean()
+    parts = {"video": lv.item()}
+    loss = lv
+    if x0a is not None:
+        wa = (ta_t > 0).float()[..., None]
+        la = ((pa.float() - velocity_target(x0a, eps_a)) ** 2 * wa).mean()
+        loss = loss + cfg.audio_weight * la
+        parts["audio"] = la.item()
+    return loss, parts
+
+
+def _lr(cfg: TeacherTrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def _slice(clip, draws, rank: int, world: int):
+    n = clip.video.shape[0] // world
+    sl = slice(rank * n, (rank + 1) * n)
+    clip = dataclasses.replace(clip, video=clip.video[sl], audio=None if clip.audio is None else clip.audio[sl],
+                               actions=clip.actions[sl], captions=clip.captions[sl], start=clip.start[sl])
+    return clip, {k: v[sl] for k, v in draws.items()}
+
+
+@torch.no_grad()
+def heldout_loss(model, cfg: TeacherTrainConfig, clip, prompts: PromptBank) -> float:
+    """Velocity MSE on fixed held-out clips at fixed noise (t = 0.5 everywhere, fixed eps)."""
+    g = torch.get_rng_state()
+    torch.manual_seed(1234)
+    B, K = clip.video.shape[0], clip.video.shape[1] // model.cfg.chunk_frames
+    draws = {"tv": torch.full((B, K), 0.5), "ta": torch.full((B, K), 0.5), "task": torch.zeros(B, dtype=torch.long),
+             "drop_text": torch.zeros(B, dtype=torch.bool), "drop_action": torch.zeros(B, dtype=torch.bool),
+             "eps_v": torch.randn(clip.video.shape)}
+    if clip.audio is not None:
+        draws["eps_a"] = torch.randn(clip.audio.shape)
+    model.eval()
+    loss, _ = teacher_loss(model, dataclasses.replace(cfg, bf16=False), clip, draws, prompts)
+    torch.set_rng_state(g)
+    return loss.item()
+
+
+def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = True,
+                  max_seconds: float | None = None) -> dict[str, Any]:
+    out = Path(out)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+    if cfg.batch % world:
+        raise ValueError(f"global batch {cfg.batch} must be divisible by the {world} processes")
+    torch.manual_seed(cfg.seed)  # same on every rank: same init, same global draws
+    prompts = PromptBank()
+    train = LatentClips(cfg.dataset, cfg.latents, "train", cfg.chunks, seed=cfg.seed)
+    heldout = LatentClips(cfg.dataset, cfg.latents, "heldout", cfg.chunks, seed=cfg.seed + 1)
+    mcfg = model_config(cfg, train)
+    model = Omni(mcfg)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    step, metrics = 0, {}
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    if has_run(out):
+        meta = resume_run(out, to_dict(cfg), model, ema, opt)
+        train.rng.bit_generator.state = meta["sampler_rng"]
+        step, metrics = int(meta["step"]), meta.get("metrics", {})
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    eval_clip = heldout.fixed(min(4, cfg.batch))
+    latents_ident = load_json(Path(cfg.dataset) / "latents" / cfg.latents / "config.json")
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=step, desc=f"train teacher ({cfg.preset})", unit="step")
+    t0 = t_save = time.perf_counter()
+    while step < cfg.steps:
+        net.train()
+        clip = train.sample(cfg.batch)  # the global batch, identical on every rank
+        draws = draw_tasks(cfg, cfg.batch, cfg.chunks // mcfg.chunk_frames, tuple(clip.video.shape),
+                           None if clip.audio is None else tuple(clip.audio.shape))
+        clip, draws = _slice(clip, draws, rank, world)
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step)
+        loss, parts = teacher_loss(net, cfg, clip, draws, prompts)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, model, cfg.ema, step)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
+        if log is not None and step % 25 == 0:
+            log.write(json.dumps({"step": step, "loss": loss.item(), **parts, "lr": _lr(cfg, step)}) + "\n")
+        last = step == cfg.steps
+        if rank == 0 and (step % cfg.eval_every == 0 or last):
+            metrics = {"step": step, "heldout_velocity_mse": heldout_loss(ema, cfg, eval_clip, prompts)}
+            log.write(json.dumps({"eval": metrics}) + "\n")
+            log.flush()
+            if bar is not None:
+                bar.write(f"step {step}: held-out velocity MSE {metrics['heldout_velocity_mse']:.4f}")
+        out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        if rank == 0 and (last or out_of_time or time.perf_counter() - t_save > cfg.save_every_s):
+            save_run(out, model, ema, opt, {"kind": "omni_teacher", "model": to_dict(mcfg), "train": to_dict(cfg),
+                                            "step": step, "metrics": metrics, "latents": latents_ident,
+                                            "actions": train.ds.manifest["actions"], "fps": train.ds.manifest["fps"],
+                                            "sampler_rng": train.rng.bit_generator.state})
+            t_save = time.perf_counter()
+        if out_of_time:
+            break
+    if bar is not None:
+        bar.close()
+    if log is not None:
+        log.close()
+    return metrics
+
+
+def _torchrun_main() -> None:
+    """Entry for ``torchrun -m worldstream.train.teacher --data ... --out ...`` (same flags as the CLI)."""
+    from ..cli import build_parser
+
+    import sys
+
+    args = build_parser().parse_args(["train", "teacher", *sys.argv[1:]])
+    args.fn(args)
+    if dist.is_initialized():  # workers sometimes die at exit under gloo: leave cleanly
+        dist.barrier()
+        dist.destroy_process_group()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    _torchrun_main()
