@@ -57,3 +57,18 @@ def test_ddp_two_processes_match_one_process(latent_dataset, tmp_path):
     for k in a:
         if k.startswith("model."):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_generate_writes_a_video_with_sound(latent_dataset, tmp_path):
+    import av
+
+    from worldstream.cli import main
+
+    train_teacher(_cfg(latent_dataset, 2), tmp_path / "t", progress=False)
+    out = tmp_path / "gen.mp4"
+    assert main(["generate", "--checkpoint", str(tmp_path / "t"), "--prompt", "it begins to snow",
+                 "--actions", "walk_e:6,idle:2", "--seconds", "0.5", "--steps", "2", "--out", str(out)]) == 0
+    with av.open(str(out)) as c:
+        assert c.streams.video and c.streams.audio
+        assert sum(1 for _ in c.decode(video=0)) == 12  # 0.5 s at 24 fps
+    assert main(["generate", "--checkpoint", str(tmp_path / "t"), "--actions", "fly:3", "--out", str(out)]) == 2

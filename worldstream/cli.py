@@ -137,6 +137,21 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(a: argparse.Namespace) -> int:
+    import torch
+
+    from .engine.generate import generate
+    from .engine.rollout import RolloutConfig
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cfg = RolloutConfig(sampler=a.sampler, steps=a.steps, shift=a.shift, text_scale=a.text_scale,
+                        action_scale=a.action_scale)
+    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, cfg, seed=a.seed)
+    print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks)")
+    return 0
+
+
 def cmd_encode(a: argparse.Namespace) -> int:
     import torch
 
@@ -246,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--threads", type=int, default=0)
     tt.add_argument("--max-minutes", type=float, default=None)
     tt.set_defaults(fn=cmd_train)
+
+    gn = sub.add_parser("generate", help="prompt + action script -> MP4 with sound")
+    gn.add_argument("--checkpoint", required=True, help="world model checkpoint folder")
+    gn.add_argument("--prompt", default="")
+    gn.add_argument("--actions", default="idle", help="NAME:FRAMES,... e.g. walk_e:48,idle:24 (last one holds)")
+    gn.add_argument("--seconds", type=float, default=4.0)
+    gn.add_argument("--out", default="generated.mp4")
+    gn.add_argument("--sampler", choices=("euler", "heun", "x0"), default="heun")
+    gn.add_argument("--steps", type=int, default=20)
+    gn.add_argument("--shift", type=float, default=1.0)
+    gn.add_argument("--text-scale", type=float, default=3.0)
+    gn.add_argument("--action-scale", type=float, default=1.5)
+    gn.add_argument("--seed", type=int, default=0)
+    gn.add_argument("--threads", type=int, default=0)
+    gn.set_defaults(fn=cmd_generate)
 
     e = sub.add_parser("encode", help="cache a dataset's latents (DATASET/latents/NAME/); resumable")
     e.add_argument("--data", required=True)

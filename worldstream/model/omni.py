@@ -57,7 +57,7 @@ class OmniConfig:
 def omni_preset(name: str) -> OmniConfig:
     presets = {
         "tiny": OmniConfig(width=64, depth=2, heads=2, latent_channels=8, audio_channels=8),
-        "default": OmniConfig(),
+        "default": OmniConfig(width=256, depth=8, heads=4, patch=2),  # ~9M, 64 tokens per 16x16 latent frame
         "1b": OmniConfig(width=2048, depth=14, heads=16, latent_channels=32, patch=2),
     }
     if name not in presets:

@@ -232,6 +232,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
             save_run(out, model, ema, opt, {"kind": "omni_teacher", "model": to_dict(mcfg), "train": to_dict(cfg),
                                             "step": step, "metrics": metrics, "latents": latents_ident,
                                             "actions": train.ds.manifest["actions"], "fps": train.ds.manifest["fps"],
+                                            "latent_shape": list(train.items[0]["video"].shape[1:]),
                                             "sampler_rng": train.rng.bit_generator.state})
             t_save = time.perf_counter()
         if out_of_time:

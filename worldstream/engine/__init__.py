@@ -1,0 +1,1 @@
+"""Streaming generation: the rollout, sessions, events, pacing."""

@@ -1,0 +1,130 @@
+"""The rollout: generate chunk after chunk with the KV cache. One function for every user:
+`worldstream generate`, the streaming engine, and (later) training on the model's own rollouts.
+
+For each chunk: start from noise, integrate the velocity field with a sampler from
+``diffusion.flow`` (many-step teacher or few-step student, one signature), with classifier-free
+guidance as a closure over up to three conditioning branches (nothing / text / text + actions),
+then commit the clean chunk into each branch's KV cache with one more pass at t = 0, so later
+chunks attend to clean history (as in Self-Forcing and CausVid).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from ..diffusion.flow import SAMPLERS, guided, time_grid
+from ..model.cache import KVCache
+from ..model.omni import Omni
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutConfig:
+    sampler: str = "heun"  # "euler", "heun" (teacher) or "x0" (few-step student)
+    steps: int = 20
+    shift: float = 1.0  # time-grid shift toward noise (SD3 eq. 23)
+    text_scale: float = 3.0  # guidance on the prompt (1 = no guidance)
+    action_scale: float = 1.5  # guidance on the actions (1 = no guidance)
+
+
+@dataclasses.dataclass
+class Conditioning:
+    """What the model is asked for: the prompt (encoded) and the actions of every frame."""
+
+    text: torch.Tensor | None  # (B, Nt, 384)
+    text_mask: torch.Tensor | None  # (B, Nt)
+    text_pooled: torch.Tensor | None  # (B, 384)
+    actions: torch.Tensor  # (B, F) ids, -1 = none
+
+
+class Branch:
+    """One conditioning branch with its own KV cache."""
+
+    def __init__(self, model: Omni, use_text: bool, use_actions: bool):
+        self.cache = KVCache(len(model.blocks))
+        self.use_text, self.use_actions = use_text, use_actions
+
+    def kwargs(self, cond: Conditioning, frames: slice) -> dict:
+        a = cond.actions[:, frames] if self.use_actions else torch.full_like(cond.actions[:, frames], -1)
+        if self.use_text and cond.text is not None:
+            return dict(actions=a, text=cond.text, text_mask=cond.text_mask, text_pooled=cond.text_pooled)
+        return dict(actions=a, text=None, text_mask=None, text_pooled=None)
+
+
+def make_branches(model: Omni, cfg: RolloutConfig) -> list[Branch]:
+    if cfg.text_scale == 1.0 and cfg.action_scale == 1.0:
+        return [Branch(model, True, True)]
+    return [Branch(model, False, False), Branch(model, True, False), Branch(model, True, True)]
+
+
+@torch.no_grad()
+def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond: Conditioning, chunk: int,
+                   video_shape: tuple[int, int, int], generator: torch.Generator | None = None,
+                   given_video: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Make chunk ``chunk`` (0-based) and commit it; returns (video (B, cf, C, h, w), audio or None).
+
+    ``given_video`` (B, cf, C, h, w) replaces generation of the video (an image to start from):
+    it is committed as is and only the audio is generated for it.
+    """
+    mc = model.cfg
+    B = cond.actions.shape[0]
+    cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
+    C, h, w = video_shape
+    frames = slice(chunk * cf, (chunk + 1) * cf)
+    nv = cf * C * h * w
+    na = cf * tpf * mc.audio_channels if mc.audio_channels else 0
+    x = torch.randn(B, nv + na, generator=generator)
+
+    def unpack(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        v = z[:, :nv].view(B, cf, C, h, w)
+        a = z[:, nv:].view(B, cf * tpf, mc.audio_channels) if na else None
+        return v, a
+
+    def velocity(branch: Branch) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        def fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            v, a = unpack(z)
+            tv = t[:, None]
+            if given_video is not None:
+                v, tv = given_video, torch.zeros_like(tv)
+            out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=t[:, None] if na else None,
+                                 cache=branch.cache, start_frame=chunk * cf, **branch.kwargs(cond, frames))
+            if given_video is not None:
+                out_v = torch.zeros_like(out_v)  # the given frame does not move
+            return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1)
+
+        return fn
+
+    fns = [velocity(b) for b in branches]
+    fn = fns[0] if len(fns) == 1 else guided(fns[0], fns[1], fns[2], cfg.text_scale, cfg.action_scale)
+    if given_video is not None:
+        x[:, :nv] = given_video.flatten(1)
+    z = SAMPLERS[cfg.sampler](fn, x, time_grid(cfg.steps, cfg.shift), generator=generator)
+    video, audio = unpack(z)
+    if given_video is not None:
+        video = given_video
+    zero = torch.zeros(B, 1)
+    for b in branches:  # commit the clean chunk: its keys/values at t = 0 become history
+        model(video=video, t_video=zero, audio=audio, t_audio=zero if na else None, cache=b.cache,
+              start_frame=chunk * cf, **b.kwargs(cond, frames))
+        b.cache.commit()
+    return video, audio
+
+
+@torch.no_grad()
+def rollout(model: Omni, cfg: RolloutConfig, cond: Conditioning, n_chunks: int, video_shape: tuple[int, int, int],
+            seed: int = 0, first_video: torch.Tensor | None = None,
+            on_chunk: Callable[[int, torch.Tensor, torch.Tensor | None], None] | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Generate ``n_chunks`` chunks; returns all video latents (B, F, C, h, w) and audio latents."""
+    g = torch.Generator().manual_seed(seed)
+    branches = make_branches(model, cfg)
+    vs, as_ = [], []
+    for c in range(n_chunks):
+        v, a = generate_chunk(model, branches, cfg, cond, c, video_shape, g, first_video if c == 0 else None)
+        vs.append(v)
+        if a is not None:
+            as_.append(a)
+        if on_chunk is not None:
+            on_chunk(c, v, a)
+    return torch.cat(vs, 1), (torch.cat(as_, 1) if as_ else None)
