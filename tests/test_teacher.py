@@ -72,3 +72,15 @@ def test_generate_writes_a_video_with_sound(latent_dataset, tmp_path):
         assert c.streams.video and c.streams.audio
         assert sum(1 for _ in c.decode(video=0)) == 12  # 0.5 s at 24 fps
     assert main(["generate", "--checkpoint", str(tmp_path / "t"), "--actions", "fly:3", "--out", str(out)]) == 2
+
+
+def test_eval_teacher_runs_end_to_end(latent_dataset, tmp_path):
+    from worldstream.engine.rollout import RolloutConfig
+    from worldstream.eval import teacher as ev
+
+    train_teacher(_cfg(latent_dataset, 2), tmp_path / "t", progress=False)
+    res = ev.eval_teacher(tmp_path / "t", latent_dataset, RolloutConfig(sampler="euler", steps=1), clips=1, history=2,
+                          out=tmp_path / "eval", walk_frames=8, prompt_frames=6, classifier_steps=5)
+    assert 0 < res["next_frame_psnr_db"] < 60 and 0 <= res["action_following"] <= 1
+    assert set(res["prompt_adherence"]) == set(ev.PROMPTS)
+    assert (tmp_path / "eval" / "walk_e.mp4").exists() and (tmp_path / "eval" / "teacher.json").exists()

@@ -175,6 +175,15 @@ def cmd_eval(a: argparse.Namespace) -> int:
         res = run(a.data, a.video_ae or [], a.audio_ae, a.out)
         print(format_table(res))
         print(f"wrote {a.out}/tokenizers.json, example PNGs and WAVs")
+    else:
+        from .engine.rollout import RolloutConfig
+        from .eval.teacher import eval_teacher
+
+        if not a.checkpoint:
+            raise ValueError("eval teacher needs --checkpoint")
+        rcfg = RolloutConfig(sampler=a.sampler, steps=a.steps, text_scale=a.text_scale, action_scale=a.action_scale)
+        res = eval_teacher(a.checkpoint, a.data, rcfg, clips=a.clips, out=a.out)
+        print(json.dumps({k: v for k, v in res.items() if k != "rollout"}, indent=1))
     return 0
 
 
@@ -286,7 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_encode)
 
     ev = sub.add_parser("eval", help="measure components on held-out data; writes JSON, PNG, WAV")
-    ev.add_argument("what", choices=("tokenizers",))
+    ev.add_argument("what", choices=("tokenizers", "teacher"))
+    ev.add_argument("--checkpoint", help="teacher: the world model checkpoint")
+    ev.add_argument("--sampler", choices=("euler", "heun", "x0"), default="heun")
+    ev.add_argument("--steps", type=int, default=10)
+    ev.add_argument("--text-scale", type=float, default=3.0)
+    ev.add_argument("--action-scale", type=float, default=1.5)
+    ev.add_argument("--clips", type=int, default=12)
     ev.add_argument("--data", required=True, help="dataset with a heldout split")
     ev.add_argument("--video-ae", action="append", help="video AE checkpoint (repeatable)")
     ev.add_argument("--audio-ae")

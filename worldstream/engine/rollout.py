@@ -128,3 +128,24 @@ def rollout(model: Omni, cfg: RolloutConfig, cond: Conditioning, n_chunks: int, 
         if on_chunk is not None:
             on_chunk(c, v, a)
     return torch.cat(vs, 1), (torch.cat(as_, 1) if as_ else None)
+
+
+@torch.no_grad()
+def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torch.Tensor,
+            audio: torch.Tensor | None) -> int:
+    """Commit known clean chunks (e.g. real history, teacher forcing) into every branch's cache.
+
+    video (B, F, C, h, w) with F a multiple of chunk_frames; returns the number of chunks committed.
+    """
+    mc = model.cfg
+    cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
+    n = video.shape[1] // cf
+    zero = torch.zeros(video.shape[0], 1)
+    for c in range(n):
+        frames = slice(c * cf, (c + 1) * cf)
+        a = audio[:, c * cf * tpf : (c + 1) * cf * tpf] if audio is not None else None
+        for b in branches:
+            model(video=video[:, frames], t_video=zero, audio=a, t_audio=zero if a is not None else None,
+                  cache=b.cache, start_frame=c * cf, **b.kwargs(cond, frames))
+            b.cache.commit()
+    return n
