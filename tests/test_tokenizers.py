@@ -84,10 +84,11 @@ def test_any_aspect_ratio_and_compression_16():
         assert m.decode(z).shape == (1, 2, 3, 144, 256)
 
 
+@pytest.mark.parametrize("upsample", ["transpose", "repeat"])
 @torch.no_grad()
-def test_audio_ae_causal_and_streaming():
+def test_audio_ae_causal_and_streaming(upsample):
     torch.manual_seed(0)
-    m = AudioAE(audio_ae_preset("tiny")).eval()
+    m = AudioAE(dataclasses.replace(audio_ae_preset("tiny"), upsample=upsample)).eval()
     x = (torch.rand(2, 8000) * 2 - 1) * 0.5
     z = m.encode(x)
     assert z.shape == (2, 16, 8)  # 2 tokens per 1000-sample video frame

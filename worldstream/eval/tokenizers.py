@@ -110,7 +110,7 @@ def eval_audio(ckpt: str | Path, dataset: str | Path, frames: int = 240, out: Pa
             write_wav(out / f"audio_{name}_decoded.wav", y, model.cfg.sample_rate)
             for sig in (a, y):
                 m = torch.log10(stft_mag(torch.from_numpy(sig)[None], 512)[0]).numpy()[::-1]  # (freq, time), low at bottom
-                m = np.clip((m + 4) / 4, 0, 1)
+                m = np.clip((m + 3) / 4, 0, 1)  # -60 dB floor .. +20 dB
                 specs.append(np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2))
         save_png(out / "audio_spectrograms.png", grid(specs, cols=2))
     return res

@@ -27,8 +27,14 @@ class AudioAEConfig:
     kernel: int = 7
     latent_noise: float = 0.1
     latent_l2: float = 1e-3
+    # "transpose": non-overlapping transposed convs (first version; its fixed per-position kernels
+    # ring at the hop rate and harmonics, visible as horizontal bands in spectrograms);
+    # "repeat": repeat each sample ``stride`` times, then a causal conv smooths (no such ringing)
+    upsample: str = "transpose"
 
     def __post_init__(self) -> None:
+        if self.upsample not in ("transpose", "repeat"):
+            raise ValueError(f"upsample must be 'transpose' or 'repeat', got {self.upsample!r}")
         if len(self.strides) != len(self.widths):
             raise ValueError("strides and widths must have the same length")
         if self.samples_per_frame % self.hop:
@@ -46,7 +52,7 @@ class AudioAEConfig:
 def audio_ae_preset(name: str) -> AudioAEConfig:
     presets = {
         "tiny": AudioAEConfig(widths=(8, 8, 16, 16), latent_channels=8),
-        "default": AudioAEConfig(),
+        "default": AudioAEConfig(upsample="repeat"),
     }
     if name not in presets:
         raise ValueError(f"unknown audio AE preset {name!r}; choose from {sorted(presets)}")
@@ -78,7 +84,10 @@ class AudioAE(nn.Module):
         self.enc_down = nn.ModuleList([CausalConv1d(cins[i], w[i], 2 * s, stride=s) for i, s in enumerate(cfg.strides)])
         self.enc_out = CausalConv1d(w[-1], cfg.latent_channels, 3)
         self.dec_in = CausalConv1d(cfg.latent_channels, w[-1], 3)
-        self.dec_up = nn.ModuleList([nn.ConvTranspose1d(w[i], cins[i], s, stride=s) for i, s in enumerate(cfg.strides)])
+        if cfg.upsample == "transpose":
+            self.dec_up = nn.ModuleList([nn.ConvTranspose1d(w[i], cins[i], s, stride=s) for i, s in enumerate(cfg.strides)])
+        else:
+            self.dec_up = nn.ModuleList([CausalConv1d(w[i], cins[i], 2 * s) for i, s in enumerate(cfg.strides)])
         self.dec_res = nn.ModuleList([_Res1d(c, k, d) for c, d in zip(cins, (1, 3, 9, 1))])
         self.dec_out = CausalConv1d(cins[0], 1, k)
         self.register_buffer("latent_mean", torch.zeros(cfg.latent_channels))
@@ -109,7 +118,10 @@ class AudioAE(nn.Module):
         self.check_latents(z)
         h = self.dec_in(z.transpose(1, 2), state)
         for i in reversed(range(len(self.dec_up))):
-            h = self.dec_up[i](F.elu(h))  # non-overlapping: output block i depends on token i only
+            if self.cfg.upsample == "transpose":
+                h = self.dec_up[i](F.elu(h))  # non-overlapping: output block i depends on token i only
+            else:  # repeat, then a causal conv over the repeated samples (streams with its state)
+                h = self.dec_up[i](F.elu(h.repeat_interleave(self.cfg.strides[i], dim=2)), state)
             h = self.dec_res[i](h, state)
         return torch.tanh(self.dec_out(F.elu(h), state))[:, 0]
 

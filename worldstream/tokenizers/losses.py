@@ -33,10 +33,16 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
     return 10.0 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))).item()
 
 
-def stft_mag(x: torch.Tensor, n_fft: int) -> torch.Tensor:
+# Magnitude floor for log spectra: -60 dB below a full-scale sine's bin at these FFT sizes' scale.
+# A lower floor (1e-5 was tried) lets near-silent, inaudible bins dominate log losses: measured
+# on the overworld's band-limited sounds, see docs/log.md.
+MAG_FLOOR = 1e-3
+
+
+def stft_mag(x: torch.Tensor, n_fft: int, floor: float = MAG_FLOOR) -> torch.Tensor:
     win = torch.hann_window(n_fft, device=x.device)
     spec = torch.stft(x.float(), n_fft, hop_length=n_fft // 4, window=win, return_complex=True)
-    return spec.abs().clamp_min(1e-5)
+    return spec.abs().clamp_min(floor)
 
 
 def multi_res_stft_loss(x: torch.Tensor, y: torch.Tensor, sizes=(256, 512, 1024, 2048)) -> torch.Tensor:
@@ -52,8 +58,9 @@ def multi_res_stft_loss(x: torch.Tensor, y: torch.Tensor, sizes=(256, 512, 1024,
 
 
 def spectral_distance(x: torch.Tensor, y: torch.Tensor, n_fft: int = 1024) -> float:
-    """Mean absolute difference of log10 magnitude spectra, in dB (20 log10): lower is better."""
-    return (20 * (torch.log10(stft_mag(x, n_fft)) - torch.log10(stft_mag(y, n_fft))).abs().mean()).item()
+    """Mean absolute difference of magnitude spectra in dB (20 log10), lower is better, with
+    magnitudes floored at MAG_FLOOR so inaudible near-silent bins do not dominate the mean."""
+    return (20 * (torch.log10(stft_mag(x, n_fft)) - torch.log10(stft_mag(y, n_fft)))).abs().mean().item()
 
 
 def si_snr(x: torch.Tensor, y: torch.Tensor) -> float:
