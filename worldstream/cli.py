@@ -182,7 +182,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
         if not a.checkpoint:
             raise ValueError("eval teacher needs --checkpoint")
         rcfg = RolloutConfig(sampler=a.sampler, steps=a.steps, text_scale=a.text_scale, action_scale=a.action_scale)
-        res = eval_teacher(a.checkpoint, a.data, rcfg, clips=a.clips, out=a.out)
+        res = eval_teacher(a.checkpoint, a.data, rcfg, clips=a.clips, out=a.out, walk_frames=a.walk_frames,
+                           prompt_frames=a.prompt_frames)
         print(json.dumps({k: v for k, v in res.items() if k != "rollout"}, indent=1))
     return 0
 
@@ -302,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--text-scale", type=float, default=3.0)
     ev.add_argument("--action-scale", type=float, default=1.5)
     ev.add_argument("--clips", type=int, default=12)
+    ev.add_argument("--walk-frames", type=int, default=48, help="teacher: frames generated per walking direction")
+    ev.add_argument("--prompt-frames", type=int, default=72, help="teacher: frames generated per prompt")
     ev.add_argument("--data", required=True, help="dataset with a heldout split")
     ev.add_argument("--video-ae", action="append", help="video AE checkpoint (repeatable)")
     ev.add_argument("--audio-ae")
