@@ -24,6 +24,21 @@ def _world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world-seed", type=int, default=0, help="which world (terrain, inhabitants); default 0")
 
 
+def _rollout_args(p: argparse.ArgumentParser, steps: int) -> None:
+    p.add_argument("--sampler", choices=("euler", "heun", "x0"), default="heun")
+    p.add_argument("--steps", type=int, default=steps, help="sampler steps per chunk")
+    p.add_argument("--shift", type=float, default=1.0, help="time-grid shift toward noise")
+    p.add_argument("--text-scale", type=float, default=3.0, help="prompt guidance (1 = none)")
+    p.add_argument("--action-scale", type=float, default=1.5, help="action guidance (1 = none)")
+
+
+def _rollout_config(a: argparse.Namespace):
+    from .engine.rollout import RolloutConfig
+
+    return RolloutConfig(sampler=a.sampler, steps=a.steps, shift=a.shift, text_scale=a.text_scale,
+                         action_scale=a.action_scale)
+
+
 def _world_config(a: argparse.Namespace):
     from .worlds.overworld.world import OverworldConfig
 
@@ -141,13 +156,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
     import torch
 
     from .engine.generate import generate
-    from .engine.rollout import RolloutConfig
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    cfg = RolloutConfig(sampler=a.sampler, steps=a.steps, shift=a.shift, text_scale=a.text_scale,
-                        action_scale=a.action_scale)
-    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, cfg, seed=a.seed)
+    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a), seed=a.seed)
     print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks)")
     return 0
 
@@ -176,13 +188,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
         print(format_table(res))
         print(f"wrote {a.out}/tokenizers.json, example PNGs and WAVs")
     else:
-        from .engine.rollout import RolloutConfig
         from .eval.teacher import eval_teacher
 
         if not a.checkpoint:
             raise ValueError("eval teacher needs --checkpoint")
-        rcfg = RolloutConfig(sampler=a.sampler, steps=a.steps, text_scale=a.text_scale, action_scale=a.action_scale)
-        res = eval_teacher(a.checkpoint, a.data, rcfg, clips=a.clips, out=a.out, walk_frames=a.walk_frames,
+        res = eval_teacher(a.checkpoint, a.data, _rollout_config(a), clips=a.clips, out=a.out, walk_frames=a.walk_frames,
                            prompt_frames=a.prompt_frames)
         print(json.dumps({k: v for k, v in res.items() if k != "rollout"}, indent=1))
     return 0
@@ -278,11 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     gn.add_argument("--actions", default="idle", help="NAME:FRAMES,... e.g. walk_e:48,idle:24 (last one holds)")
     gn.add_argument("--seconds", type=float, default=4.0)
     gn.add_argument("--out", default="generated.mp4")
-    gn.add_argument("--sampler", choices=("euler", "heun", "x0"), default="heun")
-    gn.add_argument("--steps", type=int, default=20)
-    gn.add_argument("--shift", type=float, default=1.0)
-    gn.add_argument("--text-scale", type=float, default=3.0)
-    gn.add_argument("--action-scale", type=float, default=1.5)
+    _rollout_args(gn, steps=20)
     gn.add_argument("--seed", type=int, default=0)
     gn.add_argument("--threads", type=int, default=0)
     gn.set_defaults(fn=cmd_generate)
@@ -298,10 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="measure components on held-out data; writes JSON, PNG, WAV")
     ev.add_argument("what", choices=("tokenizers", "teacher"))
     ev.add_argument("--checkpoint", help="teacher: the world model checkpoint")
-    ev.add_argument("--sampler", choices=("euler", "heun", "x0"), default="heun")
-    ev.add_argument("--steps", type=int, default=10)
-    ev.add_argument("--text-scale", type=float, default=3.0)
-    ev.add_argument("--action-scale", type=float, default=1.5)
+    _rollout_args(ev, steps=10)
     ev.add_argument("--clips", type=int, default=12)
     ev.add_argument("--walk-frames", type=int, default=48, help="teacher: frames generated per walking direction")
     ev.add_argument("--prompt-frames", type=int, default=72, help="teacher: frames generated per prompt")

@@ -92,11 +92,8 @@ def record_gym(dataset: str | Path, cfg: GymRecordConfig, progress: bool = True)
         bar = tqdm(total=len(todo) * cfg.frames, unit="frame", desc=f"record {cfg.env_id}")
     for i in todo:
         rng = np.random.default_rng([cfg.seed, i])
-        obs, _ = env.reset(seed=int(cfg.seed * 100003 + i))
+        env.reset(seed=int(cfg.seed * 100003 + i))
         writer = EpisodeWriter(dataset, episode_name(i), fps, cfg.sample_rate, spf)
-        size = None
-        action, reward, done = 0, 0.0, False
-        sound: list[np.ndarray] = []
         try:
             _record_episode(env, is_ale, cfg, writer, rng, spf)
         except BaseException:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from ..data.loader import ClipSampler
 from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
 from ..tokenizers.losses import multi_res_stft_loss, psnr, si_snr, spectral_distance, ssim
 from ..tokenizers.video_ae import VideoAE, video_ae_preset
-from .state import ema_update, has_run, resume_run, save_run
+from .state import cosine_lr, has_run, optimizer_step, resume_run, save_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,10 +113,7 @@ def set_latent_stats(model, x: torch.Tensor) -> None:
 
 
 def _lr(cfg: AETrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+    return cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step)
 
 
 def _save(out: Path, cfg: AETrainConfig, model, ema, opt, step: int, sampler: ClipSampler,
@@ -167,14 +163,8 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     while step < cfg.steps:
         model.train()
         x = _batch(cfg, train, cfg.batch, align=model.cfg.spatial if video else 1)
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step)
         loss, parts = _loss(cfg, model, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, model, cfg.ema, step)
+        optimizer_step(model, opt, loss, _lr(cfg, step), ema, cfg.ema, step)
         step += 1
         if bar is not None:
             bar.update(1)

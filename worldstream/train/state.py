@@ -7,12 +7,33 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..checkpoint import CheckpointError, load_into, load_json, load_tensors, save_json, save_tensors
+
+
+def cosine_lr(base: float, warmup: int, total: int, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of ``base`` at ``total`` steps."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
+                   ema: torch.nn.Module, ema_decay: float, step: int, clip: float = 1.0) -> None:
+    """One update: set the learning rate, backward, clip the gradient norm, step, update the EMA."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    ema_update(ema, model, ema_decay, step)
 
 
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:

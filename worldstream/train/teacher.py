@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -31,14 +30,13 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from ..checkpoint import load_json
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
 from ..model.omni import Omni, omni_preset
-from .state import ema_update, has_run, resume_run, save_run
+from .state import cosine_lr, has_run, optimizer_step, resume_run, save_run
 
 TASKS = ("joint", "video|audio", "audio|video", "image->world", "continuation")
 
@@ -136,10 +134,7 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
 
 
 def _lr(cfg: TeacherTrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+    return cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step)
 
 
 def _slice(clip, draws, rank: int, world: int):
@@ -206,14 +201,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         draws = draw_tasks(cfg, cfg.batch, cfg.chunks // mcfg.chunk_frames, tuple(clip.video.shape),
                            None if clip.audio is None else tuple(clip.audio.shape))
         clip, draws = _slice(clip, draws, rank, world)
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step)
         loss, parts = teacher_loss(net, cfg, clip, draws, prompts)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, model, cfg.ema, step)
+        optimizer_step(model, opt, loss, _lr(cfg, step), ema, cfg.ema, step)
         step += 1
         if bar is not None:
             bar.update(1)
