@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .files import atomic_write_json
+
 
 class CheckpointError(ValueError):
     """A checkpoint folder that is missing, incomplete or does not fit the model."""
@@ -25,10 +27,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     os.replace(tmp, path)
 
 
-def save_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+save_json = atomic_write_json  # config.json is written the same way as dataset manifests
 
 
 def load_json(path: Path) -> dict[str, Any]:

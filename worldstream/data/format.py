@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import atomic_write_json
 from .video import LosslessVideoWriter, MediaError, read_video, read_wav, write_wav
 
 FORMAT = "worldstream-dataset"
@@ -45,12 +46,6 @@ def split_of(index: int) -> str:
 
 def episode_name(index: int) -> str:
     return f"{index:06d}"
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,7 +114,7 @@ class EpisodeWriter:
             "captions": [{"frame": r["frame"], "text": r["caption"]} for r in self.records if r.get("caption")],
             **meta,
         }
-        _atomic_write_json(self.partial / "episode.json", info)
+        atomic_write_json(self.partial / "episode.json", info)
         if self.final.exists():
             shutil.rmtree(self.final)
         os.replace(self.partial, self.final)
@@ -143,7 +138,7 @@ def write_manifest(dataset: Path, base: dict[str, Any]) -> dict[str, Any]:
         "total_frames": sum(e["frames"] for e in episodes),
         "episodes": episodes,
     }
-    _atomic_write_json(dataset / "manifest.json", manifest)
+    atomic_write_json(dataset / "manifest.json", manifest)
     return manifest
 
 

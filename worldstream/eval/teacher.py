@@ -41,6 +41,13 @@ def _rgb(x: torch.Tensor) -> list[np.ndarray]:
     return [(f.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for f in x]
 
 
+def _history(model, clip, chunks: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The first ``chunks`` chunks of a clip's video and audio latents."""
+    frames = chunks * model.cfg.chunk_frames
+    audio = None if clip.audio is None else clip.audio[:, : frames * model.cfg.audio_tokens_per_frame]
+    return clip.video[:, :frames], audio
+
+
 @torch.no_grad()
 def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed):
     """Prefill real history, then generate n_new chunks under cond_new; decoded frames of the new part."""
@@ -76,13 +83,13 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
         clip = lat.fixed(1, seed=100 + k)
         text, mask, pooled = prompts.batch(clip.captions)
         cond = Conditioning(text, mask, pooled, clip.actions)
-        hv, ha = clip.video[:, : history * cf], None if clip.audio is None else clip.audio[:, : history * cf * model.cfg.audio_tokens_per_frame]
+        hv, ha = _history(model, clip, history)
         branches = make_branches(model, rcfg)
         prefill(model, branches, cond, hv, ha)
         v, _ = generate_chunk(model, branches, rcfg, cond, history, tuple(clip.video.shape[2:]), torch.Generator().manual_seed(k))
-        s1, s2 = {}, {}
+        s1 = {}
         vae.decode(hv, s1)
-        vae.decode(hv, s2)
+        s2 = dict(s1)  # layers replace (never mutate) their saved history, so a shallow copy forks the stream
         gen = vae.decode(v, s1)[0].clamp(0, 1)
         rec = vae.decode(clip.video[:, history * cf :], s2)[0].clamp(0, 1)
         name, start = clip.start[0]
@@ -103,7 +110,7 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
         n_new = walk_frames // cf
         acts = torch.cat([clip.actions[:, : history * cf], torch.full((1, n_new * cf), vocab.index(f"walk_{d}"))], 1)
         frames = _continue(model, vae, rcfg, hist_cond, Conditioning(text, mask, pooled, acts),
-                           clip.video[:, : history * cf], None if clip.audio is None else clip.audio[:, : history * cf * model.cfg.audio_tokens_per_frame], n_new, k)
+                           *_history(model, clip, history), n_new, k)
         videos[f"walk_{d}"] = frames
         for i in range(0, len(frames) - 4, 4):
             dx, dy = scroll(frames[i], frames[i + 4])
@@ -124,8 +131,8 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
         rates = {}
         for label, prompt in (("with_prompt", p), ("without", clip.captions[0])):
             t2, m2, p2 = prompts.batch([prompt])
-            frames = _continue(model, vae, rcfg, hist_cond, Conditioning(t2, m2, p2, acts), clip.video[:, : history * cf],
-                               None if clip.audio is None else clip.audio[:, : history * cf * model.cfg.audio_tokens_per_frame], n_new, 0)
+            frames = _continue(model, vae, rcfg, hist_cond, Conditioning(t2, m2, p2, acts),
+                               *_history(model, clip, history), n_new, 0)
             x = torch.from_numpy(np.stack(frames[len(frames) // 3 :])).permute(0, 3, 1, 2).float() / 255
             lw, lt = net(x)
             pred = lw.argmax(1) if kind == "weather" else lt.argmax(1)

@@ -107,7 +107,7 @@ def set_latent_stats(model, x: torch.Tensor) -> None:
     """Per-channel mean/std of raw latents on training clips: encode() then returns ~unit variance."""
     model.eval()
     z = model.encode_raw(x).float()
-    dims = [d for d in range(z.ndim) if d != (2 if z.ndim == 5 else 2)]
+    dims = [d for d in range(z.ndim) if d != 2]  # channels are dim 2 for video (B,T,C,h,w) and audio (B,L,C)
     model.latent_mean.copy_(z.mean(dim=dims))
     model.latent_std.copy_(z.std(dim=dims).clamp_min(1e-4))
 
