@@ -61,7 +61,7 @@ def test_padded_text_is_ignored():
 def test_cached_chunk_by_chunk_equals_the_full_pass():
     m, x = _model(1), _inputs(B=2, K=4)
     v_full, a_full = m(**x)
-    cache = KVCache(len(m.blocks))
+    cache = m.new_cache()
     outs_v, outs_a = [], []
     for c in range(4):
         kw = dict(video=x["video"][:, c : c + 1], t_video=x["t_video"][:, c : c + 1], actions=x["actions"][:, c : c + 1],
@@ -73,7 +73,7 @@ def test_cached_chunk_by_chunk_equals_the_full_pass():
         outs_a.append(a)
     torch.testing.assert_close(torch.cat(outs_v, 1), v_full, rtol=0, atol=1e-4)
     torch.testing.assert_close(torch.cat(outs_a, 1), a_full, rtol=0, atol=1e-4)
-    assert cache.chunk_sizes[0] == 5 + 1 + 24 + 2  # text prefix committed with chunk 0
+    assert cache.text_valid.shape[1] == 5 and len(cache.chunk_of) == 4 * (1 + 24 + 2)  # prompt kept with chunk 0
 
 
 @torch.no_grad()

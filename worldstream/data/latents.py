@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_json, load_tensors
-from .format import Dataset, DatasetError
+from .format import Dataset, DatasetError, Episode
 
 
 @dataclasses.dataclass
@@ -23,21 +23,50 @@ class LatentClip:
     audio: torch.Tensor | None  # (B, F * tokens_per_frame, Ca)
     actions: torch.Tensor  # (B, F) long, -1 = none
     captions: list[str]  # B prompts ("" when the episode has none)
-    start: list[tuple[str, int]]  # (episode, first frame) per clip
+    start: list[tuple[Episode, int]]  # (episode, first frame) per clip
+
+
+def dataset_paths(dataset: str | Path) -> list[Path]:
+    """One dataset folder, or several separated by commas (e.g. two resolutions)."""
+    return [Path(p.strip()) for p in str(dataset).split(",") if p.strip()]
 
 
 class LatentClips:
+    """Clips from one or more datasets (comma-separated) that share fps, actions and autoencoders."""
+
     def __init__(self, dataset: str | Path, name: str, split: str, frames: int, seed: int = 0):
-        self.ds = Dataset(dataset)
-        root = self.ds.path / "latents" / name
-        self.ident = load_json(root / "config.json")
+        self.datasets = [Dataset(p) for p in dataset_paths(dataset)]
+        self.ds = self.datasets[0]  # manifest (fps, actions) and autoencoders are shared by all
         self.frames = frames
         self.rng = np.random.default_rng(seed)
         self.items = []
-        for ep in self.ds.split(split):
+        for ds in self.datasets:
+            self._load(ds, name, split)
+        if not self.items:
+            raise DatasetError(f"{dataset}: no {split} episodes with {frames} latent frames")
+        self.buckets: dict[tuple, list[int]] = {}
+        for i, it in enumerate(self.items):
+            self.buckets.setdefault(tuple(it["video"].shape[1:]), []).append(i)
+        a = self.items[0]["audio"]
+        self.tokens_per_frame = a.shape[0] // self.items[0]["video"].shape[0] if a is not None else 0
+
+    def _load(self, ds: Dataset, name: str, split: str) -> None:
+        root = ds.path / "latents" / name
+        ident = load_json(root / "config.json")
+        if ds is self.ds:
+            self.ident = ident
+        else:
+            same = all((ident.get(k) or {}).get("sha256") == (self.ident.get(k) or {}).get("sha256")
+                       for k in ("video_ae", "audio_ae"))
+            if not same or ds.manifest["actions"]["names"] != self.ds.manifest["actions"]["names"] \
+                    or ds.manifest["fps"] != self.ds.manifest["fps"]:
+                raise DatasetError(f"{ds.path} does not match {self.ds.path}: datasets trained together need the "
+                                   "same fps, action vocabulary and autoencoders (encode both with the same ones)")
+        frames = self.frames
+        for ep in ds.split(split):
             f = root / f"{ep.name}.safetensors"
             if not f.exists():
-                raise DatasetError(f"{f}: missing; run `worldstream encode` for {self.ds.path} first")
+                raise DatasetError(f"{f}: missing; run `worldstream encode` for {ds.path} first")
             t = load_tensors(f)
             T = t["video"].shape[0]
             if T < frames:
@@ -47,15 +76,8 @@ class LatentClips:
             for r in recs[:T]:
                 caption = r.get("caption") or caption
                 active.append(caption)
-            self.items.append({"name": ep.name, "video": t["video"], "audio": t.get("audio"), "captions": active,
+            self.items.append({"episode": ep, "video": t["video"], "audio": t.get("audio"), "captions": active,
                                "actions": torch.tensor([-1 if r.get("action") is None else r["action"] for r in recs[:T]])})
-        if not self.items:
-            raise DatasetError(f"{self.ds.path}: no {split} episodes with {frames} latent frames")
-        self.buckets: dict[tuple, list[int]] = {}
-        for i, it in enumerate(self.items):
-            self.buckets.setdefault(tuple(it["video"].shape[1:]), []).append(i)
-        a = self.items[0]["audio"]
-        self.tokens_per_frame = a.shape[0] // self.items[0]["video"].shape[0] if a is not None else 0
 
     def sample(self, batch: int) -> LatentClip:
         keys = sorted(self.buckets)
@@ -70,7 +92,7 @@ class LatentClips:
                 auds.append(it["audio"][s * tpf : (s + self.frames) * tpf].float())
             acts.append(it["actions"][s : s + self.frames])
             caps.append(it["captions"][s + self.frames - 1])
-            starts.append((it["name"], s))
+            starts.append((it["episode"], s))
         return LatentClip(torch.stack(vids), torch.stack(auds) if auds else None, torch.stack(acts), caps, starts)
 
     def fixed(self, batch: int, seed: int = 4321) -> LatentClip:

@@ -42,7 +42,7 @@ class Branch:
     """One conditioning branch with its own KV cache."""
 
     def __init__(self, model: Omni, use_text: bool, use_actions: bool):
-        self.cache = KVCache(len(model.blocks))
+        self.cache = model.new_cache()
         self.use_text, self.use_actions = use_text, use_actions
 
     def kwargs(self, cond: Conditioning, frames: slice) -> dict:

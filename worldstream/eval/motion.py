@@ -2,8 +2,9 @@
 
 Scroll: the camera follows the player, so walking east scrolls the scene west. The shift that
 best aligns two frames (integer search, the player's tile masked out) gives the direction.
-Condition classifier: a small CNN trained on real frames to tell weather and time of day; it
-judges whether a prompt such as "it begins to snow" shows in generated frames.
+Condition classifier: an MLP over global frame statistics, trained on balanced frames rendered
+by the world itself, tells weather and time of day; it judges whether a prompt such as "it
+begins to snow" shows in generated frames.
 """
 from __future__ import annotations
 
@@ -44,22 +45,38 @@ def follows(dx: int, dy: int, direction: str) -> bool:
     return along > 0 and (ux != 0 or dx == 0 or abs(dx) <= abs(dy)) and (uy != 0 or dy == 0 or abs(dy) <= abs(dx))
 
 
-class ConditionNet(nn.Module):
-    """Tiny CNN: a 64x64 frame -> weather logits (5) and time-of-day logits (4)."""
+def frame_features(x: torch.Tensor) -> torch.Tensor:
+    """Global statistics of frames (B, 3, H, W) in [0, 1] that weather and light change: colour
+    moments, luminance percentiles, fine-detail energy (rain streaks, snowflakes; fog removes
+    it), bright-pixel share, and a 4x4x4 colour histogram. Size-independent."""
+    lum = x.mean(1, keepdim=True)
+    hf = (lum - F.avg_pool2d(lum, 3, 1, 1, count_include_pad=False)).abs()
+    q = (x.clamp(0, 0.999) * 4).long()
+    idx = (q[:, 0] * 16 + q[:, 1] * 4 + q[:, 2]).flatten(1)
+    hist = torch.zeros(x.shape[0], 64).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float32)) / idx.shape[1]
+    gx = (lum[..., 1:] - lum[..., :-1]).abs().mean((1, 2, 3))
+    gy = (lum[..., 1:, :] - lum[..., :-1, :]).abs().mean((1, 2, 3))
+    pct = torch.quantile(lum.flatten(1), torch.tensor([0.05, 0.5, 0.95]), dim=1).T
+    return torch.cat([x.mean((2, 3)), x.std((2, 3)), pct, hf.mean((1, 2, 3))[:, None], (hf > 0.1).float().mean((1, 2, 3))[:, None],
+                      (lum > 0.85).float().mean((1, 2, 3))[:, None], gx[:, None], gy[:, None], hist], dim=1)
 
-    def __init__(self):
+
+class ConditionNet(nn.Module):
+    """Frame features -> weather logits (5) and time-of-day logits (4); normalisation included."""
+
+    def __init__(self, n_features: int = 77):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.SiLU(), nn.Conv2d(16, 32, 3, 2, 1), nn.SiLU(),
-                                  nn.Conv2d(32, 64, 3, 2, 1), nn.SiLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.weather = nn.Linear(64, len(WEATHERS))
-        self.time = nn.Linear(64, len(TIMES))
+        self.register_buffer("mu", torch.zeros(n_features))
+        self.register_buffer("sd", torch.ones(n_features))
+        self.mlp = nn.Sequential(nn.Linear(n_features, 128), nn.SiLU(), nn.Linear(128, len(WEATHERS) + len(TIMES)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(F.interpolate(x, size=(64, 64), mode="area"))
-        return self.weather(h), self.time(h)
+        out = self.mlp((frame_features(x) - self.mu) / self.sd)
+        return out[:, : len(WEATHERS)], out[:, len(WEATHERS) :]
 
 
-def _frames_and_labels(dataset, split: str, per_episode: int, seed: int):
+def _real_frames(dataset, split: str, per_episode: int, seed: int):
+    """Frames of a split whose conditions are fully blended in, with their weather/time labels."""
     rng = np.random.default_rng(seed)
     xs, ws, ts = [], [], []
     for ep in dataset.split(split):
@@ -76,28 +93,56 @@ def _frames_and_labels(dataset, split: str, per_episode: int, seed: int):
     return x, torch.tensor(ws), torch.tensor(ts)
 
 
-def train_condition_net(dataset, steps: int = 400, seed: int = 0) -> tuple[ConditionNet, dict[str, float]]:
-    """Train on real training frames (fully blended conditions); report held-out accuracy."""
+def _rendered_frames(dataset, n: int, seed: int):
+    """Balanced labelled frames rendered by the dataset's own world (``view_at``): places the
+    training episodes visited, every weather x time x season, random moments and headings.
+    Balanced renders remove the confound of small datasets (a weather seen in few places);
+    half are blurred so the judge also reads decoded (softer) frames."""
+    from ..config import from_dict
+    from ..worlds.overworld.conditions import SEASONS, Conditions
+    from ..worlds.overworld.world import Overworld, OverworldConfig
+
+    world = Overworld(from_dict(OverworldConfig, dataset.manifest["record_config"]["world"]))
+    rng = np.random.default_rng(seed)
+    places = []
+    for ep in dataset.split("train"):
+        recs = ep.records()
+        places += [(recs[i]["state"]["x"], recs[i]["state"]["y"]) for i in rng.choice(len(recs), 20)]
+    xs, ws, ts = [], [], []
+    for k in range(n):
+        px, py = places[rng.integers(len(places))]
+        c = Conditions(WEATHERS[k % len(WEATHERS)], TIMES[(k // len(WEATHERS)) % len(TIMES)], SEASONS[rng.integers(len(SEASONS))])
+        xs.append(world.view_at(px, py, float(rng.uniform(0, 600)), c, heading=int(rng.integers(8))))
+        ws.append(WEATHERS.index(c.weather))
+        ts.append(TIMES.index(c.time))
+    x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255
+    x[1::2] = F.avg_pool2d(F.pad(x[1::2], (1, 1, 1, 1), mode="replicate"), 3, 1)
+    return x, torch.tensor(ws), torch.tensor(ts)
+
+
+def train_condition_net(dataset, steps: int = 2000, seed: int = 0, renders: int = 3000) -> tuple[ConditionNet, dict[str, float]]:
+    """Train on balanced rendered frames of the dataset's world; report accuracy on the real
+    held-out frames (fully blended conditions). Needs an `overworld` dataset."""
+    if "world" not in dataset.manifest.get("record_config", {}):
+        raise ValueError(f"{dataset.path}: the condition judge needs an overworld dataset (it renders its world)")
     torch.manual_seed(seed)
-    x, w, t = _frames_and_labels(dataset, "train", 60, seed)
-    xh, wh, th = _frames_and_labels(dataset, "heldout", 60, seed + 1)
+    x, w, t = _rendered_frames(dataset, renders, seed)
+    xh, wh, th = _real_frames(dataset, "heldout", 60, seed + 1)
     net = ConditionNet()
-    opt = torch.optim.AdamW(net.parameters(), 3e-3)
-    g = torch.Generator().manual_seed(seed)
+    f = frame_features(x)
+    net.mu.copy_(f.mean(0))
+    net.sd.copy_(f.std(0) + 1e-6)
+    opt = torch.optim.AdamW(net.mlp.parameters(), 3e-3, weight_decay=1e-2)
     with torch.enable_grad():  # callers may be inside no_grad (evaluation code)
-        _fit(net, opt, x, w, t, steps, g)
+        fn = (f - net.mu) / net.sd
+        for _ in range(steps):
+            out = net.mlp(fn)
+            loss = F.cross_entropy(out[:, : len(WEATHERS)], w) + F.cross_entropy(out[:, len(WEATHERS) :], t)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
     net.eval()
     with torch.no_grad():
         lw, lt = net(xh)
     return net, {"weather_acc": (lw.argmax(1) == wh).float().mean().item(),
                  "time_acc": (lt.argmax(1) == th).float().mean().item(), "heldout_frames": len(xh)}
-
-
-def _fit(net, opt, x, w, t, steps: int, g: torch.Generator) -> None:
-    for _ in range(steps):
-        idx = torch.randint(len(x), (64,), generator=g)
-        lw, lt = net(x[idx])
-        loss = F.cross_entropy(lw, w[idx]) + F.cross_entropy(lt, t[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..data.format import Dataset
-from ..data.latents import LatentClips, PromptBank
+from ..data.latents import LatentClips, PromptBank, dataset_paths
 from ..data.png import grid, save_png
 from ..data.video import write_preview_mp4
 from ..engine.generate import load_autoencoders, load_world_model
@@ -66,16 +66,16 @@ def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed
 @torch.no_grad()
 def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfig, clips: int = 12,
                  history: int = 4, out: str | Path | None = None, walk_frames: int = 48,
-                 prompt_frames: int = 72, classifier_steps: int = 400) -> dict[str, Any]:
+                 prompt_frames: int = 72, classifier_steps: int = 2000,
+                 classifier_renders: int = 3000) -> dict[str, Any]:
     t_start = time.perf_counter()
     model, meta = load_world_model(checkpoint)
     vae, _ = load_autoencoders(meta)
-    ds = Dataset(dataset)
+    ds = Dataset(dataset_paths(dataset)[0])  # the condition judge learns from the first dataset's frames
     vocab = ActionVocab(tuple(meta["actions"]["names"]))
     cf = model.cfg.chunk_frames
     lat = LatentClips(dataset, meta["train"]["latents"], "heldout", (history + 1) * cf, seed=7)
     prompts = PromptBank()
-    episodes = {e.name: e for e in ds.episodes}
     res: dict[str, Any] = {"checkpoint": str(checkpoint), "rollout": vars(rcfg), "history_chunks": history}
     # 1. teacher-forced next frame
     gen_p, ae_p, examples = [], [], []
@@ -92,8 +92,8 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
         s2 = dict(s1)  # layers replace (never mutate) their saved history, so a shallow copy forks the stream
         gen = vae.decode(v, s1)[0].clamp(0, 1)
         rec = vae.decode(clip.video[:, history * cf :], s2)[0].clamp(0, 1)
-        name, start = clip.start[0]
-        real = torch.from_numpy(np.array(episodes[name].frames()[start + history * cf : start + (history + 1) * cf])).permute(0, 3, 1, 2).float() / 255
+        episode, start = clip.start[0]
+        real = torch.from_numpy(np.array(episode.frames()[start + history * cf : start + (history + 1) * cf])).permute(0, 3, 1, 2).float() / 255
         gen_p.append(psnr(gen, real))
         ae_p.append(psnr(rec, real))
         if k < 4:
@@ -119,7 +119,7 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
     res["action_following"] = ok / max(n, 1)
     res["action_following_spans"] = n
     # 3. prompt adherence
-    net, acc = train_condition_net(ds, steps=classifier_steps)
+    net, acc = train_condition_net(ds, steps=classifier_steps, renders=classifier_renders)
     res["condition_classifier"] = acc
     adherence = {}
     for p, (kind, value) in PROMPTS.items():

@@ -1,51 +1,138 @@
-"""The KV cache of the Omni transformer: keys and values of committed chunks, per layer.
+"""The bounded KV cache of a stream: text, sink chunks, a window of recent chunks, a memory bank.
 
-Layout: for each layer, ``k`` and ``v`` are (B, H, N, Dh) with the tokens of chunk 0, 1, ... in
-order (a text prefix, if any, counts as a chunk); ``chunk_sizes`` lists the tokens per committed
-chunk. Only *committed* chunks live here: a chunk being denoised attends to the cache plus
-itself and is committed (usually once clean) with a separate pass. Bounded sizes (sinks, window,
-memory bank) are the streaming engine's job and build on this class.
+What a new chunk can attend to (the *attention view*, ``model.attention``), and what this cache
+keeps so that streaming sees exactly what training saw:
+
+    text       the prompt's tokens; replaced when the prompt changes
+    sinks      the first ``sinks`` chunks, never evicted (StreamingLLM's attention sinks,
+               Xiao et al. 2024; LongLive's frame sink, Yang et al. 2025)
+    window     the last ``window`` chunks, full resolution; 0 = unbounded (no eviction)
+    memory     older chunks, each pooled to ``memory_tokens`` keys/values, first in first out
+               beyond ``memory_chunks`` (0 = no memory: a plain sliding window)
+
+Keys are stored *without* their time rotation (``model.rope``): the attention rotates them by
+their time relative to the query at use, so positions never grow with the stream's length.
+Everything here is per layer, (B, H, N, Dh). Size is bounded by
+``text + (sinks + window) * tokens_per_chunk + memory_chunks * memory_tokens`` per layer.
+
+A forward pass *stages* its chunk's keys/values; ``commit`` appends them (after the pass that
+made them clean) and evicts what fell out of the window into the memory bank.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+
+def pool_chunks(x: torch.Tensor, n_chunks: int, tokens: int) -> torch.Tensor:
+    """(B, H, n_chunks * n, Dh) -> (B, H, n_chunks * tokens, Dh): each chunk's tokens averaged in
+    ``tokens`` consecutive bands (for video, bands of patch rows), the memory bank's compression."""
+    B, H, N, Dh = x.shape
+    n = N // n_chunks
+    y = x.reshape(B * H * n_chunks, n, Dh).transpose(1, 2)  # (., Dh, n)
+    y = F.adaptive_avg_pool1d(y, tokens).transpose(1, 2)  # (., tokens, Dh)
+    return y.reshape(B, H, n_chunks * tokens, Dh)
 
 
 class KVCache:
-    def __init__(self, n_layers: int):
-        self.k: list[torch.Tensor | None] = [None] * n_layers
-        self.v: list[torch.Tensor | None] = [None] * n_layers
-        self.valid: torch.Tensor | None = None  # (B, N) bool: False for padding (e.g. padded text)
-        self.chunk_sizes: list[int] = []
-        self.pending: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers
-        self.pending_valid: torch.Tensor | None = None
+    def __init__(self, n_layers: int, sinks: int = 0, window: int = 0, memory_chunks: int = 0,
+                 memory_tokens: int = 4):
+        if min(sinks, window, memory_chunks) < 0 or memory_tokens < 1:
+            raise ValueError("cache sizes must be >= 0 (memory_tokens >= 1)")
+        self.n_layers, self.sinks, self.window = n_layers, sinks, window
+        self.memory_chunks, self.memory_tokens = memory_chunks, memory_tokens
+        L = range(n_layers)
+        self.text: list[tuple[torch.Tensor, torch.Tensor] | None] = [None for _ in L]
+        self.text_valid: torch.Tensor | None = None  # (B, Nt) bool
+        # retained full chunks (sinks + window), in order
+        self.k: list[torch.Tensor | None] = [None for _ in L]
+        self.v: list[torch.Tensor | None] = [None for _ in L]
+        self.chunk_of: torch.Tensor = torch.zeros(0, dtype=torch.long)  # (Nr,) absolute chunk index per token
+        self.time_of: torch.Tensor = torch.zeros(0, dtype=torch.long)  # (Nr,) frame time per token
+        # memory bank: pooled evicted chunks
+        self.mem_k: list[torch.Tensor | None] = [None for _ in L]
+        self.mem_v: list[torch.Tensor | None] = [None for _ in L]
+        self.mem_chunk_of: torch.Tensor = torch.zeros(0, dtype=torch.long)
+        self.n_chunks = 0  # stream chunks committed so far (the next chunk's absolute index)
+        self._pending: list[tuple | None] = [None for _ in L]
+        self._pending_info: tuple | None = None
+
+    # -- what the attention reads -------------------------------------------------------------
+    @property
+    def has_text(self) -> bool:
+        return self.text[0] is not None
 
     @property
     def n_tokens(self) -> int:
-        return sum(self.chunk_sizes)
+        """Tokens held per layer (text, retained chunks and memory): bounded for any stream length."""
+        nt = 0 if self.text_valid is None else self.text_valid.shape[1]
+        return nt + len(self.chunk_of) + len(self.mem_chunk_of)
 
-    def get(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        return self.k[layer], self.v[layer]
+    def nbytes(self) -> int:
+        ts = [t for pair in self.text if pair for t in pair] + [t for t in self.k + self.v + self.mem_k + self.mem_v if t is not None]
+        return sum(t.numel() * t.element_size() for t in ts)
 
-    def stage_valid(self, valid: torch.Tensor) -> None:
-        """Which of the current chunk's tokens may be attended to once committed (B, N) bool."""
-        self.pending_valid = valid
+    # -- writing --------------------------------------------------------------------------------
+    def stage(self, layer: int, k: torch.Tensor, v: torch.Tensor, n_text: int) -> None:
+        """This layer's keys (without time rotation) and values of the current pass, text first."""
+        self._pending[layer] = (k.detach(), v.detach(), n_text)
 
-    def stage(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Remember this layer's keys/values of the current chunk until ``commit``."""
-        self.pending[layer] = (k.detach(), v.detach())
+    def stage_info(self, chunk_of: torch.Tensor, time_of: torch.Tensor, text_valid: torch.Tensor | None) -> None:
+        """Absolute chunk index and frame time of the current pass's stream tokens; its text's validity."""
+        self._pending_info = (chunk_of, time_of, text_valid)
 
     def commit(self) -> None:
-        """Append the staged chunk (all layers) to the cache."""
-        if any(p is None for p in self.pending):
+        """Append the staged pass (all layers) to the cache, then evict what left the window."""
+        if any(p is None for p in self._pending) or self._pending_info is None:
             raise RuntimeError("commit() without a full forward pass that staged every layer")
-        n = self.pending[0][0].shape[2]
-        for i, (k, v) in enumerate(self.pending):
-            self.k[i] = k if self.k[i] is None else torch.cat([self.k[i], k], dim=2)
-            self.v[i] = v if self.v[i] is None else torch.cat([self.v[i], v], dim=2)
-        valid = self.pending_valid if self.pending_valid is not None else torch.ones(
-            self.pending[0][0].shape[0], n, dtype=torch.bool, device=self.pending[0][0].device)
-        self.valid = valid if self.valid is None else torch.cat([self.valid, valid], dim=1)
-        self.chunk_sizes.append(n)
-        self.pending = [None] * len(self.pending)
-        self.pending_valid = None
+        chunk_of, time_of, text_valid = self._pending_info
+        for i, (k, v, nt) in enumerate(self._pending):
+            if nt:
+                self.text[i] = (k[:, :, :nt], v[:, :, :nt])
+            ks, vs = k[:, :, nt:], v[:, :, nt:]
+            if ks.shape[2]:
+                self.k[i] = ks if self.k[i] is None else torch.cat([self.k[i], ks], dim=2)
+                self.v[i] = vs if self.v[i] is None else torch.cat([self.v[i], vs], dim=2)
+        if text_valid is not None:
+            self.text_valid = text_valid
+        if len(chunk_of):
+            self.chunk_of = torch.cat([self.chunk_of, chunk_of.cpu()])
+            self.time_of = torch.cat([self.time_of, time_of.cpu()])
+            self.n_chunks = int(chunk_of.max()) + 1
+        self._pending = [None] * self.n_layers
+        self._pending_info = None
+        self._evict()
+
+    def _evict(self) -> None:
+        if not self.window:
+            return
+        old = (self.chunk_of >= self.sinks) & (self.chunk_of <= self.n_chunks - self.window)
+        if not bool(old.any()):
+            return
+        keep = ~old
+        old_chunks = torch.unique(self.chunk_of[old])
+        if self.memory_chunks:
+            m = self.memory_tokens
+            for i in range(self.n_layers):
+                pk = pool_chunks(self.k[i][:, :, old], len(old_chunks), m)
+                pv = pool_chunks(self.v[i][:, :, old], len(old_chunks), m)
+                self.mem_k[i] = pk if self.mem_k[i] is None else torch.cat([self.mem_k[i], pk], dim=2)
+                self.mem_v[i] = pv if self.mem_v[i] is None else torch.cat([self.mem_v[i], pv], dim=2)
+            self.mem_chunk_of = torch.cat([self.mem_chunk_of, old_chunks.repeat_interleave(m)])
+            excess = len(self.mem_chunk_of) - self.memory_chunks * m
+            if excess > 0:  # first in, first out
+                for i in range(self.n_layers):
+                    self.mem_k[i], self.mem_v[i] = self.mem_k[i][:, :, excess:], self.mem_v[i][:, :, excess:]
+                self.mem_chunk_of = self.mem_chunk_of[excess:]
+        for i in range(self.n_layers):
+            self.k[i], self.v[i] = self.k[i][:, :, keep], self.v[i][:, :, keep]
+        self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
+
+    def drop_chunks_from(self, first: int) -> None:
+        """Forget retained chunks with index >= first (to re-commit them, e.g. under a new prompt)."""
+        keep = self.chunk_of < first
+        for i in range(self.n_layers):
+            if self.k[i] is not None:
+                self.k[i], self.v[i] = self.k[i][:, :, keep], self.v[i][:, :, keep]
+        self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
+        self.n_chunks = first

@@ -10,9 +10,12 @@ Token stream (one chunk = ``chunk_frames`` latent frames; shapes for one sample)
   tokens are projected from the frozen text encoder (384 -> D).
 * A learned modality embedding tells tokens apart; a 3-D rotary position (time, row, column)
   says where they are, so any resolution works without a fixed grid.
-* Attention is block-causal: a token sees its own chunk fully, every earlier chunk and the text
-  prefix, never a later chunk. Past chunks come from a ``KVCache`` when streaming; training
-  passes the whole clip with the equivalent mask, through the same code.
+* Attention is block-causal: a token sees its own chunk fully, earlier chunks and the text
+  prefix, never a later chunk. How far back it sees in full (the window), which first chunks
+  stay (sinks) and which older chunks it retrieves pooled (memory) is the attention view
+  (``model.attention``), set in this config and used the same way in training and streaming.
+  Past chunks come from a bounded ``KVCache`` when streaming; training passes the whole clip
+  through the same code.
 * Each chunk and modality has its own noise level t (diffusion forcing, Chen et al. 2024); it
   conditions the tokens through adaLN-Zero (Peebles & Xie 2023, DiT sec. 3.2) together with the
   pooled text embedding. The model predicts flow-matching velocities for video and audio.
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import ViewContext, attend
 from .cache import KVCache
 from .rope import apply_rope, rope_angles
 
@@ -47,6 +51,13 @@ class OmniConfig:
     audio_tokens_per_frame: int = 2
     n_actions: int = 17  # action vocabulary size
     text_width: int = 384  # frozen text encoder width
+    action_adaln: bool = True  # each frame's action also modulates its tokens (adaLN), as in DIAMOND / Oasis
+    # the attention view (model.attention), the same in training and streaming
+    window: int = 0  # chunks seen in full (own chunk included); 0 = unbounded
+    sinks: int = 0  # first chunks kept forever
+    memory_tokens: int = 4  # pooled keys per chunk in the memory bank
+    memory_topk: int = 0  # memory chunks each query chunk retrieves (0 = no memory)
+    outside: int = 8  # frames: the time distance at which text, sinks and memory sit
     rope_theta: float = 10000.0
 
     def __post_init__(self) -> None:
@@ -92,20 +103,15 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.weight)  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, angles: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, angles: torch.Tensor, ctx: ViewContext,
                 cache: KVCache | None, layer: int) -> torch.Tensor:
         B, N, D = x.shape
         H = self.heads
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=-1)  # each (B, N, D)
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.qkv(h).view(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
-        q, k = apply_rope(self.q_norm(q), angles), apply_rope(self.k_norm(k), angles)
-        if cache is not None:
-            cache.stage(layer, k, v)
-            pk, pv = cache.get(layer)
-            if pk is not None:  # past chunks first, then this chunk
-                k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, N, Dh)
+        q, k = apply_rope(self.q_norm(q), angles), apply_rope(self.k_norm(k), angles)  # row/column only
+        a = attend(q, k, v, ctx, cache, layer)  # (B, H, N, Dh)
         x = x + gate1 * self.proj(a.transpose(1, 2).reshape(B, N, D))
         h = self.norm2(x) * (1 + scale2) + shift2
         return x + gate2 * self.mlp(h)
@@ -119,6 +125,7 @@ class Omni(nn.Module):
         self.video_in = nn.Linear(cfg.latent_channels * p * p, D)
         self.audio_in = nn.Linear(cfg.audio_channels, D) if cfg.audio_channels else None
         self.action_emb = nn.Embedding(cfg.n_actions + 1, D)  # last id: no action / dropped
+        self.action_cond = nn.Embedding(cfg.n_actions + 1, D) if cfg.action_adaln else None
         self.text_in = nn.Linear(cfg.text_width, D)
         self.text_pool = nn.Linear(cfg.text_width, D)
         self.modality = nn.Embedding(4, D)
@@ -178,7 +185,8 @@ class Omni(nn.Module):
         # tokens per frame: video patches (B, F, gh*gw, D)
         vt = video.view(B, Fr, C, gh, p, gw, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(B, Fr, gh * gw, C * p * p)
         vt = self.video_in(vt)
-        at = self.action_emb(torch.where(actions < 0, cfg.n_actions, actions))[:, :, None]  # (B, F, 1, D)
+        action_ids = torch.where(actions < 0, cfg.n_actions, actions)
+        at = self.action_emb(action_ids)[:, :, None]  # (B, F, 1, D)
         per_frame = [at, vt]
         if cfg.audio_channels:
             if audio is None:
@@ -193,27 +201,23 @@ class Omni(nn.Module):
         if cfg.audio_channels:
             t_tok = torch.where((mods == AUDIO)[None], t_audio[:, chunk_of], t_tok)
         cond = self.t_mlp(timestep_embedding(t_tok, D))  # (B, N, D)
+        if self.action_cond is not None:  # a token of frame f is modulated by the action of frame f
+            cond = cond + self.action_cond(action_ids)[:, pos[:, 0] - start_frame]
         if text_pooled is not None:
             cond = cond + self.text_pool(text_pooled)[:, None]
         n_stream = x.shape[1]
-        # text prefix: only when there is no cache yet, or the cache is empty (then it is committed with chunk 0)
-        has_prefix = text is not None and (cache is None or cache.n_tokens == 0)
-        if has_prefix:
-            tx = self.text_in(text) + self.modality.weight[TEXT]
-            x = torch.cat([tx, x], dim=1)
-            cond = torch.cat([self.t_mlp(timestep_embedding(torch.zeros(B, text.shape[1], device=x.device), D))
-                              + (self.text_pool(text_pooled)[:, None] if text_pooled is not None else 0), cond], dim=1)
-            pos = torch.cat([torch.zeros(text.shape[1], 3, dtype=pos.dtype, device=pos.device), pos])
-            chunk_of = torch.cat([torch.full((text.shape[1],), -1, device=x.device), chunk_of])
-        angles = rope_angles(pos, D // cfg.heads, cfg.rope_theta)[None].expand(B, -1, -1)
-        mask = self._mask(chunk_of, text_mask if has_prefix else None, cache, B)
+        # the text prefix goes into this pass unless the cache already holds the prompt
+        n_text = 0
+        if text is not None and (cache is None or not cache.has_text):
+            tx, tcond = self._text_tokens(text, text_pooled)
+            x, cond, n_text = torch.cat([tx, x], dim=1), torch.cat([tcond, cond], dim=1), text.shape[1]
+        first_chunk = cache.n_chunks if cache is not None else start_frame // cfg.chunk_frames
+        ctx = self._context(first_chunk + chunk_of, pos[:, 0], start_frame, n_text,
+                            text_mask if n_text else None, B, x.device)
         if cache is not None:
-            valid = torch.ones(B, x.shape[1], dtype=torch.bool, device=x.device)
-            if has_prefix and text_mask is not None:
-                valid[:, : text_mask.shape[1]] = text_mask
-            cache.stage_valid(valid)
-        for i, block in enumerate(self.blocks):
-            x = block(x, cond, angles, mask, cache, i)
+            cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
+        pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
+        x = self._blocks(x, cond, pos_sp, ctx, cache)
         x = x[:, x.shape[1] - n_stream :]
         cond = cond[:, cond.shape[1] - n_stream :]
         shift, scale = self.out_ada(F.silu(cond)).chunk(2, dim=-1)
@@ -226,20 +230,59 @@ class Omni(nn.Module):
             va = self.audio_out(per_chunk[:, :, 1 + gh * gw :]).reshape(B, Fr * cfg.audio_tokens_per_frame, -1)
         return vv, va
 
-    def _mask(self, chunk_of: torch.Tensor, text_mask: torch.Tensor | None, cache: KVCache | None,
-              B: int) -> torch.Tensor | None:
-        """Boolean attention mask (B, 1, N, N_past + N): True = may attend."""
-        n_past = cache.n_tokens if cache is not None else 0
-        allowed = chunk_of[None, :] <= chunk_of[:, None]  # block-causal among current tokens
-        allowed = allowed[None].expand(B, -1, -1)
-        if text_mask is not None:  # padded text tokens are never attended to
-            nt = text_mask.shape[1]
-            allowed = allowed.clone()
-            allowed[:, :, :nt] &= text_mask[:, None, :]
-            # ...except by themselves: a dropped (all-padding) prompt would otherwise leave its rows
-            # with nothing to attend to, and softmax over nothing is NaN
-            allowed[:, torch.arange(nt), torch.arange(nt)] = True
-        if n_past:  # every committed chunk is in the past of every current token (but never padding)
-            past = cache.valid[:, None, :].expand(B, allowed.shape[1], n_past)
-            allowed = torch.cat([past, allowed], dim=2)
-        return allowed[:, None]
+    def _text_tokens(self, text: torch.Tensor, text_pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        B, Nt, _ = text.shape
+        D = self.cfg.width
+        tx = self.text_in(text) + self.modality.weight[TEXT]
+        cond = self.t_mlp(timestep_embedding(torch.zeros(B, Nt, device=text.device), D))
+        if text_pooled is not None:
+            cond = cond + self.text_pool(text_pooled)[:, None]
+        return tx, cond
+
+    def _context(self, chunk_of: torch.Tensor, time_of: torch.Tensor, t_ref: int, n_text: int,
+                 text_mask: torch.Tensor | None, B: int, device) -> ViewContext:
+        cfg = self.cfg
+        Dh = cfg.width // cfg.heads
+
+        def time_angles(t: torch.Tensor) -> torch.Tensor:
+            z = torch.zeros_like(t)
+            return rope_angles(torch.stack([t - t_ref, z, z], dim=1), Dh, cfg.rope_theta)
+
+        if n_text and text_mask is None:
+            text_mask = torch.ones(B, n_text, dtype=torch.bool, device=device)
+        n_chunks = len(torch.unique(chunk_of)) if len(chunk_of) else 0
+        return ViewContext(n_text=n_text, text_valid=text_mask, chunk_of=chunk_of, time_angles_q=time_angles(time_of),
+                           t_ref=t_ref, outside_angles=time_angles(torch.tensor([t_ref - cfg.outside], device=device)),
+                           time_angles=time_angles, sinks=cfg.sinks, window=cfg.window, memory_tokens=cfg.memory_tokens,
+                           memory_topk=cfg.memory_topk, tokens_per_chunk=len(chunk_of) // max(n_chunks, 1))
+
+    def _blocks(self, x: torch.Tensor, cond: torch.Tensor, pos: torch.Tensor, ctx: ViewContext,
+                cache: KVCache | None) -> torch.Tensor:
+        """Run the blocks; ``pos`` rotates by row and column here, time is the attention view's job."""
+        pos = pos.clone()
+        pos[:, 0] = 0
+        angles = rope_angles(pos, self.cfg.width // self.cfg.heads, self.cfg.rope_theta)[None].expand(x.shape[0], -1, -1)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cond, angles, ctx, cache, i)
+        return x
+
+    def new_cache(self, memory_chunks: int = 256) -> KVCache:
+        """An empty cache bounded by this model's attention view; ``memory_chunks`` caps the bank."""
+        c = self.cfg
+        return KVCache(len(self.blocks), sinks=c.sinks, window=c.window,
+                       memory_chunks=memory_chunks if c.memory_topk and c.window else 0, memory_tokens=c.memory_tokens)
+
+    @torch.no_grad()
+    def encode_prompt(self, cache: KVCache, text: torch.Tensor, text_mask: torch.Tensor | None,
+                      text_pooled: torch.Tensor | None) -> None:
+        """Put a (new) prompt into a cache: its tokens attend only to each other, so this equals
+        the prefix a stream started with this prompt would have; the chunks already cached keep
+        theirs (re-commit them to re-encode them under the new prompt)."""
+        tx, cond = self._text_tokens(text, text_pooled)
+        B, Nt = text.shape[:2]
+        empty = torch.zeros(0, dtype=torch.long, device=text.device)
+        ctx = self._context(empty, empty, 0, Nt, text_mask, B, text.device)
+        cache.text = [None] * cache.n_layers  # the pass below must not read the old prompt
+        cache.stage_info(empty, empty, ctx.text_valid)
+        self._blocks(tx, cond, torch.zeros(Nt, 3, dtype=torch.long, device=text.device), ctx, cache)
+        cache.commit()

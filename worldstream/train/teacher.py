@@ -31,7 +31,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import load_json
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
@@ -43,7 +42,7 @@ TASKS = ("joint", "video|audio", "audio|video", "image->world", "continuation")
 
 @dataclasses.dataclass(frozen=True)
 class TeacherTrainConfig:
-    dataset: str
+    dataset: str  # one dataset folder, or several separated by commas (different resolutions train together)
     latents: str = "default"  # name of the latent cache (worldstream encode --name)
     preset: str = "default"  # Omni preset; latent sizes and the action count come from the data
     steps: int = 2000
@@ -188,7 +187,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         step, metrics = int(meta["step"]), meta.get("metrics", {})
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     eval_clip = heldout.fixed(min(4, cfg.batch))
-    latents_ident = load_json(Path(cfg.dataset) / "latents" / cfg.latents / "config.json")
+    latents_ident = train.ident
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     bar = None
     if progress and rank == 0:
@@ -222,6 +221,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
                                             "step": step, "metrics": metrics, "latents": latents_ident,
                                             "actions": train.ds.manifest["actions"], "fps": train.ds.manifest["fps"],
                                             "latent_shape": list(train.items[0]["video"].shape[1:]),
+                                            "latent_shapes": [list(k) for k in sorted(train.buckets)],
                                             "sampler_rng": train.rng.bit_generator.state})
             t_save = time.perf_counter()
         if out_of_time:

@@ -1,0 +1,138 @@
+"""The bounded attention view: window, sinks, memory bank. Streaming equals the full pass."""
+import dataclasses
+
+import torch
+
+from worldstream.model.omni import Omni, omni_preset
+
+VIEW = dict(window=2, sinks=1, memory_topk=2, memory_tokens=3)
+
+
+def _model(seed=0, **view):
+    torch.manual_seed(seed)
+    m = Omni(dataclasses.replace(omni_preset("tiny"), **view)).eval()
+    with torch.no_grad():  # wake up the zero-initialised adaLN and output layers
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def _inputs(B=2, K=7, h=4, w=6, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    cfg = omni_preset("tiny")
+    return dict(video=torch.randn(B, K, cfg.latent_channels, h, w, generator=g),
+                t_video=torch.rand(B, K, generator=g),
+                actions=torch.randint(-1, cfg.n_actions, (B, K), generator=g),
+                audio=torch.randn(B, K * cfg.audio_tokens_per_frame, cfg.audio_channels, generator=g),
+                t_audio=torch.rand(B, K, generator=g),
+                text=torch.randn(B, 5, 384, generator=g), text_mask=torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]).bool(),
+                text_pooled=torch.randn(B, 384, generator=g))
+
+
+def _stream(m, x, cache, K):
+    vs, as_ = [], []
+    for c in range(K):
+        kw = dict(video=x["video"][:, c : c + 1], t_video=x["t_video"][:, c : c + 1], actions=x["actions"][:, c : c + 1],
+                  audio=x["audio"][:, 2 * c : 2 * c + 2], t_audio=x["t_audio"][:, c : c + 1],
+                  text=x["text"], text_mask=x["text_mask"], text_pooled=x["text_pooled"], cache=cache, start_frame=c)
+        v, a = m(**kw)
+        cache.commit()
+        vs.append(v)
+        as_.append(a)
+    return torch.cat(vs, 1), torch.cat(as_, 1)
+
+
+@torch.no_grad()
+def test_streaming_with_window_sinks_and_memory_equals_the_full_pass():
+    m, x = _model(**VIEW), _inputs()
+    v_full, a_full = m(**x)  # training: the whole clip, the view as a mask
+    v, a = _stream(m, x, m.new_cache(memory_chunks=100), 7)  # streaming: bounded cache, one chunk at a time
+    torch.testing.assert_close(v, v_full, rtol=0, atol=1e-4)
+    torch.testing.assert_close(a, a_full, rtol=0, atol=1e-4)
+    # and the view matters: an unbounded model gives different outputs on the same weights
+    unbounded = _model()
+    unbounded.load_state_dict(m.state_dict())
+    v_all, _ = unbounded(**x)
+    assert not torch.allclose(v_all[:, 3:], v_full[:, 3:], atol=1e-3)
+    torch.testing.assert_close(v_all[:, :2], v_full[:, :2], rtol=0, atol=1e-5)  # the first chunks see the same
+
+
+@torch.no_grad()
+def test_a_later_chunk_never_changes_an_earlier_output_with_memory():
+    m, x = _model(**VIEW), _inputs()
+    v, _ = m(**x)
+    y = dict(x)
+    y["video"] = x["video"].clone()
+    y["video"][:, 5:] += 1.0
+    v2, _ = m(**y)
+    torch.testing.assert_close(v[:, :5], v2[:, :5], rtol=0, atol=1e-5)
+
+
+@torch.no_grad()
+def test_eviction_at_the_window_boundary_sinks_stay_memory_is_bounded():
+    m, x = _model(**VIEW), _inputs(B=1, K=30)
+    cache = m.new_cache(memory_chunks=4)
+    per_chunk = 1 + 24 + 2
+    sizes = []
+    for c in range(30):
+        _stream_one(m, x, cache, c)
+        retained = sorted(set(cache.chunk_of.tolist()))
+        expect = sorted({0, c})  # sink 0 + what the next chunk's window of 2 needs besides itself
+        assert retained == expect, (c, retained)
+        mem = sorted(set(cache.mem_chunk_of.tolist()))
+        assert mem == list(range(1, c))[-4:]  # evicted chunks, oldest dropped beyond 4
+        sizes.append((cache.n_tokens, cache.nbytes()))
+    assert len(cache.chunk_of) == 2 * per_chunk
+    assert len(set(sizes[8:])) == 1  # flat once the memory bank is full
+
+
+def _stream_one(m, x, cache, c):
+    m(video=x["video"][:, c : c + 1], t_video=x["t_video"][:, c : c + 1], actions=x["actions"][:, c : c + 1],
+      audio=x["audio"][:, 2 * c : 2 * c + 2], t_audio=x["t_audio"][:, c : c + 1], text=x["text"][:1],
+      text_mask=x["text_mask"][:1], text_pooled=x["text_pooled"][:1], cache=cache, start_frame=c)
+    cache.commit()
+
+
+@torch.no_grad()
+def test_memory_retrieval_picks_similar_chunks():
+    """Each query chunk attends to exactly min(top-k, eligible) evicted chunks."""
+    from worldstream.model import attention
+
+    m, x = _model(**VIEW), _inputs(B=1, K=8)
+    seen = []
+    orig = attention._memory_selection
+
+    def spy(*args, **kw):
+        out = orig(*args, **kw)
+        seen.append(out)
+        return out
+
+    attention._memory_selection = spy
+    try:
+        m(**{k: (v[:1] if torch.is_tensor(v) else v) for k, v in x.items()})
+    finally:
+        attention._memory_selection = orig
+    sel = seen[0][0]  # (N, M) for layer 0, text rows first
+    per_chunk, mt = 27, VIEW["memory_tokens"]
+    for c in range(8):
+        row = sel[5 + c * per_chunk]
+        eligible = max(0, c - 2 - 1 + 1) if c >= 3 else 0  # chunks 1 .. c-2
+        assert int(row.sum()) == min(VIEW["memory_topk"], eligible) * mt
+
+
+@torch.no_grad()
+def test_a_new_prompt_equals_a_stream_started_with_it():
+    m, x = _model(**VIEW), _inputs(B=2, K=3)
+    new_text = torch.randn(2, 4, 384)
+    new_mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]]).bool()
+    cache = m.new_cache()
+    _stream(m, x, cache, 3)
+    m.encode_prompt(cache, new_text, new_mask, x["text_pooled"])
+    fresh = m.new_cache()
+    y = dict(x, text=new_text, text_mask=new_mask)
+    _stream(m, y, fresh, 1)
+    for layer in range(len(m.blocks)):
+        for a, b in zip(cache.text[layer], fresh.text[layer]):
+            torch.testing.assert_close(a[:, :, :2], b[:, :, :2], rtol=0, atol=1e-5)
+            torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-5)
+    assert torch.equal(cache.text_valid, new_mask)
