@@ -28,3 +28,14 @@ def latent_dataset(tmp_path_factory):
                                         eval_every=2, eval_clips=2), root / kind, progress=False)
     encode_dataset(ds, root / "video", root / "audio", progress=False)
     return ds
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(latent_dataset, tmp_path_factory):
+    """A tiny teacher trained 2 steps with a bounded view (window 2, 1 sink, memory top-2)."""
+    from worldstream.train.teacher import TeacherTrainConfig, train_teacher
+
+    out = tmp_path_factory.mktemp("teacher") / "t"
+    train_teacher(TeacherTrainConfig(dataset=str(latent_dataset), preset="tiny", steps=2, batch=4, chunks=4,
+                                     eval_every=2, warmup=2, window=2, sinks=1, memory_topk=2), out, progress=False)
+    return out

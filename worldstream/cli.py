@@ -145,7 +145,8 @@ def cmd_train(a: argparse.Namespace) -> int:
 
         cfg = TeacherTrainConfig(dataset=a.data, latents=a.latents, preset=a.preset or "default", steps=a.steps,
                                  batch=a.batch or 8, chunks=a.chunks, lr=a.lr or 3e-4, warmup=a.warmup,
-                                 eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
+                                 eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, window=a.window,
+                                 sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "")
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -266,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--max-minutes", type=float, default=None, help="save and stop after this long (resume later)")
     ta.set_defaults(fn=cmd_train)
     tt = tsub.add_parser("teacher", help="the many-step Omni teacher on a latent cache (also under torchrun)")
-    tt.add_argument("--data", required=True, help="dataset folder with a latent cache (worldstream encode)")
+    tt.add_argument("--data", required=True, help="dataset folder(s) with a latent cache (worldstream encode); several, comma-separated, train together")
     tt.add_argument("--latents", default="default", help="name of the latent cache")
     tt.add_argument("--out", required=True)
     tt.add_argument("--preset", help="Omni preset: tiny, default, 1b")
@@ -280,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--threads", type=int, default=0)
     tt.add_argument("--max-minutes", type=float, default=None)
+    tt.add_argument("--window", type=int, default=0, help="attention window in chunks (0 = unbounded)")
+    tt.add_argument("--sinks", type=int, default=0, help="first chunks always attended")
+    tt.add_argument("--memory-topk", type=int, default=0, help="evicted chunks each chunk retrieves from memory")
+    tt.add_argument("--init-from", help="start from this run's weights (fine-tuning)")
     tt.set_defaults(fn=cmd_train)
 
     gn = sub.add_parser("generate", help="prompt + action script -> MP4 with sound")

@@ -19,6 +19,16 @@ import torch
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) -> v
 
 
+def randn(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """Gaussian noise. A list of generators draws each batch row from its own, so a row of a
+    batched stream gets exactly the noise it would get alone."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+
+
 def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """x_t for t broadcastable against x0 (e.g. (B, 1, 1, ...) or per chunk)."""
     return (1 - t) * x0 + t * eps
@@ -79,7 +89,7 @@ def sample_x0(fn: VelocityFn, x: torch.Tensor, ts: torch.Tensor, generator: torc
     for t, t_next in zip(ts[:-1], ts[1:]):
         x0 = x0_from_velocity(x, fn(x, t.expand(x.shape[0])), t)
         if t_next > 0:
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise = randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
             x = interpolate(x0, noise, t_next)
         else:
             x = x0

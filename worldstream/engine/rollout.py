@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..diffusion.flow import SAMPLERS, guided, time_grid
+from ..diffusion.flow import SAMPLERS, guided, randn, time_grid
 from ..model.cache import KVCache
 from ..model.omni import Omni
 
@@ -35,7 +35,8 @@ class Conditioning:
     text: torch.Tensor | None  # (B, Nt, 384)
     text_mask: torch.Tensor | None  # (B, Nt)
     text_pooled: torch.Tensor | None  # (B, 384)
-    actions: torch.Tensor  # (B, F) ids, -1 = none
+    actions: torch.Tensor  # (B, F) ids, -1 = none, for frames action_offset .. action_offset + F
+    action_offset: int = 0  # a stream passes only the current chunk's actions
 
 
 class Branch:
@@ -46,6 +47,7 @@ class Branch:
         self.use_text, self.use_actions = use_text, use_actions
 
     def kwargs(self, cond: Conditioning, frames: slice) -> dict:
+        frames = slice(frames.start - cond.action_offset, frames.stop - cond.action_offset)
         a = cond.actions[:, frames] if self.use_actions else torch.full_like(cond.actions[:, frames], -1)
         if self.use_text and cond.text is not None:
             return dict(actions=a, text=cond.text, text_mask=cond.text_mask, text_pooled=cond.text_pooled)
@@ -58,14 +60,38 @@ def make_branches(model: Omni, cfg: RolloutConfig) -> list[Branch]:
     return [Branch(model, False, False), Branch(model, True, False), Branch(model, True, True)]
 
 
+@dataclasses.dataclass
+class Given:
+    """What is given rather than generated in one chunk, per batch row (rows: (B,) bool).
+
+    video: clean latents (an image to start from): committed as they are.
+    audio: clean audio latents (sound to follow: "the weather follows the sound of rain").
+    blend: latents to blend in (SDEdit, Meng et al. 2022): the chunk starts on the straight
+        path from them to noise and is free once t <= blend_t, so it keeps their layout and
+        colours and fits them to the history.
+    """
+
+    video: torch.Tensor | None = None
+    video_rows: torch.Tensor | None = None
+    audio: torch.Tensor | None = None
+    audio_rows: torch.Tensor | None = None
+    blend: torch.Tensor | None = None
+    blend_rows: torch.Tensor | None = None
+    blend_t: float = 0.6
+
+
+def _rows(rows: torch.Tensor | None, B: int) -> torch.Tensor:
+    return torch.ones(B, dtype=torch.bool) if rows is None else rows
+
+
 @torch.no_grad()
 def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond: Conditioning, chunk: int,
-                   video_shape: tuple[int, int, int], generator: torch.Generator | None = None,
-                   given_video: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   video_shape: tuple[int, int, int], generator=None, given_video: torch.Tensor | None = None,
+                   given: Given | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Make chunk ``chunk`` (0-based) and commit it; returns (video (B, cf, C, h, w), audio or None).
 
-    ``given_video`` (B, cf, C, h, w) replaces generation of the video (an image to start from):
-    it is committed as is and only the audio is generated for it.
+    ``generator``: one torch.Generator, or one per batch row (batched streams). ``given_video``
+    is shorthand for ``Given(video=...)`` on every row.
     """
     mc = model.cfg
     B = cond.actions.shape[0]
@@ -74,7 +100,13 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     frames = slice(chunk * cf, (chunk + 1) * cf)
     nv = cf * C * h * w
     na = cf * tpf * mc.audio_channels if mc.audio_channels else 0
-    x = torch.randn(B, nv + na, generator=generator)
+    if given_video is not None:
+        given = Given(video=given_video)
+    given = given or Given()
+    x = randn((B, nv + na), generator=generator)
+    gv = _rows(given.video_rows, B) if given.video is not None else torch.zeros(B, dtype=torch.bool)
+    ga = _rows(given.audio_rows, B) if given.audio is not None and na else torch.zeros(B, dtype=torch.bool)
+    gb = _rows(given.blend_rows, B) & ~gv if given.blend is not None else torch.zeros(B, dtype=torch.bool)
 
     def unpack(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         v = z[:, :nv].view(B, cf, C, h, w)
@@ -84,25 +116,39 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     def velocity(branch: Branch) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             v, a = unpack(z)
-            tv = t[:, None]
-            if given_video is not None:
-                v, tv = given_video, torch.zeros_like(tv)
-            out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=t[:, None] if na else None,
+            tv = torch.where(gv, 0.0, t)[:, None]
+            ta = torch.where(ga, 0.0, t)[:, None]
+            out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=ta if na else None,
                                  cache=branch.cache, start_frame=chunk * cf, **branch.kwargs(cond, frames))
-            if given_video is not None:
-                out_v = torch.zeros_like(out_v)  # the given frame does not move
-            return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1)
+            out = torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1)
+            return out
 
         return fn
 
     fns = [velocity(b) for b in branches]
-    fn = fns[0] if len(fns) == 1 else guided(fns[0], fns[1], fns[2], cfg.text_scale, cfg.action_scale)
-    if given_video is not None:
-        x[:, :nv] = given_video.flatten(1)
-    z = SAMPLERS[cfg.sampler](fn, x, time_grid(cfg.steps, cfg.shift), generator=generator)
+    inner = fns[0] if len(fns) == 1 else guided(fns[0], fns[1], fns[2], cfg.text_scale, cfg.action_scale)
+
+    def keep_given(z: torch.Tensor) -> torch.Tensor:
+        if gv.any() or ga.any():
+            z = z.clone()
+            if gv.any():
+                z[gv, :nv] = given.video.flatten(1)[gv]
+            if ga.any():
+                z[ga, nv:] = given.audio.flatten(1)[ga]
+        return z
+
+    def fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        z = keep_given(z)  # (a re-noising sampler may have moved them)
+        out = inner(z, t)
+        out[gv, :nv] = 0.0  # given parts do not move
+        out[ga, nv:] = 0.0
+        if gb.any():  # blended rows ride the straight line through the given latents while t > blend_t
+            hold = gb & (t > given.blend_t)
+            out[hold, :nv] = (z[hold, :nv] - given.blend.flatten(1)[hold]) / t[hold, None]
+        return out
+
+    z = keep_given(SAMPLERS[cfg.sampler](fn, x, time_grid(cfg.steps, cfg.shift), generator=generator))
     video, audio = unpack(z)
-    if given_video is not None:
-        video = given_video
     zero = torch.zeros(B, 1)
     for b in branches:  # commit the clean chunk: its keys/values at t = 0 become history
         model(video=video, t_video=zero, audio=audio, t_audio=zero if na else None, cache=b.cache,

@@ -64,7 +64,7 @@ def frame_features(x: torch.Tensor) -> torch.Tensor:
 class ConditionNet(nn.Module):
     """Frame features -> weather logits (5) and time-of-day logits (4); normalisation included."""
 
-    def __init__(self, n_features: int = 77):
+    def __init__(self, n_features: int = 78):
         super().__init__()
         self.register_buffer("mu", torch.zeros(n_features))
         self.register_buffer("sd", torch.ones(n_features))

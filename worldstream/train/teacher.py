@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..checkpoint import load_into, load_tensors
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
@@ -60,6 +61,11 @@ class TeacherTrainConfig:
     save_every_s: float = 60.0
     bf16: bool = True
     seed: int = 0
+    # the attention view to train with (the model keeps it for streaming): 0 = unbounded
+    window: int = 0
+    sinks: int = 0
+    memory_topk: int = 0
+    init_from: str = ""  # start from this checkpoint's (EMA) weights, e.g. to fine-tune with a bounded view
 
 
 def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
@@ -68,7 +74,8 @@ def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
     audio = item["audio"]
     return dataclasses.replace(omni_preset(cfg.preset), latent_channels=item["video"].shape[1],
                                audio_channels=audio.shape[1] if audio is not None else 0,
-                               audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions))
+                               audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions),
+                               window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk)
 
 
 def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
@@ -176,6 +183,11 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
     heldout = LatentClips(cfg.dataset, cfg.latents, "heldout", cfg.chunks, seed=cfg.seed + 1)
     mcfg = model_config(cfg, train)
     model = Omni(mcfg)
+    if cfg.init_from:
+        src = Path(cfg.init_from) / "model.safetensors"
+        if not src.exists():
+            raise FileNotFoundError(f"--init-from {cfg.init_from}: no model.safetensors there (a teacher run folder?)")
+        load_into(model, load_tensors(src), src)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step, metrics = 0, {}

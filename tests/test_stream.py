@@ -1,0 +1,133 @@
+"""The streaming engine: events and their timing, replay, batching, bounded memory, bad input."""
+import numpy as np
+import pytest
+import torch
+
+from worldstream.data.png import encode_png
+from worldstream.engine import stream as stream_mod
+from worldstream.engine.events import Event, EventError
+from worldstream.engine.rollout import RolloutConfig
+from worldstream.engine.stream import Stream, StreamConfig, World
+
+FAST = StreamConfig(rollout=RolloutConfig(sampler="euler", steps=2, text_scale=2.0, action_scale=1.5))
+
+
+@pytest.fixture(scope="module")
+def world(tiny_teacher):
+    torch.set_num_threads(1)
+    return World.load(tiny_teacher)
+
+
+def test_a_stream_makes_frames_and_sound(world):
+    s = world.stream("a sunny meadow", seed=3, config=FAST)
+    c = s.step("walk_e")
+    assert c.frames.shape == (1, world.frames_per_chunk, world.height, world.width, 3) and c.frames.dtype == np.uint8
+    assert c.audio.shape == (1, world.frames_per_chunk * world.samples_per_frame) and c.audio.dtype == np.float32
+    assert c.rgb.shape == (world.height, world.width, 3) and s.frame_index == world.frames_per_chunk
+
+
+def test_an_event_during_a_chunk_applies_to_the_next_one(world, monkeypatch):
+    s = world.stream("a sunny meadow", config=FAST)
+    real = stream_mod.generate_chunk
+    seen = []
+
+    def generate_and_meanwhile_press(model, branches, rcfg, cond, chunk, *a, **kw):
+        seen.append(int(cond.actions[0, 0]))
+        if chunk == 1:
+            s.act("walk_n")  # arrives while chunk 1 is being made
+        return real(model, branches, rcfg, cond, chunk, *a, **kw)
+
+    monkeypatch.setattr(stream_mod, "generate_chunk", generate_and_meanwhile_press)
+    for _ in range(3):
+        s.step()
+    idle, north = world.vocab.index("idle"), world.vocab.index("walk_n")
+    assert seen == [idle, idle, north]
+    assert [(c, e.kind, e.value) for c, e in s.log] == [(2, "action", north)]
+
+
+def test_same_seed_and_event_log_replay_the_same_frames(world):
+    s = world.stream("a sunny meadow", seed=5, config=FAST)
+    frames = []
+    for i in range(6):
+        if i == 2:
+            s.prompt("it begins to snow")
+        if i == 3:
+            s.act("run_w")
+        frames.append(s.step().frames)
+    again = Stream.replay(world, ["a sunny meadow"], [5], s.log, 6, FAST)
+    for a, b in zip(frames, again):
+        assert np.array_equal(a, b.frames)
+
+
+def test_batched_streams_equal_separate_streams(world):
+    prompts, seeds = ["a sunny meadow", "night in the forest"], [1, 2]
+    both = world.stream(prompts, seed=seeds, batch=2, config=FAST)
+    alone = [world.stream(p, seed=sd, config=FAST) for p, sd in zip(prompts, seeds)]
+    for i in range(5):
+        acts = ["walk_e", "idle"] if i < 2 else ["run_s", "walk_w"]
+        if i == 3:  # a prompt change in one row only (re-encodes that row's window)
+            both.prompt("it begins to snow", row=1)
+            alone[1].prompt("it begins to snow")
+        b = both.step(acts)
+        for r in range(2):
+            a = alone[r].step(acts[r])
+            assert np.abs(b.frames[r].astype(int) - a.frames[0].astype(int)).max() <= 1, (i, r)
+            np.testing.assert_allclose(b.audio[r], a.audio[0], atol=1e-4)
+
+
+def test_memory_and_cache_stay_bounded(world):
+    s = world.stream("a sunny meadow", config=StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0,
+                                                                                  action_scale=1.0), memory_chunks=4))
+    sizes = []
+    for _ in range(20):
+        s.step("walk_e")
+        cache = s.branches[0].cache
+        sizes.append((cache.n_tokens, cache.nbytes(), len(s.recent)))
+    assert len(set(sizes[8:])) == 1, sizes
+    assert len(cache.mem_chunk_of) == 4 * world.model.cfg.memory_tokens
+
+
+def test_bad_events_are_rejected_and_the_stream_goes_on(world):
+    s = world.stream("a sunny meadow", config=FAST)
+    s.step()
+    s.act("walk_e")  # a good event queued before the bad ones survives them
+    bad = [Event("action", "fly"), Event("action", 99), Event("prompt", 42), Event("prompt", "x" * 5000),
+           Event("image", b"not an image at all"), Event("image", np.zeros((9000, 10, 3), np.uint8)),
+           Event("image", np.zeros((32, 32), np.float32)), Event("image", b"\x89PNG" + b"0" * (17 * 2**20)),
+           Event("audio", np.array([np.nan, 0.0])), Event("teleport", 1), Event("action", "idle", row=3),
+           Event("image", np.zeros((32, 32, 3), np.uint8), mode="sideways")]
+    for ev in bad:
+        with pytest.raises(EventError) as e:
+            s.push(ev)
+        assert len(str(e.value)) > 20  # says what is wrong
+    s.step()
+    assert [(e.kind, e.value) for _, e in s.log] == [("action", world.vocab.index("walk_e"))]
+
+
+def test_restart_from_an_image_and_blend_one_in(world):
+    s = world.stream("a sunny meadow", config=FAST)
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, :, 2] = 200  # blue, another size and aspect: resized and cropped to the stream
+    s.step()
+    s.image(encode_png(img))
+    c = s.step()
+    expect = world.vae.decode(world.image_latent(img), {}).clamp(0, 1)
+    got = torch.from_numpy(c.frames[0]).permute(0, 3, 1, 2).float() / 255
+    assert (got - expect).abs().max() < 2 / 255  # the restart frame is the image through the autoencoder
+    assert s.chunk == 1  # a new context
+    t = world.stream("a sunny meadow", config=FAST)
+    u = world.stream("a sunny meadow", config=FAST)
+    t.step(), u.step()
+    u.image(img, mode="blend")
+    assert not np.array_equal(t.step().frames, u.step().frames)
+
+
+def test_given_sound_is_kept(world):
+    s = world.stream("rain", config=FAST)
+    n = world.frames_per_chunk * world.samples_per_frame
+    pcm = (0.3 * np.sin(np.arange(3 * n) / 7.0)).astype(np.float32)
+    s.audio(pcm)
+    c = s.step()
+    with torch.no_grad():
+        expect = world.aae.decode(world.aae.encode(torch.from_numpy(pcm[:n])[None], {}), {}).clamp(-1, 1)[0].numpy()
+    np.testing.assert_allclose(c.audio[0], expect, atol=1e-5)  # the picture follows the sound; the sound is kept

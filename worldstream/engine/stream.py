@@ -1,0 +1,335 @@
+"""The streaming engine: endless generation that takes input while it runs.
+
+Every front end (the Python API, ``worldstream generate``, the gym env, the server) drives a
+``Stream``. A stream holds one or more rows (independent worlds advanced in one forward pass),
+the bounded KV cache of each guidance branch, the autoencoders' streaming decode state and the
+current prompt and action of each row. ``step()`` applies the events that arrived since the
+last chunk (rule in ``events.py``), makes the next chunk with the one rollout function
+(``rollout.generate_chunk``), decodes it to RGB frames and PCM audio, and logs what it applied.
+
+    world = World.load("runs/teacher")                 # transformer + autoencoders + text encoder
+    s = world.stream(prompt="a sunny meadow", seed=0)
+    chunk = s.step("walk_e")                            # RGB frames (B, n, H, W, 3), audio (B, n * spf)
+    s.prompt("it starts to snow")                       # applies to the next chunk
+    s.save("walk.mp4")                                  # when made with record=True
+
+A prompt change swaps the prompt's keys/values in the cache (exactly what a stream started
+with that prompt would hold) and, with ``recache`` on, re-encodes the window's chunks under the
+new prompt (LongLive's KV re-cache, Yang et al. 2025), so the change shows within a few chunks.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointError
+from ..data.video import resize_crop, write_preview_mp4
+from ..tokenizers.actions import ActionVocab
+from .events import Event, EventError, Limits, validate
+from .generate import load_autoencoders, load_world_model
+from .rollout import Branch, Conditioning, Given, RolloutConfig, generate_chunk, make_branches
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    rollout: RolloutConfig | None = None  # None: the checkpoint's recommendation (or the teacher default)
+    memory_chunks: int = 256  # memory bank capacity (pooled chunks), when the model has memory
+    recache: bool = True  # re-encode the window under a new prompt
+    blend_t: float = 0.6  # how much of a blended image survives (noise level it is free from)
+    record: bool = False  # keep every frame and sample for save()
+    limits: Limits = Limits()
+
+
+@dataclasses.dataclass
+class Chunk:
+    index: int  # stream frame index of the first frame
+    frames: np.ndarray  # (B, n, H, W, 3) uint8
+    audio: np.ndarray | None  # (B, n * samples_per_frame) float32 in [-1, 1]
+    seconds: float  # wall time to make and decode it
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """The last frame of row 0 (H, W, 3)."""
+        return self.frames[0, -1]
+
+
+class World:
+    """A loaded world model: the Omni transformer, its autoencoders and text encoder, the action
+    vocabulary and the stream geometry."""
+
+    def __init__(self, model, meta: dict[str, Any], vae, aae, prompts=None):
+        from ..data.latents import PromptBank
+
+        self.model, self.meta, self.vae, self.aae = model, meta, vae, aae
+        self.prompts = prompts or PromptBank()
+        self.vocab = ActionVocab(tuple(meta["actions"]["names"]), tuple(meta["actions"].get("axes", [])))
+        self.fps = int(meta["fps"])
+        self.sample_rate = aae.cfg.sample_rate if aae is not None else 24000
+        self.samples_per_frame = self.sample_rate // self.fps
+        self.latent_shape = tuple(meta["latent_shape"])  # (C, h, w) of the training resolution
+        s = vae.cfg.spatial
+        self.height, self.width = self.latent_shape[1] * s, self.latent_shape[2] * s
+        self.frames_per_chunk = model.cfg.chunk_frames * vae.cfg.temporal
+        self.name = Path(meta.get("path", "world")).name
+
+    @classmethod
+    def load(cls, checkpoint: str | Path, window: int = 16, sinks: int = 1) -> "World":
+        """Load a teacher or student checkpoint. A model trained with an unbounded view gets a
+        bounded one for streaming (``window`` chunks and ``sinks``, no memory) so it runs forever;
+        a model trained with a view keeps its own."""
+        path = Path(checkpoint)
+        if not (path / "config.json").exists():
+            raise CheckpointError(f"{path}: no world model checkpoint here (config.json missing); train one with "
+                                  "`worldstream train teacher` or pass the folder of one")
+        model, meta = load_world_model(path)
+        if model.cfg.window == 0:
+            model.cfg = dataclasses.replace(model.cfg, window=window, sinks=sinks, memory_topk=0)
+        vae, aae = load_autoencoders(meta)
+        meta = dict(meta, path=str(path))
+        return cls(model, meta, vae.eval(), aae.eval() if aae is not None else None)
+
+    def stream(self, prompt: str | list[str] = "", image: Any = None, seed: int | list[int] = 0, batch: int = 1,
+               config: StreamConfig | None = None) -> "Stream":
+        """Start a stream of ``batch`` rows (one prompt and seed each, or the same for all)."""
+        prompts = prompt if isinstance(prompt, list) else [prompt] * batch
+        seeds = seed if isinstance(seed, list) else [seed + i for i in range(batch)]
+        if len(prompts) != batch or len(seeds) != batch:
+            raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds for a batch of {batch}")
+        return Stream(self, prompts, seeds, config or StreamConfig(), image)
+
+    def rollout_config(self) -> RolloutConfig:
+        r = self.meta.get("rollout")
+        return RolloutConfig(**r) if r else RolloutConfig(sampler="euler", steps=10)
+
+    def image_latent(self, img: np.ndarray) -> torch.Tensor:
+        """An RGB image -> clean latents (1, 1, C, h, w) at the stream's size (resized, centre-cropped)."""
+        H, W = img.shape[:2]
+        s = min(W / self.width, H / self.height)  # scale to cover the stream's frame, then crop the middle
+        size = (max(self.width, round(W / s)), max(self.height, round(H / s)), self.width, self.height)
+        frame = resize_crop(img, size) if img.shape[:2] != (self.height, self.width) else img
+        x = torch.from_numpy(frame).permute(2, 0, 1).float()[None, None] / 255
+        x = x.repeat(1, self.vae.cfg.temporal, 1, 1, 1)
+        with torch.no_grad():
+            return self.vae.encode(x)
+
+
+class Stream:
+    def __init__(self, world: World, prompts: list[str], seeds: list[int], config: StreamConfig, image: Any = None):
+        self.world, self.config = world, config
+        self.rcfg = config.rollout or world.rollout_config()
+        self.B = len(prompts)
+        self.seeds = list(seeds)
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+        self.prompts = list(prompts)
+        self.actions = [world.vocab.index("idle") if "idle" in world.vocab.names else 0] * self.B
+        self.frame_index = 0
+        self.log: list[tuple[int, Event]] = []  # (chunk number, applied event): replay with Stream.replay
+        self.timings: list[float] = []
+        self._pending: collections.deque[Event] = collections.deque()
+        self._lock = threading.Lock()
+        self._audio_in: list[np.ndarray] = [np.zeros(0, np.float32) for _ in range(self.B)]
+        self._audio_enc_state: list[dict] = [{} for _ in range(self.B)]
+        self._frames: list[np.ndarray] = []
+        self._audio: list[np.ndarray] = []
+        self.chunks_made = 0
+        self._reset_context()
+        self._encode_prompts()
+        if image is not None:
+            self.push(Event("image", image))
+
+    # -- events ------------------------------------------------------------------------------
+    def push(self, event: Event) -> None:
+        """Validate now (EventError on bad input; nothing else changes), apply at the next chunk.
+        Safe to call from another thread while a chunk is being made."""
+        ev = validate(event, self.world.vocab, self.B, self.world.sample_rate, self.config.limits)
+        if ev.kind == "image" and ev.mode == "restart" and self.B > 1:
+            raise EventError("restarting one row of a batched stream is not supported; "
+                             "use mode='blend' or a stream of its own")
+        with self._lock:
+            self._pending.append(ev)
+
+    def act(self, action: int | str, row: int = 0) -> None:
+        self.push(Event("action", action, row))
+
+    def prompt(self, text: str, row: int = 0) -> None:
+        self.push(Event("prompt", text, row))
+
+    def image(self, image: Any, row: int = 0, mode: str = "restart") -> None:
+        self.push(Event("image", image, row, mode))
+
+    def audio(self, pcm: np.ndarray, row: int = 0) -> None:
+        self.push(Event("audio", pcm, row))
+
+    # -- stepping ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, action: int | str | list | None = None) -> Chunk:
+        """Make the next chunk. ``action``: one for every row, or a list with one per row; it is
+        pushed as events first, so it applies to this chunk (and holds until changed)."""
+        if action is not None:
+            acts = action if isinstance(action, list) else [action] * self.B
+            for row, a in enumerate(acts):
+                self.act(a, row)
+        t0 = time.perf_counter()
+        with self._lock:
+            events, self._pending = list(self._pending), collections.deque()
+        given = self._apply(events)
+        w, m = self.world, self.world.model
+        cf = m.cfg.chunk_frames
+        acts = torch.tensor(self.actions)[:, None].repeat(1, cf)
+        cond = Conditioning(self.text, self.text_mask, self.text_pooled, acts, action_offset=self.chunk * cf)
+        v, a = generate_chunk(m, self.branches, self.rcfg, cond, self.chunk, w.latent_shape, self.generators, given=given)
+        self._remember(self.chunk, v, a, acts)
+        self.chunk += 1
+        self.chunks_made += 1
+        frames = (w.vae.decode(v, self.vstate).clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+        pcm = None
+        if w.aae is not None and a is not None:
+            pcm = w.aae.decode(a, self.astate).clamp(-1, 1).numpy()
+        out = Chunk(self.frame_index, frames, pcm, time.perf_counter() - t0)
+        self.frame_index += frames.shape[1]
+        self.timings.append(out.seconds)
+        if self.config.record:
+            self._frames += list(frames[0])
+            if pcm is not None:
+                self._audio.append(pcm[0])
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write row 0 of everything streamed so far (needs ``StreamConfig(record=True)``) as MP4 with sound."""
+        if not self._frames:
+            raise RuntimeError("nothing recorded: start the stream with StreamConfig(record=True) and step it")
+        pcm = np.concatenate(self._audio) if self._audio else None
+        scale = max(1, 384 // max(self._frames[0].shape[:2]))
+        write_preview_mp4(Path(path), self._frames, pcm, self.world.fps, self.world.sample_rate, scale=scale)
+        return Path(path)
+
+    @classmethod
+    def replay(cls, world: World, prompts: list[str], seeds: list[int], log: list[tuple[int, Event]], n_chunks: int,
+               config: StreamConfig | None = None) -> list[Chunk]:
+        """Re-run a stream from its event log: the same checkpoint, seeds and log give the same frames."""
+        s = cls(world, prompts, seeds, config or StreamConfig())
+        by_chunk = collections.defaultdict(list)
+        for c, ev in log:
+            by_chunk[c].append(ev)
+        out = []
+        for c in range(n_chunks):
+            for ev in by_chunk.get(c, []):
+                s.push(ev)
+            out.append(s.step())
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+    def _reset_context(self) -> None:
+        """Empty caches and decode state: a new world (at start, or restarting from an image)."""
+        m = self.world.model
+        self.branches: list[Branch] = make_branches(m, self.rcfg)
+        for b in self.branches:
+            b.cache = m.new_cache(self.config.memory_chunks)
+        self.chunk = 0  # chunk index within the current context
+        self.vstate, self.astate = {}, {}
+        self.recent: dict[int, tuple] = {}  # chunk -> (video, audio, actions) for re-encoding the window
+
+    def _encode_prompts(self) -> None:
+        self.text, self.text_mask, self.text_pooled = self.world.prompts.batch(self.prompts)
+
+    def _apply(self, events: list[Event]) -> Given:
+        w = self.world
+        given = Given(blend_t=self.config.blend_t)
+        changed = torch.zeros(self.B, dtype=torch.bool)
+        restart = blend = None
+        for ev in events:
+            self.log.append((self.chunks_made, ev))
+            if ev.kind == "action":
+                self.actions[ev.row] = ev.value
+            elif ev.kind == "prompt":
+                self.prompts[ev.row] = ev.value
+                changed[ev.row] = True
+            elif ev.kind == "audio":
+                self._audio_in[ev.row] = np.concatenate([self._audio_in[ev.row], ev.value])
+            elif ev.kind == "image":
+                lat = w.image_latent(ev.value)
+                if ev.mode == "restart":
+                    restart = lat
+                else:
+                    blend = blend if blend is not None else torch.zeros(self.B, *lat.shape[1:])
+                    blend[ev.row] = lat[0]
+                    given.blend_rows = (given.blend_rows if given.blend_rows is not None
+                                        else torch.zeros(self.B, dtype=torch.bool))
+                    given.blend_rows[ev.row] = True
+        if restart is not None:
+            self._reset_context()
+            self._encode_prompts()
+            given.video = restart.expand(self.B, -1, -1, -1, -1)
+        elif bool(changed.any()):
+            self._change_prompts(changed)
+        given.blend = blend
+        self._take_audio(given)
+        return given
+
+    def _change_prompts(self, rows: torch.Tensor) -> None:
+        """New prompt keys/values in every text branch; re-encode the window for the changed rows."""
+        m = self.world.model
+        self._encode_prompts()
+        for b in self.branches:
+            if not b.use_text:
+                continue
+            old = (list(b.cache.k), list(b.cache.v))
+            m.encode_prompt(b.cache, self.text, self.text_mask, self.text_pooled)
+            if self.config.recache:
+                self._recache(b, rows, old)
+
+    def _recache(self, b: Branch, rows: torch.Tensor, old: tuple[list, list]) -> None:
+        cache, m = b.cache, self.world.model
+        kept = sorted(set(cache.chunk_of.tolist()))
+        window = [c for c in kept if c >= cache.sinks]
+        if not window:
+            return
+        cache.drop_chunks_from(window[0])
+        cf = m.cfg.chunk_frames
+        for c in window:
+            v, a, acts = self.recent[c]
+            cond = Conditioning(self.text, self.text_mask, self.text_pooled, acts, action_offset=c * cf)
+            zero = torch.zeros(self.B, 1)
+            m(video=v, t_video=zero, audio=a, t_audio=zero if a is not None else None, cache=cache,
+              start_frame=c * cf, **b.kwargs(cond, slice(c * cf, (c + 1) * cf)))
+            cache.commit()
+        keep = ~rows  # rows whose prompt did not change keep exactly their old keys/values
+        if bool(keep.any()):
+            for i in range(cache.n_layers):
+                cache.k[i][keep] = old[0][i][keep]
+                cache.v[i][keep] = old[1][i][keep]
+
+    def _remember(self, chunk: int, v: torch.Tensor, a: torch.Tensor | None, acts: torch.Tensor) -> None:
+        self.recent[chunk] = (v, a, acts)
+        cache = self.branches[-1].cache
+        kept = set(cache.chunk_of.tolist())
+        for c in [c for c in self.recent if c not in kept]:
+            del self.recent[c]
+
+    def _take_audio(self, given: Given) -> None:
+        """Rows with given sound: encode the next chunk's samples (the picture follows the sound)."""
+        w = self.world
+        if w.aae is None:
+            return
+        n = self.world.frames_per_chunk * w.samples_per_frame
+        rows = torch.tensor([len(x) >= n for x in self._audio_in])
+        if not bool(rows.any()):
+            return
+        lat = []
+        for r in range(self.B):
+            if rows[r]:
+                pcm = torch.from_numpy(self._audio_in[r][:n].copy())[None]
+                self._audio_in[r] = self._audio_in[r][n:]
+                lat.append(w.aae.encode(pcm, self._audio_enc_state[r])[0])
+            else:
+                lat.append(None)
+        shape = next(x for x in lat if x is not None).shape
+        given.audio = torch.stack([x if x is not None else torch.zeros(shape) for x in lat])
+        given.audio_rows = rows
