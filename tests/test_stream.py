@@ -131,3 +131,50 @@ def test_given_sound_is_kept(world):
     with torch.no_grad():
         expect = world.aae.decode(world.aae.encode(torch.from_numpy(pcm[:n])[None], {}), {}).clamp(-1, 1)[0].numpy()
     np.testing.assert_allclose(c.audio[0], expect, atol=1e-5)  # the picture follows the sound; the sound is kept
+
+
+def test_the_world_model_as_a_gym_env(tiny_teacher):
+    import gymnasium as gym
+
+    from worldstream.engine.gym_env import register
+
+    register()
+    env = gym.make("worldstream/WorldModel-v0", checkpoint=str(tiny_teacher), config=FAST, max_frames=3)
+    obs, info = env.reset(seed=0, options={"prompt": "night falls"})
+    assert env.observation_space.contains(obs) and info["audio"].ndim == 1
+    done = False
+    n = 0
+    while not done:
+        obs, r, term, trunc, info = env.step(env.action_space.sample())
+        done = term or trunc
+        n += 1
+    assert n == 2 and env.observation_space.contains(obs)  # reset made frame 1
+    obs2, _ = env.reset(seed=0, options={"prompt": "night falls"})
+    assert np.array_equal(obs2, env.reset(seed=0, options={"prompt": "night falls"})[0])  # seeded
+
+
+def test_generate_follows_a_timed_events_file(tiny_teacher, tmp_path):
+    import json
+
+    import av
+
+    from worldstream.cli import main
+    from worldstream.data.video import write_wav
+
+    img = np.zeros((40, 40, 3), np.uint8)
+    img[10:30] = 255
+    (tmp_path / "start.png").write_bytes(encode_png(img))
+    write_wav(tmp_path / "rain.wav", (0.1 * np.random.default_rng(0).standard_normal(12000)).astype(np.float32), 24000)
+    events = [{"t": 0, "image": "start.png"}, {"t": 0.1, "action": "walk_e"}, {"t": 0.2, "prompt": "night falls"},
+              {"t": 0.3, "audio": "rain.wav"}, {"t": 0.4, "image": "start.png", "mode": "blend"}]
+    (tmp_path / "events.jsonl").write_text("\n".join(json.dumps(e) for e in events))
+    out = tmp_path / "gen.mp4"
+    assert main(["generate", "--checkpoint", str(tiny_teacher), "--events", str(tmp_path / "events.jsonl"),
+                 "--seconds", "0.5", "--sampler", "euler", "--steps", "1", "--out", str(out)]) == 0
+    with av.open(str(out)) as c:
+        assert c.streams.video and c.streams.audio
+        assert sum(1 for _ in c.decode(video=0)) == 12
+    (tmp_path / "bad.jsonl").write_text('{"t": 0, "action": "fly"}')
+    assert main(["generate", "--checkpoint", str(tiny_teacher), "--events", str(tmp_path / "bad.jsonl"),
+                 "--out", str(out)]) == 2
+    assert main(["generate", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(out)]) == 2

@@ -160,8 +160,10 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a), seed=a.seed)
-    print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks)")
+    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a), seed=a.seed,
+                   events=a.events)
+    print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks, "
+          f"{res['seconds_per_chunk_p50'] * 1000:.0f} ms per chunk p50)")
     return 0
 
 
@@ -292,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     gn.add_argument("--prompt", default="")
     gn.add_argument("--actions", default="idle", help="NAME:FRAMES,... e.g. walk_e:48,idle:24 (last one holds)")
     gn.add_argument("--seconds", type=float, default=4.0)
+    gn.add_argument("--events", help="timed events file: JSON Lines of {t, action|prompt|image|audio}")
     gn.add_argument("--out", default="generated.mp4")
     _rollout_args(gn, steps=20)
     gn.add_argument("--seed", type=int, default=0)

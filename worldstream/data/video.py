@@ -47,40 +47,68 @@ class LosslessVideoWriter:
             self.container = None
 
 
+class PreviewWriter:
+    """A widely playable MP4 (H.264 yuv420p + AAC) for people to watch, written chunk by chunk
+    (bounded memory for any length); frames scaled up by an integer factor. Not a training format."""
+
+    def __init__(self, path: Path, fps: int, sample_rate: int | None, scale: int = 1):
+        import av
+
+        self.path, self.fps, self.sample_rate, self.scale = Path(path), fps, sample_rate, scale
+        self.container = av.open(str(self.path), "w")
+        self.vs = self.a_s = None
+        self.samples = 0
+        self.frames = 0
+
+    def write(self, frames: list[np.ndarray] | np.ndarray, audio: np.ndarray | None = None) -> None:
+        import av
+
+        for f in frames:
+            s = self.scale
+            if self.vs is None:
+                h, w, _ = f.shape
+                self.H, self.W = h * s + (h * s) % 2, w * s + (w * s) % 2
+                self.vs = self.container.add_stream("libx264", rate=self.fps)
+                self.vs.width, self.vs.height, self.vs.pix_fmt = self.W, self.H, "yuv420p"
+                self.vs.options = {"crf": "18", "preset": "veryfast"}
+                if self.sample_rate and audio is not None:
+                    self.a_s = self.container.add_stream("aac", rate=self.sample_rate)
+                    self.a_s.layout = "mono"
+            big = np.kron(f, np.ones((s, s, 1), np.uint8)) if s > 1 else f
+            if big.shape[:2] != (self.H, self.W):
+                big = np.pad(big, ((0, self.H - big.shape[0]), (0, self.W - big.shape[1]), (0, 0)))
+            for packet in self.vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(big), format="rgb24")):
+                self.container.mux(packet)
+            self.frames += 1
+        if audio is not None and self.a_s is not None:
+            pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+            af = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
+            af.sample_rate = self.sample_rate
+            af.pts = self.samples
+            self.samples += len(pcm)
+            for packet in self.a_s.encode(af):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        for st in (self.vs, self.a_s):
+            if st is not None:
+                for packet in st.encode():
+                    self.container.mux(packet)
+        self.container.close()
+
+    def __enter__(self) -> "PreviewWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def write_preview_mp4(path: Path, frames: list[np.ndarray], audio: np.ndarray | None, fps: int,
                       sample_rate: int, scale: int = 1) -> None:
-    """A widely playable MP4 (H.264 yuv420p + AAC) for people to watch; not a training format."""
-    import av
-
-    h, w, _ = frames[0].shape
-    H, W = h * scale + (h * scale) % 2, w * scale + (w * scale) % 2
-    with av.open(str(path), "w") as container:
-        vs = container.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt = W, H, "yuv420p"
-        vs.options = {"crf": "18", "preset": "veryfast"}
-        a_s = None
-        if audio is not None:
-            a_s = container.add_stream("aac", rate=sample_rate)
-            a_s.layout = "mono"
-        for f in frames:
-            big = np.kron(f, np.ones((scale, scale, 1), np.uint8)) if scale > 1 else f
-            if big.shape[:2] != (H, W):
-                big = np.pad(big, ((0, H - big.shape[0]), (0, W - big.shape[1]), (0, 0)))
-            for packet in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(big), format="rgb24")):
-                container.mux(packet)
-        for packet in vs.encode():
-            container.mux(packet)
-        if a_s is not None:
-            pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
-            step = 1024
-            for i in range(0, len(pcm), step):
-                af = av.AudioFrame.from_ndarray(pcm[None, i : i + step], format="s16", layout="mono")
-                af.sample_rate = sample_rate
-                af.pts = i
-                for packet in a_s.encode(af):
-                    container.mux(packet)
-            for packet in a_s.encode():
-                container.mux(packet)
+    """All frames (and their sound) at once; see ``PreviewWriter``."""
+    with PreviewWriter(path, fps, sample_rate if audio is not None else None, scale) as w:
+        w.write(frames[:1], audio)
+        w.write(frames[1:])
 
 
 def read_video(path: Path) -> Iterator[np.ndarray]:

@@ -1,9 +1,8 @@
-"""`worldstream generate`: a prompt and a timed action script -> an MP4 with sound.
+"""`worldstream generate`: a prompt, an action script and a timed events file -> an MP4 with sound.
 
-Loads a teacher (or later a student) checkpoint and the autoencoders it was trained with
-(named, with their weights' SHA-256, in its config.json), runs the rollout chunk by chunk with
-a progress bar, decodes latents to frames and sound with the autoencoders' streaming state
-(memory stays flat for any length), and writes the video.
+Loads a teacher or student checkpoint and the autoencoders it was trained with (named, with
+their weights' SHA-256, in its config.json), drives a ``Stream`` chunk by chunk with a progress
+bar and writes the video as it goes, so memory stays flat for any length.
 """
 from __future__ import annotations
 
@@ -15,12 +14,13 @@ import torch
 
 from ..checkpoint import CheckpointError, load_into, load_json, load_tensors
 from ..config import from_dict
-from ..data.video import write_preview_mp4
+from ..data.video import resample_audio
 from ..model.omni import Omni, OmniConfig
 from ..tokenizers.actions import ActionVocab
 from ..tokenizers.store import load_autoencoder
 from ..tokenizers.text import sha256_of
-from .rollout import Conditioning, RolloutConfig, make_branches, generate_chunk
+from .events import Event, EventError, validate
+from .rollout import RolloutConfig
 
 
 def load_world_model(path: str | Path) -> tuple[Omni, dict[str, Any]]:
@@ -50,56 +50,86 @@ def load_autoencoders(meta: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.M
     return out[0], out[1]
 
 
-def parse_actions(spec: str, vocab: ActionVocab, n_frames: int) -> torch.Tensor:
-    """'walk_e:48,idle:24,run_n:24' -> (n_frames,) ids; the last action holds to the end."""
-    ids: list[int] = []
+def load_events(path: str | Path, sample_rate: int) -> list[tuple[float, Event]]:
+    """A timed events file: JSON Lines (or one JSON list) of objects with ``t`` (seconds) and one
+    of ``action`` (name), ``prompt`` (text), ``image`` (a PNG/JPEG path; ``mode`` restart or
+    blend) or ``audio`` (a WAV path: the picture follows that sound). Sorted by time."""
+    import json
+
+    from ..data.video import read_wav
+
+    path = Path(path)
+    text = path.read_text()
+    try:
+        items = json.loads(text) if text.lstrip().startswith("[") else [json.loads(x) for x in text.splitlines() if x.strip()]
+    except json.JSONDecodeError as e:
+        raise EventError(f"{path}: not JSON Lines or a JSON list ({e})") from None
+    out = []
+    for i, it in enumerate(items):
+        where = f"{path}: event {i + 1}"
+        if not isinstance(it, dict) or not isinstance(it.get("t"), (int, float)) or it["t"] < 0:
+            raise EventError(f"{where}: needs a time 't' (seconds >= 0), got {it!r}")
+        kinds = [k for k in ("action", "prompt", "image", "audio") if k in it]
+        if len(kinds) != 1:
+            raise EventError(f"{where}: give exactly one of action, prompt, image, audio")
+        kind, value = kinds[0], it[kinds[0]]
+        if kind == "image":
+            value = (path.parent / value).read_bytes() if (path.parent / str(value)).exists() else Path(value).read_bytes()
+        elif kind == "audio":
+            pcm, rate = read_wav(path.parent / value if (path.parent / str(value)).exists() else Path(value))
+            value = resample_audio(pcm, rate, sample_rate)
+        out.append((float(it["t"]), Event(kind, value, mode=it.get("mode", "restart"))))
+    return sorted(out, key=lambda x: x[0])
+
+
+def script_events(spec: str, vocab: ActionVocab, fps: int) -> list[tuple[float, Event]]:
+    """'walk_e:48,idle:24' -> an action event at the start of each step (the last holds)."""
+    out, frame = [], 0
     for part in [p for p in spec.split(",") if p.strip()]:
         name, _, count = part.strip().partition(":")
         try:
             n = int(count) if count else 1
         except ValueError:
             raise ValueError(f"bad action step {part!r}: use NAME:FRAMES, e.g. walk_e:48") from None
-        ids += [vocab.index(name)] * n
-    if not ids:
-        ids = [0]
-    ids = ids[:n_frames] + [ids[-1]] * max(0, n_frames - len(ids))
-    return torch.tensor(ids)
+        vocab.index(name)  # a clear error for an unknown action
+        out.append((frame / fps, Event("action", name)))
+        frame += n
+    return out
 
 
 @torch.no_grad()
 def generate(checkpoint: str | Path, prompt: str, actions: str, seconds: float, out: str | Path,
-             rollout_cfg: RolloutConfig, seed: int = 0, progress: bool = True) -> dict[str, Any]:
-    model, meta = load_world_model(checkpoint)
-    vae, aae = load_autoencoders(meta)
-    mc = model.cfg
-    fps = meta["fps"]
-    vocab = ActionVocab(tuple(meta["actions"]["names"]), tuple(meta["actions"].get("axes", [])))
-    n_chunks = max(1, int(round(seconds * fps / (vae.cfg.temporal * mc.chunk_frames))))
-    n_frames = n_chunks * mc.chunk_frames  # latent frames
-    C, h, w = meta["latent_shape"]
-    from ..data.latents import PromptBank
+             rollout_cfg: RolloutConfig | None = None, seed: int = 0, progress: bool = True,
+             events: str | Path | None = None) -> dict[str, Any]:
+    """Stream ``seconds`` of world from a prompt, an action script and/or a timed events file into
+    an MP4 with sound, chunk by chunk (memory stays flat for any length)."""
+    from ..data.video import PreviewWriter
+    from .stream import StreamConfig, World
 
-    text, mask, pooled = PromptBank().batch([prompt])
-    cond = Conditioning(text, mask, pooled, parse_actions(actions, vocab, n_frames)[None])
-    branches = make_branches(model, rollout_cfg)
-    g = torch.Generator().manual_seed(seed)
-    vstate, astate = {}, {}
-    frames, audio = [], []
+    world = World.load(checkpoint)
+    timed = script_events(actions, world.vocab, world.fps) if actions else []
+    if events is not None:
+        timed = sorted(timed + load_events(events, world.sample_rate), key=lambda x: x[0])
+    for _, ev in timed:  # every event checked before the first frame, not when its time comes
+        validate(ev, world.vocab, 1, world.sample_rate)
+    stream = world.stream(prompt, seed=seed, config=StreamConfig(rollout=rollout_cfg))
+    n_chunks = max(1, int(round(seconds * world.fps / world.frames_per_chunk)))
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=n_chunks, unit="chunk", desc="generate")
-    for c in range(n_chunks):
-        v, a = generate_chunk(model, branches, rollout_cfg, cond, c, (C, h, w), g)
-        x = vae.decode(v, vstate).clamp(0, 1)[0]  # (frames, 3, H, W)
-        frames += [(f.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for f in x]
-        if aae is not None and a is not None:
-            audio.append(aae.decode(a, astate)[0].numpy())
-        if bar is not None:
-            bar.update(1)
+    i = 0
+    scale = max(1, 384 // max(world.height, world.width))
+    with PreviewWriter(Path(out), world.fps, world.sample_rate if world.aae else None, scale) as writer:
+        for c in range(n_chunks):
+            while i < len(timed) and timed[i][0] * world.fps < (c + 1) * world.frames_per_chunk:
+                stream.push(timed[i][1])  # an event at time t applies to the chunk that holds frame t * fps
+                i += 1
+            chunk = stream.step()
+            writer.write(chunk.frames[0], None if chunk.audio is None else chunk.audio[0])
+            if bar is not None:
+                bar.update(1)
     if bar is not None:
         bar.close()
-    pcm = np.concatenate(audio) if audio else None
-    write_preview_mp4(Path(out), frames, pcm, fps, aae.cfg.sample_rate if aae else 24000,
-                      scale=max(1, 384 // max(frames[0].shape[:2])))
-    return {"out": str(out), "frames": len(frames), "chunks": n_chunks, "frames_rgb": frames, "audio": pcm}
+    return {"out": str(out), "frames": n_chunks * world.frames_per_chunk, "chunks": n_chunks,
+            "seconds_per_chunk_p50": float(np.median(stream.timings))}
