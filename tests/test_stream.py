@@ -178,3 +178,17 @@ def test_generate_follows_a_timed_events_file(tiny_teacher, tmp_path):
     assert main(["generate", "--checkpoint", str(tiny_teacher), "--events", str(tmp_path / "bad.jsonl"),
                  "--out", str(out)]) == 2
     assert main(["generate", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_long_stream_and_latency_measurements_run(world, latent_dataset, tmp_path):
+    from worldstream.eval.stream import latency, long_stream, plot_long_stream
+
+    r = RolloutConfig(sampler="euler", steps=1, text_scale=1.0, action_scale=1.0)
+    res = long_stream(world, latent_dataset, minutes=0.1, rollout=r, sample_every_s=0.5, progress=False, judge_renders=20,
+                      memory_chunks=8)
+    assert res["chunks"] == 144 and len(res["per_minute"]) == 1 and res["samples"]
+    assert abs(res["slope_cache_mb_per_minute"]) < 1e-6  # the bounded cache has filled and stays put
+    plot_long_stream(res, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    lat = latency(world, latent_dataset, r, trials=3, prompt_trials=1, max_chunks=3, judge_renders=20)
+    assert 0 < lat["action_ms"]["p50"] < 10_000

@@ -124,6 +124,30 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(format_tables(res))
         if a.json:
             Path(a.json).write_text(json.dumps(res, indent=1))
+    else:
+        import torch
+
+        from .engine.stream import World
+        from .eval.stream import long_stream, plot_long_stream
+
+        torch.set_num_threads(a.threads)
+        if not (a.checkpoint and a.data):
+            raise ValueError("bench stream needs --checkpoint and --data (real frames for the drift statistics)")
+        world = World.load(a.checkpoint)
+        res = long_stream(world, a.data, a.minutes, _rollout_config(a), prompt=a.prompt, seed=a.seed)
+        print(f"{res['chunks']} chunks over {a.minutes} min: ms per chunk p50 {res['ms_per_chunk']['p50']:.1f}, "
+              f"p95 {res['ms_per_chunk']['p95']:.1f}, p99 {res['ms_per_chunk']['p99']:.1f}; slopes per minute: "
+              f"time {res['slope_ms_per_chunk_per_minute']:+.3f} ms, RSS {res['slope_rss_mb_per_minute']:+.3f} MB, "
+              f"cache {res['slope_cache_mb_per_minute']:+.4f} MB")
+        print("minute  sharpness  hist-dist-to-real")
+        for p in res["per_minute"]:
+            print(f"{p['minute']:6d}  {p['sharpness']:9.4f}  {p['hist_distance_to_real']:.3f}")
+        if a.out:
+            out = Path(a.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "long_stream.json").write_text(json.dumps(res, indent=1))
+            plot_long_stream(res, out / "long_stream.png")
+            print(f"wrote {out}/long_stream.json and long_stream.png")
     return 0
 
 
@@ -190,6 +214,21 @@ def cmd_eval(a: argparse.Namespace) -> int:
         res = run(a.data, a.video_ae or [], a.audio_ae, a.out)
         print(format_table(res))
         print(f"wrote {a.out}/tokenizers.json, example PNGs and WAVs")
+    elif a.what == "stream":
+        from .engine.stream import World
+        from .eval.stream import latency, revisits
+
+        if not a.checkpoint:
+            raise ValueError("eval stream needs --checkpoint")
+        world = World.load(a.checkpoint)
+        out = Path(a.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rev = revisits(world, a.data, _rollout_config(a), episodes=a.clips)
+        (out / "revisits.json").write_text(json.dumps(rev, indent=1))
+        print(json.dumps(rev["summary"], indent=1))
+        lat = latency(world, a.data, _rollout_config(a))
+        (out / "latency.json").write_text(json.dumps(lat, indent=1))
+        print(json.dumps({k: v for k, v in lat.items() if k != "rollout"}, indent=1))
     else:
         from .eval.teacher import eval_teacher
 
@@ -310,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_encode)
 
     ev = sub.add_parser("eval", help="measure components on held-out data; writes JSON, PNG, WAV")
-    ev.add_argument("what", choices=("tokenizers", "teacher"))
+    ev.add_argument("what", choices=("tokenizers", "teacher", "stream"),
+                    help="stream: revisit consistency (memory on/off) and input/prompt latency")
     ev.add_argument("--checkpoint", help="teacher: the world model checkpoint")
     _rollout_args(ev, steps=10)
     ev.add_argument("--clips", type=int, default=12)
@@ -324,8 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(fn=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmarks that print tables")
-    b.add_argument("what", choices=("world",), help="world: render and recording speed of the built-in world")
+    b.add_argument("what", choices=("world", "stream"),
+                   help="world: render and recording speed of the built-in world; stream: a long stream's cost and drift")
     b.add_argument("--frames", type=int, default=600)
+    b.add_argument("--checkpoint", help="stream: world model checkpoint")
+    b.add_argument("--data", help="stream: dataset whose held-out frames are the real reference")
+    b.add_argument("--minutes", type=float, default=30.0, help="stream: length of the stream")
+    b.add_argument("--prompt", default="")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", help="stream: folder for JSON and PNG")
+    b.add_argument("--threads", type=int, default=2)
+    _rollout_args(b, steps=2)
     b.add_argument("--json", help="also write the results here")
     b.set_defaults(fn=cmd_bench)
     return p
