@@ -240,6 +240,24 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    import torch
+
+    from .engine.stream import StreamConfig, World
+    from .serve.server import ServerConfig, run
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if not a.checkpoint:
+        raise ValueError("name a world model with --checkpoint (a teacher or student run folder)")
+    world = World.load(a.checkpoint)
+    token = a.token or os.environ.get("WORLDSTREAM_TOKEN")
+    cfg = ServerConfig(host=a.host, port=a.port, token=token, max_sessions=a.max_sessions,
+                       stream=StreamConfig(rollout=_rollout_config(a) if a.sampler else None))
+    run(world, cfg, device="cpu", open_page=a.command == "play")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="worldstream", description="An open real-time world model and its toolkit.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -362,6 +380,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="docs/results/tokenizers")
     ev.add_argument("--threads", type=int, default=2)
     ev.set_defaults(fn=cmd_eval)
+
+    for name, text in (("play", "the live world in your browser: starts the server and opens the page"),
+                       ("serve", "the streaming server (HTTP + WebSocket) without opening a page")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--checkpoint", help="world model checkpoint folder")
+        sp.add_argument("--host", default="127.0.0.1", help="address to bind (anything but loopback needs --token)")
+        sp.add_argument("--port", type=int, default=8765)
+        sp.add_argument("--token", help="access token (or WORLDSTREAM_TOKEN); required off loopback")
+        sp.add_argument("--max-sessions", type=int, default=4)
+        sp.add_argument("--threads", type=int, default=0)
+        sp.add_argument("--sampler", choices=("euler", "heun", "x0"), help="default: the checkpoint's recommendation")
+        sp.add_argument("--steps", type=int, default=4)
+        sp.add_argument("--shift", type=float, default=1.0)
+        sp.add_argument("--text-scale", type=float, default=3.0)
+        sp.add_argument("--action-scale", type=float, default=1.5)
+        sp.set_defaults(fn=cmd_serve)
 
     b = sub.add_parser("bench", help="benchmarks that print tables")
     b.add_argument("what", choices=("world", "stream"),
