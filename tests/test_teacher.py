@@ -37,6 +37,7 @@ def test_teacher_trains_and_resumes_exactly(latent_dataset, tmp_path):
     train_teacher(_cfg(latent_dataset, 6, bf16=False), tmp_path / "b", progress=False, max_seconds=0.0)
     m = train_teacher(_cfg(latent_dataset, 6, bf16=False), tmp_path / "b", progress=False)
     assert m["step"] == 6 and m["heldout_velocity_mse"] > 0
+    assert sorted(p.name for p in (tmp_path / "a" / "samples").glob("*.mp4")) == ["step_000006.mp4"]  # sample video
     a, b = load_tensors(tmp_path / "a" / "model.safetensors"), load_tensors(tmp_path / "b" / "model.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)

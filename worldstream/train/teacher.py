@@ -66,6 +66,7 @@ class TeacherTrainConfig:
     sinks: int = 0
     memory_topk: int = 0
     init_from: str = ""  # start from this checkpoint's (EMA) weights, e.g. to fine-tune with a bounded view
+    samples: bool = True  # write a sample video (real history, then generated) at every evaluation
 
 
 def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
@@ -168,6 +169,42 @@ def heldout_loss(model, cfg: TeacherTrainConfig, clip, prompts: PromptBank) -> f
     return loss.item()
 
 
+@torch.no_grad()
+def write_sample(model, clip, prompts: PromptBank, ident: dict, fps: int, path: Path, history: int = 2,
+                 frames: int = 24) -> None:
+    """A sample video: real history of a held-out clip, then ``frames`` generated frames (Euler,
+    4 steps, guidance), decoded with the run's autoencoders, sound included."""
+    from ..data.video import write_preview_mp4
+    from ..engine.generate import load_autoencoders
+    from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, prefill
+
+    model.eval()
+    vae, aae = load_autoencoders({"latents": ident})
+    cf = model.cfg.chunk_frames
+    text, mask, pooled = prompts.batch(clip.captions[:1])
+    hv = clip.video[:1, : history * cf]
+    ha = None if clip.audio is None else clip.audio[:1, : history * cf * model.cfg.audio_tokens_per_frame]
+    n = frames // cf
+    acts = torch.cat([clip.actions[:1, : history * cf], clip.actions[:1, history * cf :][:, :1].repeat(1, n * cf)], 1)
+    cond = Conditioning(text, mask, pooled, acts)
+    rcfg = RolloutConfig(sampler="euler", steps=4)
+    branches = make_branches(model, rcfg)
+    prefill(model, branches, cond, hv, ha)
+    g = torch.Generator().manual_seed(0)
+    vs, as_ = [hv], [] if ha is None else [ha]
+    for c in range(n):
+        v, a = generate_chunk(model, branches, rcfg, cond, history + c, tuple(hv.shape[2:]), g)
+        vs.append(v)
+        if a is not None:
+            as_.append(a)
+    video = vae.decode(torch.cat(vs, 1), {}).clamp(0, 1)[0]
+    rgb = [(f.permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8") for f in video]
+    pcm = aae.decode(torch.cat(as_, 1), {}).clamp(-1, 1)[0].numpy() if aae is not None and as_ else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_preview_mp4(path, rgb, pcm, fps, aae.cfg.sample_rate if aae is not None else 24000,
+                      scale=max(1, 256 // max(rgb[0].shape[:2])))
+
+
 def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = True,
                   max_seconds: float | None = None) -> dict[str, Any]:
     out = Path(out)
@@ -224,6 +261,9 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         if rank == 0 and (step % cfg.eval_every == 0 or last):
             metrics = {"step": step, "heldout_velocity_mse": heldout_loss(ema, cfg, eval_clip, prompts)}
             log.write(json.dumps({"eval": metrics}) + "\n")
+            if cfg.samples:
+                write_sample(ema, eval_clip, prompts, latents_ident, train.ds.manifest["fps"],
+                             out / "samples" / f"step_{step:06d}.mp4")
             log.flush()
             if bar is not None:
                 bar.write(f"step {step}: held-out velocity MSE {metrics['heldout_velocity_mse']:.4f}")
