@@ -93,31 +93,58 @@ def _stream_one(m, x, cache, c):
     cache.commit()
 
 
-@torch.no_grad()
-def test_memory_retrieval_picks_similar_chunks():
-    """Each query chunk attends to exactly min(top-k, eligible) evicted chunks."""
+def _spy_selection(m, x):
     from worldstream.model import attention
 
-    m, x = _model(**VIEW), _inputs(B=1, K=8)
     seen = []
-    orig = attention._memory_selection
+    orig = attention.select_memory
 
     def spy(*args, **kw):
         out = orig(*args, **kw)
         seen.append(out)
         return out
 
-    attention._memory_selection = spy
+    attention.select_memory = spy
     try:
-        m(**{k: (v[:1] if torch.is_tensor(v) else v) for k, v in x.items()})
+        m(**x)
     finally:
-        attention._memory_selection = orig
-    sel = seen[0][0]  # (N, M) for layer 0, text rows first
-    per_chunk, mt = 27, VIEW["memory_tokens"]
+        attention.select_memory = orig
+    return seen
+
+
+@torch.no_grad()
+def test_each_query_chunk_retrieves_top_k_of_the_evicted_chunks():
+    m, x = _model(**VIEW), _inputs(B=2, K=8)
+    sel = _spy_selection(m, {k: (t[:1] if torch.is_tensor(t) else t) for k, t in x.items()})[0][0]  # layer 0, sample 0: (query chunks, memory chunks)
     for c in range(8):
-        row = sel[5 + c * per_chunk]
-        eligible = max(0, c - 2 - 1 + 1) if c >= 3 else 0  # chunks 1 .. c-2
-        assert int(row.sum()) == min(VIEW["memory_topk"], eligible) * mt
+        eligible = max(0, c - 2)  # chunks 1 .. c-2 left the window of 2 (chunk 0 is the sink)
+        assert int(sel[c].sum()) == min(VIEW["memory_topk"], eligible)
+        assert not sel[c, 0] and not sel[c, max(c - 1, 0):].any()
+
+
+@torch.no_grad()
+def test_sparse_attention_with_every_block_selected_equals_dense():
+    """Streaming gathers the chosen memory blocks; with a budget over the bank it is dense attention
+    over all of them, and equals the training pass (a mask over all blocks)."""
+    m, x = _model(window=2, sinks=1, memory_topk=1000, memory_tokens=3), _inputs(K=9)
+    v_full, _ = m(**x)
+    v, _ = _stream(m, x, m.new_cache(memory_chunks=100), 9)
+    torch.testing.assert_close(v, v_full, rtol=0, atol=1e-4)
+    sel = _spy_selection(m, {k: (t[:1] if torch.is_tensor(t) else t) for k, t in x.items()})[0][0]
+    assert all(int(sel[c].sum()) == max(0, c - 2) for c in range(9))  # everything evicted is attended
+
+
+@torch.no_grad()
+def test_adaptive_selection_stays_within_its_budget():
+    m, x = _model(window=2, sinks=1, memory_topk=3, memory_p=0.5, memory_tokens=3), _inputs(B=2, K=12)
+    for sel in _spy_selection(m, x):
+        counts = sel.sum(2)  # (B, Kq)
+        assert (counts <= 3).all()
+        eligible = torch.clamp(torch.arange(12) - 2, min=0)
+        assert ((counts >= 1) | (eligible == 0)[None]).all()  # at least one block when any is eligible
+    v_full, _ = m(**x)
+    v, _ = _stream(m, x, m.new_cache(memory_chunks=100), 12)
+    torch.testing.assert_close(v, v_full, rtol=0, atol=1e-4)
 
 
 @torch.no_grad()

@@ -46,6 +46,7 @@ class ViewContext:
     window: int
     memory_tokens: int
     memory_topk: int
+    memory_p: float
     tokens_per_chunk: int
     memo: dict = dataclasses.field(default_factory=dict)  # masks shared by layers
 
@@ -90,7 +91,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
         if bool(sink.any()):
             out_k.append(kw_raw[:, :, sink]), out_v.append(vw[:, :, sink])
             parts.append(("sink", int(sink.sum())))
-    mem_chunk = None
+    mem_mask = None
     if ctx.window and ctx.memory_topk:
         mk, mv, mc = [], [], []
         if cache is not None and cache.mem_k[layer] is not None and len(cache.mem_chunk_of):
@@ -100,9 +101,21 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
             mk.append(pool_chunks(ks, n_cur, ctx.memory_tokens)), mv.append(pool_chunks(vs, n_cur, ctx.memory_tokens))
             mc.append(ctx.chunk_of.view(n_cur, -1)[:, 0].repeat_interleave(ctx.memory_tokens))
         if mk:
-            out_k.append(torch.cat(mk, 2)), out_v.append(torch.cat(mv, 2))
-            mem_chunk = torch.cat(mc)
-            parts.append(("memory", len(mem_chunk)))
+            mkc, mvc, mcc = torch.cat(mk, 2), torch.cat(mv, 2), torch.cat(mc)
+            q_chunks, q_inv = torch.unique(ctx.chunk_of, return_inverse=True)
+            chosen = select_memory(ctx, qs, q_chunks, q_inv, mkc, mcc)  # (B, Kq, J)
+            m = ctx.memory_tokens
+            if len(q_chunks) == 1:  # streaming: gather the chosen blocks, attend to those only
+                idx, ok = _chosen_index(chosen[:, 0])  # (B, kmax)
+                tok = (idx[..., None] * m + torch.arange(m, device=q.device)).flatten(1)  # (B, kmax * m)
+                g = tok[:, None, :, None].expand(B, H, -1, Dh)
+                mkc, mvc = mkc.gather(2, g), mvc.gather(2, g)
+                rows = ok.repeat_interleave(m, 1)[:, None, :].expand(B, len(q_inv), -1)
+            else:  # training: every query chunk its own choice, as a mask
+                rows = chosen.repeat_interleave(m, dim=2)[:, q_inv]
+            mem_mask = torch.cat([torch.zeros(B, nt, rows.shape[2], dtype=torch.bool, device=q.device), rows], 1)
+            out_k.append(mkc), out_v.append(mvc)
+            parts.append(("memory", mkc.shape[2]))
     ko = torch.cat(out_k, 2) if out_k else kw[:, :, :0]
     vo = torch.cat(out_v, 2) if out_v else vw[:, :, :0]
     # -- widened queries and keys: [window part | outside part] ----------------------------------
@@ -111,12 +124,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     Q = torch.cat([q_win, q_out], -1)
     K = torch.cat([torch.cat([kw, zeros(kw)], -1), torch.cat([zeros(ko), ko], -1)], 2)
     V = torch.cat([vw, vo], 2)
-    mask = _mask(ctx, cache, cw, parts, mem_chunk, qs, ko, B, N, q.device)
+    mask = _mask(ctx, cache, cw, parts, mem_mask, B, N, q.device)
     return F.scaled_dot_product_attention(Q, K, V, attn_mask=mask, scale=Dh ** -0.5)
 
 
-def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_chunk, qs: torch.Tensor,
-          ko: torch.Tensor, B: int, N: int, device) -> torch.Tensor:
+def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_mask: torch.Tensor | None,
+          B: int, N: int, device) -> torch.Tensor:
     """(B, 1, N, Nw + No) bool, True = may attend."""
     nt, cq = ctx.n_text, ctx.chunk_of
     key = ("static", len(cw), tuple(p[:2] for p in parts if p[0] != "memory"))
@@ -140,21 +153,22 @@ def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list
                 rows.append(torch.cat([torch.zeros(nt, n, dtype=torch.bool, device=device), m])[None].expand(B, -1, -1))
         ctx.memo[key] = torch.cat(rows, 2)
     mask = ctx.memo[key]
-    if mem_chunk is not None:
-        mask = torch.cat([mask, _memory_selection(ctx, qs, ko[:, :, -len(mem_chunk):], mem_chunk, B, N, device)], 2)
+    if mem_mask is not None:
+        mask = torch.cat([mask, mem_mask], 2)
     return mask[:, None]
 
 
-def _memory_selection(ctx: ViewContext, qs: torch.Tensor, mk: torch.Tensor, mem_chunk: torch.Tensor, B: int, N: int,
-                      device) -> torch.Tensor:
-    """(B, N, M) bool: for each query chunk, the top-k memory chunks by mean-query . mean-key
-    similarity (averaged over heads) among those that left its window."""
+def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_inv: torch.Tensor, mk: torch.Tensor,
+                  mem_chunk: torch.Tensor) -> torch.Tensor:
+    """(B, Kq, J) bool: the memory chunks each query chunk attends to, among those that left its
+    window. Score: mean query . mean key, averaged over heads (a cheap block score, as in
+    MoBA / block-sparse attention). Fixed top-k, or with ``memory_p`` > 0 adaptive: the fewest
+    blocks whose softmax mass reaches p, at most ``memory_topk`` (concentrated scores keep few
+    blocks, flat scores keep the budget)."""
+    B, H, _, Dh = qs.shape
     m = ctx.memory_tokens
-    cq = ctx.chunk_of
-    q_chunks, q_inv = torch.unique(cq, return_inverse=True)
     Kq, J = len(q_chunks), len(mem_chunk) // m
-    H, Dh = qs.shape[1], qs.shape[3]
-    q_mean = torch.zeros(B, H, Kq, Dh, dtype=qs.dtype, device=device).index_add_(2, q_inv, qs)
+    q_mean = torch.zeros(B, H, Kq, Dh, dtype=qs.dtype, device=qs.device).index_add_(2, q_inv, qs)
     q_mean = q_mean / torch.bincount(q_inv, minlength=Kq).to(qs.dtype)[None, None, :, None]
     k_mean = mk.reshape(B, H, J, m, Dh).mean(3)
     score = torch.einsum("bhqd,bhjd->bqj", q_mean.float(), k_mean.float()) / H  # (B, Kq, J)
@@ -162,7 +176,20 @@ def _memory_selection(ctx: ViewContext, qs: torch.Tensor, mk: torch.Tensor, mem_
     eligible = (mc[None, :] >= ctx.sinks) & (q_chunks[:, None] - mc[None, :] >= ctx.window)  # (Kq, J)
     score = score.masked_fill(~eligible[None], float("-inf"))
     k = min(ctx.memory_topk, J)
-    top = score.topk(k, dim=2).indices  # (B, Kq, k)
-    chosen = torch.zeros(B, Kq, J, dtype=torch.bool, device=device).scatter_(2, top, True) & eligible[None]
-    chosen = chosen.repeat_interleave(m, dim=2)[:, q_inv]  # (B, Ns, M)
-    return torch.cat([torch.zeros(B, ctx.n_text, len(mem_chunk), dtype=torch.bool, device=device), chosen], 1)
+    top, order = score.topk(k, dim=2)  # (B, Kq, k), best first
+    keep = torch.ones_like(top, dtype=torch.bool)
+    if ctx.memory_p > 0:
+        prob = torch.softmax(score * Dh ** -0.5, dim=2).gather(2, order)  # mass of each chosen block
+        before = prob.cumsum(2) - prob
+        keep = before < ctx.memory_p  # add blocks until the mass reaches p
+    chosen = torch.zeros(B, Kq, J, dtype=torch.bool, device=qs.device).scatter_(2, order, keep)
+    return chosen & eligible[None]
+
+
+def _chosen_index(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, J) bool -> indices (B, kmax) of the chosen blocks and which of them are real (padding repeats)."""
+    n = chosen.sum(1)
+    kmax = max(1, int(n.max()))
+    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :kmax]
+    ok = torch.arange(kmax, device=chosen.device)[None] < n[:, None]
+    return order, ok

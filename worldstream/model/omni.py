@@ -56,7 +56,8 @@ class OmniConfig:
     window: int = 0  # chunks seen in full (own chunk included); 0 = unbounded
     sinks: int = 0  # first chunks kept forever
     memory_tokens: int = 4  # pooled keys per chunk in the memory bank
-    memory_topk: int = 0  # memory chunks each query chunk retrieves (0 = no memory)
+    memory_topk: int = 0  # memory chunks each query chunk retrieves (0 = no memory); a budget when memory_p > 0
+    memory_p: float = 0.0  # > 0: adaptive, keep the fewest chunks whose score mass reaches p (<= memory_topk)
     outside: int = 8  # frames: the time distance at which text, sinks and memory sit
     rope_theta: float = 10000.0
 
@@ -254,7 +255,7 @@ class Omni(nn.Module):
         return ViewContext(n_text=n_text, text_valid=text_mask, chunk_of=chunk_of, time_angles_q=time_angles(time_of),
                            t_ref=t_ref, outside_angles=time_angles(torch.tensor([t_ref - cfg.outside], device=device)),
                            time_angles=time_angles, sinks=cfg.sinks, window=cfg.window, memory_tokens=cfg.memory_tokens,
-                           memory_topk=cfg.memory_topk, tokens_per_chunk=len(chunk_of) // max(n_chunks, 1))
+                           memory_topk=cfg.memory_topk, memory_p=cfg.memory_p, tokens_per_chunk=len(chunk_of) // max(n_chunks, 1))
 
     def _blocks(self, x: torch.Tensor, cond: torch.Tensor, pos: torch.Tensor, ctx: ViewContext,
                 cache: KVCache | None) -> torch.Tensor:
