@@ -164,6 +164,14 @@ def cmd_train(a: argparse.Namespace) -> int:
                             batch=a.batch or defaults[1], clip_frames=a.clip_frames or defaults[2], lr=a.lr, crop=a.crop,
                             eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
         metrics = train_autoencoder(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+    elif a.what == "student":
+        from .distill.student import StudentTrainConfig, train_student
+
+        cfg = StudentTrainConfig(teacher=a.teacher, dataset=a.data, latents=a.latents, steps=a.steps, batch=a.batch,
+                                 history=a.history, levels=tuple(a.levels), teacher_steps=a.teacher_steps,
+                                 self_forcing_from=a.self_forcing_from, rollout_chunks=a.rollout_chunks, lr=a.lr,
+                                 eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
+        metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     else:
         from .train.teacher import TeacherTrainConfig, train_teacher
 
@@ -345,6 +353,26 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--memory-topk", type=int, default=0, help="evicted chunks each chunk retrieves from memory")
     tt.add_argument("--init-from", help="start from this run's weights (fine-tuning)")
     tt.set_defaults(fn=cmd_train)
+
+    ts = tsub.add_parser("student", help="distil a teacher into a 1-4 step student (guidance folded in)")
+    ts.add_argument("--teacher", required=True, help="teacher checkpoint folder")
+    ts.add_argument("--data", required=True, help="dataset folder(s), comma-separated, with the teacher's latent cache")
+    ts.add_argument("--latents", default="default")
+    ts.add_argument("--out", required=True)
+    ts.add_argument("--steps", type=int, default=1000)
+    ts.add_argument("--batch", type=int, default=4)
+    ts.add_argument("--history", type=int, default=8, help="real chunks before the predicted one")
+    ts.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4], help="step counts to train for")
+    ts.add_argument("--teacher-steps", type=int, default=8, help="Heun steps of the teacher's targets")
+    ts.add_argument("--self-forcing-from", type=int, default=200, help="step from which half the batches are own rollouts")
+    ts.add_argument("--rollout-chunks", type=int, default=16)
+    ts.add_argument("--lr", type=float, default=5e-5)
+    ts.add_argument("--eval-every", type=int, default=100)
+    ts.add_argument("--fp32", action="store_true")
+    ts.add_argument("--seed", type=int, default=0)
+    ts.add_argument("--threads", type=int, default=0)
+    ts.add_argument("--max-minutes", type=float, default=None)
+    ts.set_defaults(fn=cmd_train)
 
     gn = sub.add_parser("generate", help="prompt + action script -> MP4 with sound")
     gn.add_argument("--checkpoint", required=True, help="world model checkpoint folder")

@@ -87,11 +87,14 @@ def _rows(rows: torch.Tensor | None, B: int) -> torch.Tensor:
 @torch.no_grad()
 def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond: Conditioning, chunk: int,
                    video_shape: tuple[int, int, int], generator=None, given_video: torch.Tensor | None = None,
-                   given: Given | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   given: Given | None = None, noise: torch.Tensor | None = None,
+                   commit: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Make chunk ``chunk`` (0-based) and commit it; returns (video (B, cf, C, h, w), audio or None).
 
     ``generator``: one torch.Generator, or one per batch row (batched streams). ``given_video``
-    is shorthand for ``Given(video=...)`` on every row.
+    is shorthand for ``Given(video=...)`` on every row. ``noise`` (B, video + audio numbers)
+    fixes the starting noise and ``commit=False`` leaves the caches as they were (distillation
+    targets: the teacher's ODE endpoint from a known noise).
     """
     mc = model.cfg
     B = cond.actions.shape[0]
@@ -103,7 +106,7 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     if given_video is not None:
         given = Given(video=given_video)
     given = given or Given()
-    x = randn((B, nv + na), generator=generator)
+    x = randn((B, nv + na), generator=generator) if noise is None else noise.reshape(B, nv + na).clone()
     gv = _rows(given.video_rows, B) if given.video is not None else torch.zeros(B, dtype=torch.bool)
     ga = _rows(given.audio_rows, B) if given.audio is not None and na else torch.zeros(B, dtype=torch.bool)
     gb = _rows(given.blend_rows, B) & ~gv if given.blend is not None else torch.zeros(B, dtype=torch.bool)
@@ -149,6 +152,8 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
 
     z = keep_given(SAMPLERS[cfg.sampler](fn, x, time_grid(cfg.steps, cfg.shift), generator=generator))
     video, audio = unpack(z)
+    if not commit:
+        return video, audio
     zero = torch.zeros(B, 1)
     for b in branches:  # commit the clean chunk: its keys/values at t = 0 become history
         model(video=video, t_video=zero, audio=audio, t_audio=zero if na else None, cache=b.cache,
