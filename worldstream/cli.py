@@ -125,6 +125,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         if a.json:
             Path(a.json).write_text(json.dumps(res, indent=1))
     else:
+        import numpy as np
         import torch
 
         from .engine.stream import World
@@ -145,6 +146,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         if a.out:
             out = Path(a.out)
             out.mkdir(parents=True, exist_ok=True)
+            from .data.png import grid, save_png
+
+            snaps = res.pop("snapshots")
+            save_png(out / "long_stream_frames.png", grid([np.kron(f, np.ones((2, 2, 1), np.uint8)) for f in snaps], cols=8))
             (out / "long_stream.json").write_text(json.dumps(res, indent=1))
             plot_long_stream(res, out / "long_stream.png")
             print(f"wrote {out}/long_stream.json and long_stream.png")

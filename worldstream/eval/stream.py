@@ -91,13 +91,16 @@ def long_stream(world: World, dataset: str | Path, minutes: float, rollout: Roll
     real_hist, real_sharp = colour_hist(real), sharpness(real)
     net, judge_acc = train_condition_net(ds, renders=judge_renders)
     rw, rt = _judge(net, real)
-    s = world.stream(prompt, seed=seed, config=StreamConfig(rollout=rollout, memory_chunks=memory_chunks))
+    ep = ds.split("heldout")[0]  # start from a real held-out frame and its caption (image-to-world)
+    start = np.array(ep.frames()[0])
+    prompt = prompt or next((r["caption"] for r in ep.records() if r.get("caption")), "")
+    s = world.stream(prompt, image=start, seed=seed, config=StreamConfig(rollout=rollout, memory_chunks=memory_chunks))
     rng = np.random.default_rng(seed)
     walk = [n for n in world.vocab.names if n.startswith(("walk", "run"))] + ["idle"]
     n_chunks = int(minutes * 60 * world.fps / world.frames_per_chunk)
     every = max(1, int(sample_every_s * world.fps / world.frames_per_chunk))
     per_min = int(60 * world.fps / world.frames_per_chunk)
-    samples, minute_frames, per_minute = [], [], []
+    samples, minute_frames, per_minute, snapshots = [], [], [], [start]
     bar = None
     if progress:
         from tqdm import tqdm
@@ -115,6 +118,7 @@ def long_stream(world: World, dataset: str | Path, minutes: float, rollout: Roll
                 b.cache.nbytes() for b in s.branches) / 2**20, "cache_tokens": cache.n_tokens})
         if (c + 1) % per_min == 0 or c == n_chunks - 1:
             f = np.stack(minute_frames)
+            snapshots.append(f[-1])
             jw, jt = _judge(net, f)
             per_minute.append({"minute": len(per_minute) + 1, "sharpness": sharpness(f),
                                "hist_distance_to_real": hist_distance(colour_hist(f), real_hist),
@@ -140,7 +144,8 @@ def long_stream(world: World, dataset: str | Path, minutes: float, rollout: Roll
         "samples": samples, "per_minute": per_minute,
         "real": {"sharpness": real_sharp, "judge_weather": {w: float((rw == i).mean()) for i, w in enumerate(WEATHERS)},
                  "judge_time": {t_: float((rt == i).mean()) for i, t_ in enumerate(TIMES)}},
-        "judge_heldout_accuracy": judge_acc, "ms_per_chunk_all": t.tolist(),
+        "judge_heldout_accuracy": judge_acc, "ms_per_chunk_all": t.tolist(), "prompt": prompt,
+        "snapshots": snapshots,  # the start frame, then the last sampled frame of every minute (arrays)
     }
 
 
@@ -150,7 +155,7 @@ def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
 
 @torch.no_grad()
 def revisits(world: World, dataset: str | Path, rollout: RolloutConfig, episodes: int = 2, seconds: float = 100.0,
-             lead: float = 2.0, bins: tuple = ((5, 15), (20, 40), (45, 75)), progress: bool = True) -> dict[str, Any]:
+             lead: float = 2.0, bins: tuple = ((5, 20), (20, 40), (40, 75)), progress: bool = True) -> dict[str, Any]:
     """Returning views vs first visits, memory bank on and off (same seeds)."""
     ds = Dataset(dataset)
     eps = ds.split("heldout")[:episodes]
@@ -165,6 +170,7 @@ def revisits(world: World, dataset: str | Path, rollout: RolloutConfig, episodes
         pairs = [(r["state"]["revisit_of"], i) for i, r in enumerate(recs[:n]) if r["state"].get("revisit_of") is not None]
         if not pairs:
             continue
+        n = max(b for _, b in pairs) + 1  # follow the episode until its last return
         t0 = max(0, min(p[0] for p in pairs) - int(lead * fps))
         caption = next((r["caption"] for r in reversed(recs[: t0 + 1]) if r.get("caption")), "")
         gen: dict[str, list[np.ndarray]] = {}
@@ -254,16 +260,16 @@ def latency(world: World, dataset: str | Path, rollout: RolloutConfig, trials: i
                 if run >= 3:  # shown for 3 chunks in a row
                     seen = c - 2
                     break
-            chunks_needed.append(seen if seen is not None else float("inf"))
-            ms_needed.append((time.perf_counter() - t0) * 1000 if seen is not None else float("inf"))
-        finite = [c for c in chunks_needed if np.isfinite(c)]
+            chunks_needed.append(seen)  # None: not shown within max_chunks
+            ms_needed.append((time.perf_counter() - t0) * 1000 if seen is not None else None)
+        finite = [c for c in chunks_needed if c is not None]
         prompt_res["recache" if recache else "no_recache"] = {
             "trials": len(chunks_needed), "shown": len(finite), "chunks": chunks_needed,
             "chunks_p50": float(np.percentile(finite, 50)) if finite else None,
             "chunks_p95": float(np.percentile(finite, 95)) if finite else None}
     return {"checkpoint": world.meta["path"], "rollout": dataclasses.asdict(rollout),
             "action_ms": {"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "all": lat},
-            "ms_per_chunk_p50": float(np.median(s.timings[3:])), "prompt_to_visible": prompt_res}
+            "ms_per_chunk_p50": float(np.median(s.timings[3:])) * 1000, "prompt_to_visible": prompt_res}
 
 
 def plot_long_stream(res: dict[str, Any], path: str | Path) -> None:
