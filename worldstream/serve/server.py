@@ -238,6 +238,7 @@ class Server:
     async def _stop(self, app: web.Application) -> None:
         self.worker.stop.set()
         self.worker.wake.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.worker.join, 30)  # finish the chunk in flight
 
     def _authorised(self, request: web.Request) -> bool:
         if not self.cfg.token:
