@@ -66,19 +66,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     zeros = lambda x: torch.zeros_like(x)  # noqa: E731
     qs, ks, vs = q[:, :, nt:], k[:, :, nt:], v[:, :, nt:]
     # -- window group: retained cached chunks, then this pass's stream tokens -----------------------
-    win_k, win_v, win_chunk, win_time = [], [], [], []
-    if cache is not None and cache.k[layer] is not None and len(cache.chunk_of):
-        win_k.append(cache.k[layer])
-        win_v.append(cache.v[layer])
-        win_chunk.append(cache.chunk_of.to(q.device))
-        win_time.append(cache.time_of.to(q.device))
-    win_k.append(ks)
-    win_v.append(vs)
-    win_chunk.append(ctx.chunk_of)
-    kw_raw, vw, cw = torch.cat(win_k, 2), torch.cat(win_v, 2), torch.cat(win_chunk)
-    tw = torch.cat(win_time) if len(win_time) else None
-    aw = ctx.time_angles_q if tw is None else torch.cat([ctx.time_angles(tw), ctx.time_angles_q])
-    kw = _rot(kw_raw, aw)
+    cached = cache is not None and cache.k[layer] is not None and len(cache.chunk_of) > 0
+    ks_rot = _rot(ks, ctx.time_angles_q)
+    if cached:
+        kc_raw, vc = cache.k[layer], cache.v[layer]
+        cc = cache.chunk_of.to(q.device)
+        kc_rot = cache.rotated(layer, ctx.t_ref, lambda: _rot(kc_raw, ctx.time_angles(cache.time_of.to(q.device))))
+        cw = torch.cat([cc, ctx.chunk_of])
+    else:
+        cw = ctx.chunk_of
     # -- outside group: text, sinks out of the window, memory ---------------------------------------
     out_k, out_v, parts = [], [], []
     if nt:
@@ -89,7 +85,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     if ctx.window and ctx.sinks:
         sink = cw < ctx.sinks
         if bool(sink.any()):
-            out_k.append(kw_raw[:, :, sink]), out_v.append(vw[:, :, sink])
+            sk = [kc_raw[:, :, cc < ctx.sinks]] if cached else []
+            sv = [vc[:, :, cc < ctx.sinks]] if cached else []
+            cur = ctx.chunk_of < ctx.sinks
+            sk.append(ks[:, :, cur]), sv.append(vs[:, :, cur])
+            out_k.append(torch.cat(sk, 2)), out_v.append(torch.cat(sv, 2))
             parts.append(("sink", int(sink.sum())))
     mem_mask = None
     if ctx.window and ctx.memory_topk:
@@ -116,16 +116,23 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
             mem_mask = torch.cat([torch.zeros(B, nt, rows.shape[2], dtype=torch.bool, device=q.device), rows], 1)
             out_k.append(mkc), out_v.append(mvc)
             parts.append(("memory", mkc.shape[2]))
-    ko = torch.cat(out_k, 2) if out_k else kw[:, :, :0]
-    vo = torch.cat(out_v, 2) if out_v else vw[:, :, :0]
-    # -- widened queries and keys: [window part | outside part] ----------------------------------
+    ko = torch.cat(out_k, 2) if out_k else ks[:, :, :0]
+    vo = torch.cat(out_v, 2) if out_v else vs[:, :, :0]
     q_win = torch.cat([q[:, :, :nt], _rot(qs, ctx.time_angles_q)], 2)
     q_out = _rot(q, ctx.outside_angles.expand(N, -1))
-    Q = torch.cat([q_win, q_out], -1)
-    K = torch.cat([torch.cat([kw, zeros(kw)], -1), torch.cat([zeros(ko), ko], -1)], 2)
-    V = torch.cat([vw, vo], 2)
     mask = _mask(ctx, cache, cw, parts, mem_mask, B, N, q.device)
-    return F.scaled_dot_product_attention(Q, K, V, attn_mask=mask, scale=Dh ** -0.5)
+    if not cached:  # one pass over a whole clip (training): widened queries and keys, one fused attention
+        Q = torch.cat([q_win, q_out], -1)
+        K = torch.cat([torch.cat([ks_rot, zeros(ks_rot)], -1), torch.cat([zeros(ko), ko], -1)], 2)
+        V = torch.cat([vs, vo], 2)
+        return F.scaled_dot_product_attention(Q, K, V, attn_mask=mask, scale=Dh ** -0.5)
+    # streaming (few queries, a long cache): score each key group apart and never copy the cache
+    scale = Dh ** -0.5
+    scores = torch.cat([q_win @ kc_rot.transpose(-1, -2), q_win @ ks_rot.transpose(-1, -2),
+                        q_out @ ko.transpose(-1, -2)], -1) * scale
+    p = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    n1, n2 = kc_rot.shape[2], ks_rot.shape[2]
+    return p[..., :n1] @ vc + p[..., n1 : n1 + n2] @ vs + p[..., n1 + n2 :] @ vo
 
 
 def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_mask: torch.Tensor | None,
