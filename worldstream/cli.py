@@ -124,6 +124,24 @@ def cmd_bench(a: argparse.Namespace) -> int:
         print(format_tables(res))
         if a.json:
             Path(a.json).write_text(json.dumps(res, indent=1))
+    elif a.what == "engine":
+        import torch
+
+        from .engine.stream import World
+        from .eval.bench_engine import HEADER, bench_engine, format_row, random_world
+
+        torch.set_num_threads(a.threads)
+        w, h = (int(x) for x in a.size.lower().split("x"))
+        if a.checkpoint:
+            world = World.load(a.checkpoint)
+        else:
+            world = random_world(a.preset, w, h, a.device, window=a.window, sinks=1, memory_topk=a.memory_topk)
+        res = bench_engine(world, _rollout_config(a), chunks=a.chunks, device=a.device)
+        print(HEADER)
+        print(format_row(res))
+        if a.json:
+            Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.json).write_text(json.dumps(res, indent=1))
     else:
         import numpy as np
         import torch
@@ -433,8 +451,15 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=cmd_serve)
 
     b = sub.add_parser("bench", help="benchmarks that print tables")
-    b.add_argument("what", choices=("world", "stream"),
-                   help="world: render and recording speed of the built-in world; stream: a long stream's cost and drift")
+    b.add_argument("what", choices=("world", "engine", "stream"),
+                   help="world: render and recording speed of the built-in world; engine: the whole streaming path "
+                        "(first frame, ms per chunk, fps, latency, memory); stream: a long stream's cost and drift")
+    b.add_argument("--preset", default="default", help="engine: Omni preset with random weights when no --checkpoint")
+    b.add_argument("--size", default="128x128", help="engine: WIDTHxHEIGHT for a preset")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--chunks", type=int, default=200)
+    b.add_argument("--window", type=int, default=12, help="engine: attention window for a preset")
+    b.add_argument("--memory-topk", type=int, default=4, help="engine: memory chunks retrieved, for a preset")
     b.add_argument("--frames", type=int, default=600)
     b.add_argument("--checkpoint", help="stream: world model checkpoint")
     b.add_argument("--data", help="stream: dataset whose held-out frames are the real reference")

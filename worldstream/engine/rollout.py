@@ -123,8 +123,7 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
             ta = torch.where(ga, 0.0, t)[:, None]
             out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=ta if na else None,
                                  cache=branch.cache, start_frame=chunk * cf, **branch.kwargs(cond, frames))
-            out = torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1)
-            return out
+            return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1).float()  # ODE in fp32
 
         return fn
 

@@ -128,11 +128,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
         return F.scaled_dot_product_attention(Q, K, V, attn_mask=mask, scale=Dh ** -0.5)
     # streaming (few queries, a long cache): score each key group apart and never copy the cache
     scale = Dh ** -0.5
-    scores = torch.cat([q_win @ kc_rot.transpose(-1, -2), q_win @ ks_rot.transpose(-1, -2),
-                        q_out @ ko.transpose(-1, -2)], -1) * scale
-    p = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+    dt = q.dtype  # the cache may hold another precision (a prompt encoded outside autocast)
+    kc_rot, ko, vc, vo = kc_rot.to(dt), ko.to(dt), vc.to(dt), vo.to(dt)
+    scores = torch.cat([q_win @ kc_rot.transpose(-1, -2), q_win @ ks_rot.to(dt).transpose(-1, -2),
+                        q_out @ ko.transpose(-1, -2)], -1).float() * scale
+    p = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(dt)
     n1, n2 = kc_rot.shape[2], ks_rot.shape[2]
-    return p[..., :n1] @ vc + p[..., n1 : n1 + n2] @ vs + p[..., n1 + n2 :] @ vo
+    return p[..., :n1] @ vc + p[..., n1 : n1 + n2] @ vs.to(dt) + p[..., n1 + n2 :] @ vo
 
 
 def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_mask: torch.Tensor | None,

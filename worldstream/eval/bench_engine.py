@@ -1,0 +1,128 @@
+"""`worldstream bench engine`: the whole streaming path, not a kernel.
+
+Measures, for a named model (a checkpoint, or a preset with random weights, labelled so),
+resolution, sampler and step count, on CPU or GPU: time to first frame (stream start to the
+first decoded frame), time per chunk (p50 / p95 / p99) and its jitter, frames per second,
+the share spent decoding latents to pixels, input-to-frame latency (an action pushed at a
+random moment applies to the next chunk; time from push to that chunk's frames) and peak
+memory. Prints a table and writes JSON; the same command on any machine reproduces the
+README's speed numbers there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import resource
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..engine.rollout import RolloutConfig
+from ..engine.stream import StreamConfig, World
+
+
+def random_world(preset: str, width: int, height: int, device: str = "cpu", **view) -> World:
+    """A World with random weights in the given preset (speed only): Omni + f8 video AE + audio AE."""
+    from ..model.omni import Omni, omni_preset
+    from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
+    from ..tokenizers.text import TextEncoder
+    from ..tokenizers.video_ae import VideoAE, video_ae_preset
+    from ..worlds.overworld.world import ACTIONS
+
+    torch.manual_seed(0)
+    vcfg = video_ae_preset("f8")
+    if width % (vcfg.spatial * 2) or height % (vcfg.spatial * 2):
+        raise ValueError(f"{width}x{height}: sides must be multiples of {vcfg.spatial * 2} (f8 autoencoder, patch 2)")
+    mcfg = dataclasses.replace(omni_preset(preset), latent_channels=vcfg.latent_channels, n_actions=len(ACTIONS), **view)
+    model = Omni(mcfg).to(device).eval()
+    meta = {"actions": {"names": list(ACTIONS)}, "fps": 24, "path": f"{preset} (random weights)",
+            "latent_shape": [vcfg.latent_channels, height // vcfg.spatial, width // vcfg.spatial]}
+    vae = VideoAE(vcfg).to(device).eval()
+    aae = AudioAE(audio_ae_preset("default")).to(device).eval()
+    from ..data.latents import PromptBank
+
+    return World(model, meta, vae, aae, PromptBank(TextEncoder()))
+
+
+@torch.no_grad()
+def bench_engine(world: World, rollout: RolloutConfig, chunks: int = 200, latency_trials: int = 20,
+                 device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    s = world.stream("a grassy meadow with a path", seed=seed, config=StreamConfig(rollout=rollout))
+    s.step("idle")
+    sync()
+    ttff = time.perf_counter() - t0
+    times, decode = [], []
+    vae_decode = world.vae.decode
+
+    def timed_decode(*a, **kw):  # how much of a chunk is latents -> pixels
+        t = time.perf_counter()
+        out = vae_decode(*a, **kw)
+        sync()
+        decode.append(time.perf_counter() - t)
+        return out
+
+    world.vae.decode = timed_decode
+    rng = np.random.default_rng(seed)
+    acts = [n for n in world.vocab.names if n.startswith("walk")] or list(world.vocab.names)
+    try:
+        for i in range(chunks):
+            t = time.perf_counter()
+            s.step(acts[int(rng.integers(len(acts)))] if i % 12 == 0 else None)
+            sync()
+            times.append(time.perf_counter() - t)
+        lat = []
+        for k in range(latency_trials):
+            pushed = {}
+            period = float(np.median(times))
+
+            def press(k=k):
+                pushed["t"] = time.perf_counter()
+                s.act(acts[k % len(acts)])
+
+            timer = threading.Timer(rng.uniform(0, period), press)
+            timer.start()
+            s.step()
+            timer.join()
+            s.step()
+            sync()
+            lat.append(time.perf_counter() - pushed["t"])
+    finally:
+        world.vae.decode = vae_decode
+    ms = np.array(times) * 1000
+    frames_per_chunk = world.frames_per_chunk
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {
+        "model": world.name, "device": device, "resolution": f"{world.width}x{world.height}",
+        "parameters_m": sum(p.numel() for p in world.model.parameters()) / 1e6,
+        "rollout": dataclasses.asdict(rollout),
+        "view": {k: getattr(world.model.cfg, k) for k in ("window", "sinks", "memory_topk", "memory_p")},
+        "time_to_first_frame_ms": ttff * 1000,
+        "ms_per_chunk": {"p50": float(np.percentile(ms, 50)), "p95": float(np.percentile(ms, 95)),
+                         "p99": float(np.percentile(ms, 99))},
+        "jitter_ms": float(np.std(ms)),
+        "fps": frames_per_chunk * 1000 / float(np.mean(ms)),
+        "decode_ms_per_chunk_p50": float(np.median(decode)) * 1000 if decode else None,
+        "input_to_frame_ms": {"p50": float(np.percentile(lat, 50)) * 1000, "p95": float(np.percentile(lat, 95)) * 1000},
+        "peak_memory_mb": peak, "peak_memory_kind": "cuda allocated" if device.startswith("cuda") else "process max RSS",
+        "chunks": chunks, "threads": torch.get_num_threads(),
+    }
+
+
+def format_row(r: dict[str, Any]) -> str:
+    ro = r["rollout"]
+    steps = f"{ro['sampler']} x{ro['steps']}" + ("" if ro["text_scale"] == 1 and ro["action_scale"] == 1 else " +cfg")
+    return (f"| {r['model']} | {r['device']} | {r['resolution']} | {steps} | {r['time_to_first_frame_ms']:.0f} | "
+            f"{r['ms_per_chunk']['p50']:.1f} / {r['ms_per_chunk']['p95']:.1f} / {r['ms_per_chunk']['p99']:.1f} | "
+            f"{r['jitter_ms']:.1f} | **{r['fps']:.1f}** | {r['decode_ms_per_chunk_p50']:.1f} | "
+            f"{r['input_to_frame_ms']['p50']:.0f} / {r['input_to_frame_ms']['p95']:.0f} | {r['peak_memory_mb']:.0f} |")
+
+
+HEADER = ("| model | device | size | sampler | first frame ms | ms per chunk p50 / p95 / p99 | jitter ms | fps | "
+          "decode ms | input→frame p50 / p95 ms | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|")
