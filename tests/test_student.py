@@ -32,3 +32,18 @@ def test_distillation_runs_resumes_and_samples_in_1_2_4_steps(tiny_teacher, late
         frames = [s.step("walk_e").frames for _ in range(4)]
         assert frames[0].shape[2:] == (world.height, world.width, 3)
         assert len(s.branches) == 1  # one pass per step: no guidance branches
+
+
+def test_the_whole_pipeline_runs_and_resumes_on_the_tiny_preset(tmp_path):
+    from worldstream.cli import main
+
+    torch.set_num_threads(1)
+    assert main(["train", "all", "--preset", "tiny", "--out", str(tmp_path)]) == 0
+    for run in ("video_ae", "audio_ae", "teacher", "teacher_view", "student"):
+        assert (tmp_path / "runs" / run / "model.safetensors").exists(), run
+    assert (tmp_path / "eval" / "summary.json").exists()
+    world = World.load(tmp_path / "runs" / "student")
+    assert world.model.cfg.window == 3 and world.model.cfg.memory_topk == 2  # trained with the streaming view
+    t = (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime
+    assert main(["train", "all", "--preset", "tiny", "--out", str(tmp_path)]) == 0  # re-run: every stage done
+    assert (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime == t

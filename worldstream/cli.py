@@ -181,6 +181,11 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.what == "all":
+        from .train.pipeline import train_all
+
+        train_all(a.preset or "default", a.out)
+        return 0
     if a.what == "autoencoder":
         defaults = {"video": ("f8", 8, 4), "audio": ("default", 16, 8)}[a.kind]
         cfg = AETrainConfig(kind=a.kind, preset=a.preset or defaults[0], dataset=a.data, steps=a.steps,
@@ -215,8 +220,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
+    size = tuple(int(x) for x in a.size.lower().split("x")) if a.size else None
     res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a), seed=a.seed,
-                   events=a.events)
+                   events=a.events, size=size)
     print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks, "
           f"{res['seconds_per_chunk_p50'] * 1000:.0f} ms per chunk p50)")
     return 0
@@ -377,6 +383,13 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--init-from", help="start from this run's weights (fine-tuning)")
     tt.set_defaults(fn=cmd_train)
 
+    tl = tsub.add_parser("all", help="the whole pipeline on overworld data: record, autoencoders, teacher, "
+                                      "streaming view, student, evaluation (re-run to resume)")
+    tl.add_argument("--preset", default="default", choices=("tiny", "default"))
+    tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
+    tl.add_argument("--threads", type=int, default=0)
+    tl.set_defaults(fn=cmd_train)
+
     ts = tsub.add_parser("student", help="distil a teacher into a 1-4 step student (guidance folded in)")
     ts.add_argument("--teacher", required=True, help="teacher checkpoint folder")
     ts.add_argument("--data", required=True, help="dataset folder(s), comma-separated, with the teacher's latent cache")
@@ -403,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     gn.add_argument("--actions", default="idle", help="NAME:FRAMES,... e.g. walk_e:48,idle:24 (last one holds)")
     gn.add_argument("--seconds", type=float, default=4.0)
     gn.add_argument("--events", help="timed events file: JSON Lines of {t, action|prompt|image|audio}")
+    gn.add_argument("--size", help="WIDTHxHEIGHT to generate at (default: the first training resolution)")
     gn.add_argument("--out", default="generated.mp4")
     _rollout_args(gn, steps=20)
     gn.add_argument("--seed", type=int, default=0)

@@ -100,13 +100,13 @@ def script_events(spec: str, vocab: ActionVocab, fps: int) -> list[tuple[float, 
 @torch.no_grad()
 def generate(checkpoint: str | Path, prompt: str, actions: str, seconds: float, out: str | Path,
              rollout_cfg: RolloutConfig | None = None, seed: int = 0, progress: bool = True,
-             events: str | Path | None = None) -> dict[str, Any]:
+             events: str | Path | None = None, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Stream ``seconds`` of world from a prompt, an action script and/or a timed events file into
     an MP4 with sound, chunk by chunk (memory stays flat for any length)."""
     from ..data.video import PreviewWriter
     from .stream import StreamConfig, World
 
-    world = World.load(checkpoint)
+    world = World.load(checkpoint, size=size)
     timed = script_events(actions, world.vocab, world.fps) if actions else []
     if events is not None:
         timed = sorted(timed + load_events(events, world.sample_rate), key=lambda x: x[0])

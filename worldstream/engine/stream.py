@@ -81,10 +81,12 @@ class World:
         self.name = Path(meta.get("path", "world")).name
 
     @classmethod
-    def load(cls, checkpoint: str | Path, window: int = 16, sinks: int = 1) -> "World":
+    def load(cls, checkpoint: str | Path, window: int = 16, sinks: int = 1,
+             size: tuple[int, int] | None = None) -> "World":
         """Load a teacher or student checkpoint. A model trained with an unbounded view gets a
         bounded one for streaming (``window`` chunks and ``sinks``, no memory) so it runs forever;
-        a model trained with a view keeps its own."""
+        a model trained with a view keeps its own. ``size`` (width, height) streams at another
+        resolution than the first one it was trained at (any multiple of 16 with the f8 AE)."""
         path = Path(checkpoint)
         if not (path / "config.json").exists():
             raise CheckpointError(f"{path}: no world model checkpoint here (config.json missing); train one with "
@@ -94,6 +96,11 @@ class World:
             model.cfg = dataclasses.replace(model.cfg, window=window, sinks=sinks, memory_topk=0)
         vae, aae = load_autoencoders(meta)
         meta = dict(meta, path=str(path))
+        if size is not None:
+            step = vae.cfg.spatial * model.cfg.patch
+            if size[0] % step or size[1] % step:
+                raise ValueError(f"size {size[0]}x{size[1]}: width and height must be multiples of {step}")
+            meta["latent_shape"] = [meta["latent_shape"][0], size[1] // vae.cfg.spatial, size[0] // vae.cfg.spatial]
         return cls(model, meta, vae.eval(), aae.eval() if aae is not None else None)
 
     def stream(self, prompt: str | list[str] = "", image: Any = None, seed: int | list[int] = 0, batch: int = 1,

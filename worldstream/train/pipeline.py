@@ -1,0 +1,128 @@
+"""`worldstream train all`: the whole pipeline on `overworld` data, one command, resumable.
+
+    record (two resolutions) -> video and audio autoencoders -> latents -> teacher (unbounded view)
+    -> teacher fine-tuned with the streaming view (window, sinks, memory) -> student (1-4 steps)
+    -> evaluation
+
+Every stage is a trainer that resumes by itself, so re-running the same command after an
+interruption carries on where it stopped; finished stages are skipped. ``tiny`` runs the whole
+chain in about two minutes (the smoke test); ``default`` is the shipped model's recipe (hours on
+the 2-core CPU, much less on one GPU).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import load_json
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    episodes: int = 40
+    frames: int = 480
+    size: tuple[int, int] = (128, 128)
+    wide_episodes: int = 20
+    wide_size: tuple[int, int] = (160, 96)  # a second aspect ratio: native-resolution training
+    video_ae: str = "f8"
+    video_ae_steps: int = 6000
+    audio_ae: str = "default"
+    audio_ae_steps: int = 2500
+    omni: str = "default"
+    teacher_steps: int = 3500
+    teacher_chunks: int = 8
+    view_steps: int = 500
+    view_chunks: int = 32
+    window: int = 12
+    sinks: int = 1
+    memory_topk: int = 4
+    student_steps: int = 1000
+    student_history: int = 8
+    student_rollout: int = 16
+    batch: int = 8
+
+
+PRESETS = {
+    "tiny": PipelineConfig(episodes=10, frames=32, size=(32, 32), wide_episodes=10, wide_size=(48, 32), video_ae="tiny",
+                           video_ae_steps=20, audio_ae="tiny", audio_ae_steps=20, omni="tiny", teacher_steps=10,
+                           teacher_chunks=4, view_steps=4, view_chunks=8, window=3, sinks=1, memory_topk=2,
+                           student_steps=4, student_history=2, student_rollout=6, batch=4),
+    "default": PipelineConfig(),
+}
+
+
+def _done(run: Path, steps: int) -> bool:
+    cfg = run / "config.json"
+    return cfg.exists() and int(load_json(cfg).get("step", 0)) >= steps
+
+
+def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
+    from ..data.record import RecordConfig, record
+    from ..distill.student import StudentTrainConfig, train_student
+    from ..tokenizers.encode import encode_dataset
+    from ..worlds.overworld import OverworldConfig
+    from .autoencoder import AETrainConfig, train_autoencoder
+    from .teacher import TeacherTrainConfig, train_teacher
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown pipeline preset {preset!r}; choose from {sorted(PRESETS)}")
+    p = PRESETS[preset]
+    root = Path(root)
+    data, wide, runs = root / "data" / "overworld", root / "data" / "overworld_wide", root / "runs"
+    log(f"[1/7] record {p.episodes} + {p.wide_episodes} episodes at {p.size} and {p.wide_size}")
+    record(data, RecordConfig(world=OverworldConfig(width=p.size[0], height=p.size[1]), episodes=p.episodes,
+                              frames=p.frames), workers=2, progress=progress)
+    record(wide, RecordConfig(world=OverworldConfig(width=p.wide_size[0], height=p.wide_size[1]),
+                              episodes=p.wide_episodes, frames=p.frames), workers=2, progress=progress)
+    log("[2/7] autoencoders")
+    if not _done(runs / "video_ae", p.video_ae_steps):
+        train_autoencoder(AETrainConfig(kind="video", preset=p.video_ae, dataset=str(data), steps=p.video_ae_steps,
+                                        batch=8, clip_frames=4, eval_every=max(1, p.video_ae_steps // 6)),
+                          runs / "video_ae", progress=progress)
+    if not _done(runs / "audio_ae", p.audio_ae_steps):
+        train_autoencoder(AETrainConfig(kind="audio", preset=p.audio_ae, dataset=str(data), steps=p.audio_ae_steps,
+                                        batch=16, clip_frames=8, eval_every=max(1, p.audio_ae_steps // 5)),
+                          runs / "audio_ae", progress=progress)
+    log("[3/7] latents")
+    for ds in (data, wide):
+        encode_dataset(ds, runs / "video_ae", runs / "audio_ae", name="pipeline", progress=progress)
+    both = f"{data},{wide}"
+    log("[4/7] teacher")
+    tcfg = TeacherTrainConfig(dataset=both, latents="pipeline", preset=p.omni, steps=p.teacher_steps, batch=p.batch,
+                              chunks=p.teacher_chunks, eval_every=max(1, p.teacher_steps // 10))
+    if not _done(runs / "teacher", p.teacher_steps):
+        train_teacher(tcfg, runs / "teacher", progress=progress)
+    log("[5/7] teacher with the streaming view")
+    vcfg = dataclasses.replace(tcfg, steps=p.view_steps, batch=max(2, p.batch // 2), chunks=p.view_chunks, lr=1e-4,
+                               warmup=max(1, p.view_steps // 20), window=p.window, sinks=p.sinks,
+                               memory_topk=p.memory_topk, init_from=str(runs / "teacher"),
+                               eval_every=max(1, p.view_steps // 5))
+    if not _done(runs / "teacher_view", p.view_steps):
+        train_teacher(vcfg, runs / "teacher_view", progress=progress)
+    log("[6/7] student")
+    scfg = StudentTrainConfig(teacher=str(runs / "teacher_view"), dataset=both, latents="pipeline", steps=p.student_steps,
+                              history=p.student_history, rollout_chunks=p.student_rollout,
+                              self_forcing_from=p.student_steps // 5, eval_every=max(1, p.student_steps // 10),
+                              warmup=max(1, p.student_steps // 20))
+    if not _done(runs / "student", p.student_steps):
+        train_student(scfg, runs / "student", progress=progress)
+    log("[7/7] evaluation")
+    from ..engine.rollout import RolloutConfig
+    from ..eval.teacher import eval_teacher
+
+    small = preset == "tiny"
+    kw = dict(clips=1 if small else 12, walk_frames=8 if small else 48, prompt_frames=6 if small else 72,
+              classifier_steps=5 if small else 2000, classifier_renders=20 if small else 3000)
+    results = {
+        "teacher": eval_teacher(runs / "teacher_view", data, RolloutConfig(sampler="euler", steps=2 if small else 8),
+                                out=root / "eval" / "teacher", **kw),
+        "student": eval_teacher(runs / "student", data, RolloutConfig(sampler="x0", steps=2, text_scale=1.0,
+                                                                      action_scale=1.0),
+                                out=root / "eval" / "student", **kw),
+    }
+    (root / "eval").mkdir(parents=True, exist_ok=True)
+    (root / "eval" / "summary.json").write_text(json.dumps(results, indent=1, default=str))
+    log(f"done: {runs / 'student'} (student), {root / 'eval' / 'summary.json'}")
+    return results
