@@ -260,12 +260,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
         world = World.load(a.checkpoint)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        rev = revisits(world, a.data, _rollout_config(a), episodes=a.clips, seconds=a.revisit_seconds)
-        (out / "revisits.json").write_text(json.dumps(rev, indent=1))
-        print(json.dumps(rev["summary"], indent=1))
-        lat = latency(world, a.data, _rollout_config(a), trials=a.latency_trials)
-        (out / "latency.json").write_text(json.dumps(lat, indent=1))
-        print(json.dumps({k: v for k, v in lat.items() if k != "rollout"}, indent=1))
+        if a.only in (None, "revisit"):
+            rev = revisits(world, a.data, _rollout_config(a), episodes=a.clips, seconds=a.revisit_seconds)
+            (out / "revisits.json").write_text(json.dumps(rev, indent=1))
+            print(json.dumps(rev["summary"], indent=1))
+        if a.only in (None, "latency"):
+            lat = latency(world, a.data, _rollout_config(a), trials=a.latency_trials)
+            (out / "latency.json").write_text(json.dumps(lat, indent=1))
+            print(json.dumps({k: v for k, v in lat.items() if k not in ("rollout",)}, indent=1))
     else:
         from .eval.teacher import eval_teacher
 
@@ -441,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt-frames", type=int, default=72, help="teacher: frames generated per prompt")
     ev.add_argument("--revisit-seconds", type=float, default=100.0, help="stream: seconds of each episode to follow")
     ev.add_argument("--latency-trials", type=int, default=20, help="stream: action latency trials")
+    ev.add_argument("--only", choices=("revisit", "latency"), help="stream: run one of the two measurements")
     ev.add_argument("--data", required=True, help="dataset with a heldout split")
     ev.add_argument("--video-ae", action="append", help="video AE checkpoint (repeatable)")
     ev.add_argument("--audio-ae")
