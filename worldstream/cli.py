@@ -206,7 +206,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         cfg = TeacherTrainConfig(dataset=a.data, latents=a.latents, preset=a.preset or "default", steps=a.steps,
                                  batch=a.batch or 8, chunks=a.chunks, lr=a.lr or 3e-4, warmup=a.warmup,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, window=a.window,
-                                 sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "")
+                                 sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
+                                 **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -383,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--sinks", type=int, default=0, help="first chunks always attended")
     tt.add_argument("--memory-topk", type=int, default=0, help="evicted chunks each chunk retrieves from memory")
     tt.add_argument("--init-from", help="start from this run's weights (fine-tuning)")
+    tt.add_argument("--task-probs", type=float, nargs=5, metavar="P",
+                    help="shares of joint, video|audio, audio|video, image->world, continuation (default .5 .15 .15 .1 .1)")
     tt.set_defaults(fn=cmd_train)
 
     tl = tsub.add_parser("all", help="the whole pipeline on overworld data: record, autoencoders, teacher, "

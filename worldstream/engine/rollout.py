@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..diffusion.flow import SAMPLERS, guided, randn, time_grid
+from ..diffusion.flow import SAMPLERS, guided, interpolate, randn, time_grid
 from ..model.cache import KVCache
 from ..model.omni import Omni
 
@@ -26,6 +26,7 @@ class RolloutConfig:
     shift: float = 1.0  # time-grid shift toward noise (SD3 eq. 23)
     text_scale: float = 3.0  # guidance on the prompt (1 = no guidance)
     action_scale: float = 1.5  # guidance on the actions (1 = no guidance)
+    history_noise: float = 0.0  # commit generated chunks at this noise level (GameNGen-style context noise)
 
 
 @dataclasses.dataclass
@@ -154,8 +155,14 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     if not commit:
         return video, audio
     zero = torch.zeros(B, 1)
-    for b in branches:  # commit the clean chunk: its keys/values at t = 0 become history
-        model(video=video, t_video=zero, audio=audio, t_audio=zero if na else None, cache=b.cache,
+    hv, ha, th = video, audio, zero
+    if cfg.history_noise > 0 and not gv.any():  # generated history is trusted a little less than real
+        th = torch.full((B, 1), cfg.history_noise)
+        eps = randn((B, nv + na), generator=generator)
+        hv = interpolate(video, eps[:, :nv].view_as(video), cfg.history_noise)
+        ha = None if audio is None else interpolate(audio, eps[:, nv:].view_as(audio), cfg.history_noise)
+    for b in branches:  # commit the chunk: its keys/values (clean, or lightly noised) become history
+        model(video=hv, t_video=th, audio=ha, t_audio=th if na else None, cache=b.cache,
               start_frame=chunk * cf, **b.kwargs(cond, frames))
         b.cache.commit()
     return video, audio
