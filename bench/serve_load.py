@@ -47,12 +47,12 @@ def python_client(url: str, seconds: float, seed: int, out: dict) -> None:
         out[seed] = {"fps": frames / seconds, "latency_ms": lat}
 
 
-def browser_client(base: str, seconds: float, out: dict) -> None:
+def browser_client(base: str, seconds: float, out: dict, screenshot: str | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS, headless=True)
-        page = b.new_page()
+        page = b.new_page(viewport={"width": 900, "height": 760})
         page.goto(base + "/")
         page.wait_for_function("window.worldstream.framesDrawn > 2", timeout=120_000)
         page.click("#screen")
@@ -66,6 +66,8 @@ def browser_client(base: str, seconds: float, out: dict) -> None:
             page.wait_for_timeout(200)
             i += 1
         n1 = page.evaluate("window.worldstream.framesDrawn")
+        if screenshot:
+            page.screenshot(path=screenshot)
         out["browser"] = {"fps": (n1 - n0) / (time.monotonic() - t0),
                           "latency_ms": page.evaluate("window.worldstream.latencies")}
         b.close()
@@ -81,6 +83,7 @@ def main() -> None:
     ap.add_argument("--browser", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="docs/results/serve")
+    ap.add_argument("--screenshot", help="save the page (first browser run) here, e.g. docs/images/play.png")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     world = World.load(a.checkpoint)
@@ -93,7 +96,8 @@ def main() -> None:
         threads = [threading.Thread(target=python_client, args=(bg.url.replace("http", "ws") + "/ws", a.seconds, i, res))
                    for i in range(n - (1 if a.browser else 0))]
         if a.browser:
-            threads.append(threading.Thread(target=browser_client, args=(bg.url, a.seconds, res)))
+            shot = a.screenshot if n == a.clients[0] else None
+            threads.append(threading.Thread(target=browser_client, args=(bg.url, a.seconds, res, shot)))
         for t in threads:
             t.start()
         for t in threads:
