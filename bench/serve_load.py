@@ -25,7 +25,7 @@ from worldstream.client import Client
 from worldstream.engine.rollout import RolloutConfig
 from worldstream.engine.stream import StreamConfig, World
 from worldstream.eval.stream import rss_mb
-from worldstream.serve.server import Background, Server, ServerConfig
+from worldstream.serve.server import Background, Server, ServerConfig, overworld_start
 
 FLAGS = ["--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
          "--no-first-run", "--no-sandbox"]
@@ -90,7 +90,8 @@ def main() -> None:
     rollout = RolloutConfig(sampler=a.sampler, steps=a.steps, text_scale=1.0, action_scale=1.0)
     rows = []
     for n in a.clients:
-        bg = Background(Server(world, ServerConfig(port=0, max_sessions=max(a.clients), stream=StreamConfig(rollout=rollout))))
+        bg = Background(Server(world, ServerConfig(port=0, max_sessions=max(a.clients), stream=StreamConfig(rollout=rollout)),
+                               start=overworld_start(world.width, world.height)))
         mem0 = rss_mb()
         res: dict = {}
         threads = [threading.Thread(target=python_client, args=(bg.url.replace("http", "ws") + "/ws", a.seconds, i, res))

@@ -12,7 +12,7 @@ from worldstream.client import Client, ClientError
 from worldstream.data.png import encode_png
 from worldstream.engine.rollout import RolloutConfig
 from worldstream.engine.stream import StreamConfig, World
-from worldstream.serve.server import Background, Server, ServerConfig
+from worldstream.serve.server import Background, Server, ServerConfig, overworld_start
 
 FAST = StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0))
 
@@ -25,7 +25,8 @@ def world(tiny_teacher):
 
 @pytest.fixture()
 def server(world):
-    bg = Background(Server(world, ServerConfig(port=0, max_sessions=3, stream=FAST, events_per_second=1000)))
+    bg = Background(Server(world, ServerConfig(port=0, max_sessions=3, stream=FAST, events_per_second=1000),
+                           start=overworld_start(world.width, world.height)))  # sessions begin in a real frame
     yield bg
     bg.close()
 

@@ -284,7 +284,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     import torch
 
     from .engine.stream import StreamConfig, World
-    from .serve.server import ServerConfig, run
+    from .serve.server import ServerConfig, overworld_start, run
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -294,7 +294,15 @@ def cmd_serve(a: argparse.Namespace) -> int:
     token = a.token or os.environ.get("WORLDSTREAM_TOKEN")
     cfg = ServerConfig(host=a.host, port=a.port, token=token, max_sessions=a.max_sessions,
                        stream=StreamConfig(rollout=_rollout_config(a) if a.sampler else None))
-    run(world, cfg, device="cpu", open_page=a.command == "play")
+    start = None
+    if a.image:
+        from .engine.events import decode_image
+
+        img = decode_image(Path(a.image).read_bytes())
+        start = lambda seed: (img, a.prompt)  # noqa: E731
+    elif a.command == "play" or a.start == "overworld":
+        start = overworld_start(world.width, world.height)
+    run(world, cfg, device="cpu", open_page=a.command == "play", start=start)
     return 0
 
 
@@ -462,6 +470,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--port", type=int, default=8765)
         sp.add_argument("--token", help="access token (or WORLDSTREAM_TOKEN); required off loopback")
         sp.add_argument("--max-sessions", type=int, default=4)
+        sp.add_argument("--image", help="start every session from this PNG/JPEG")
+        sp.add_argument("--prompt", default="", help="with --image: the starting prompt")
+        sp.add_argument("--start", choices=("overworld", "empty"), default="overworld" if name == "play" else "empty",
+                        help="without --image: begin in a frame of the built-in world (play's default) or from nothing")
         sp.add_argument("--threads", type=int, default=0)
         sp.add_argument("--sampler", choices=("euler", "heun", "x0"), help="default: the checkpoint's recommendation")
         sp.add_argument("--steps", type=int, default=4)

@@ -126,9 +126,9 @@ class Session:
 class Worker(threading.Thread):
     """Advances every due session, one chunk at a time, paced to the model's frame rate."""
 
-    def __init__(self, world: World, cfg: ServerConfig):
+    def __init__(self, world: World, cfg: ServerConfig, start=None):
         super().__init__(daemon=True, name="worldstream-worker")
-        self.world, self.cfg = world, cfg
+        self.world, self.cfg, self.begin = world, cfg, start  # (not self.start: that is Thread.start)
         self.sessions: dict[int, Session] = {}
         self.lock = threading.Lock()
         self.wake = threading.Event()
@@ -174,7 +174,9 @@ class Worker(threading.Thread):
         if s.stream is None or s.want_reset is not None:
             if s.want_reset is not None:
                 s.seed, s.want_reset = s.want_reset, None
-            s.stream = self.world.stream(s.prompt, seed=s.seed, config=self.cfg.stream)
+            image, prompt = self.begin(s.seed) if self.begin is not None else (None, "")
+            s.prompt = s.prompt or prompt
+            s.stream = self.world.stream(s.prompt, image=image, seed=s.seed, config=self.cfg.stream)
             s.next_due = time.monotonic()
             s.loop.call_soon_threadsafe(s.ready.set)
             return
@@ -206,12 +208,13 @@ class Worker(threading.Thread):
 
 
 class Server:
-    def __init__(self, world: World, cfg: ServerConfig = ServerConfig(), device: str = "cpu"):
+    def __init__(self, world: World, cfg: ServerConfig = ServerConfig(), device: str = "cpu", start=None):
+        """``start(seed) -> (image or None, prompt)`` picks where a new session's world begins."""
         if not is_loopback(cfg.host) and not cfg.token:
             raise ValueError(f"binding to {cfg.host} exposes the server beyond this machine: pass an access token "
                              "(--token, or WORLDSTREAM_TOKEN) or bind to 127.0.0.1")
         self.world, self.cfg, self.device = world, cfg, device
-        self.worker = Worker(world, cfg)
+        self.worker = Worker(world, cfg, start)
         self.connections: dict[int, Session] = {}
         self.refused = 0
         self.errors = 0
@@ -425,12 +428,26 @@ class Server:
             s.arrivals.append((m.seq, time.monotonic()))
 
 
-def run(world: World, cfg: ServerConfig, device: str = "cpu", open_page: bool = False, warmup: int = 3) -> None:
+def overworld_start(width: int, height: int):
+    """Begin each session in the built-in world: a real frame at a seed-chosen spawn, its caption."""
+    from ..worlds.overworld import Overworld, OverworldConfig
+
+    world = Overworld(OverworldConfig(width=width, height=height))
+
+    def start(seed: int):
+        step = world.reset(seed=seed % 2**31)
+        return step.frame, step.caption or "a sunny day in the overworld"
+
+    return start
+
+
+def run(world: World, cfg: ServerConfig, device: str = "cpu", open_page: bool = False, warmup: int = 3,
+        start=None) -> None:
     """Warm the model up, start the server and (optionally) open the page; blocks until Ctrl-C."""
     s = world.stream("", config=cfg.stream)
     for _ in range(warmup):
         s.step()
-    server = Server(world, cfg, device)
+    server = Server(world, cfg, device, start)
     url = f"http://{cfg.host}:{cfg.port}/" + (f"?token={cfg.token}" if cfg.token else "")
 
     async def opened(app: web.Application) -> None:
