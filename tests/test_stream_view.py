@@ -163,3 +163,25 @@ def test_a_new_prompt_equals_a_stream_started_with_it():
             torch.testing.assert_close(a[:, :, :2], b[:, :, :2], rtol=0, atol=1e-5)
             torch.testing.assert_close(a[1], b[1], rtol=0, atol=1e-5)
     assert torch.equal(cache.text_valid, new_mask)
+
+
+@torch.no_grad()
+def test_memory_near_the_query_position_is_retrieved_first():
+    m, x = _model(window=2, sinks=1, memory_topk=1, memory_tokens=3), _inputs(B=2, K=8)
+    x = {k: (t[:1] if torch.is_tensor(t) else t) for k, t in x.items()}
+    cache = m.new_cache(memory_chunks=100)
+    spots = [(0, 0), (5, 5), (10, 0), (20, 20), (30, 0), (40, 0), (50, 0), (10.5, 0.5)]  # the last is back near chunk 2
+    from worldstream.model import attention
+
+    seen = []
+    orig = attention.select_memory
+    attention.select_memory = lambda *a, **kw: seen.append(orig(*a, **kw)) or seen[-1]
+    try:
+        for c in range(8):
+            cache.position = torch.tensor([spots[c]], dtype=torch.float32)
+            _stream_one(m, x, cache, c)
+    finally:
+        attention.select_memory = orig
+    last = seen[-1][0, 0]  # the last chunk's choice in the last layer
+    assert torch.equal(last.nonzero().flatten(), torch.tensor([1]))  # memory index 1 = chunk 2, the place it is back at
+    assert torch.isnan(cache.mem_pos).sum() == 0 and cache.mem_pos.shape == (1, 6, 2)  # chunks 1..6, with positions

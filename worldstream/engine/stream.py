@@ -177,9 +177,11 @@ class Stream:
 
     # -- stepping ------------------------------------------------------------------------------
     @torch.no_grad()
-    def step(self, action: int | str | list | None = None) -> Chunk:
+    def step(self, action: int | str | list | None = None, position: tuple | list | None = None) -> Chunk:
         """Make the next chunk. ``action``: one for every row, or a list with one per row; it is
-        pushed as events first, so it applies to this chunk (and holds until changed)."""
+        pushed as events first, so it applies to this chunk (and holds until changed).
+        ``position``: where this chunk is in the world, (x, y) or one per row, when the source
+        knows it (a game's player position): memory chunks near it are retrieved first."""
         if action is not None:
             acts = action if isinstance(action, list) else [action] * self.B
             for row, a in enumerate(acts):
@@ -193,6 +195,13 @@ class Stream:
         cf = m.cfg.chunk_frames
         acts = torch.tensor(self.actions)[:, None].repeat(1, cf)
         cond = Conditioning(self.text, self.text_mask, self.text_pooled, acts, action_offset=self.chunk * cf)
+        pos = None
+        if position is not None:
+            pos = torch.tensor(position if isinstance(position, list) else [position] * self.B, dtype=torch.float32)
+            if pos.shape != (self.B, 2):
+                raise EventError(f"position must be (x, y) or one (x, y) per row, got {position!r}")
+        for b in self.branches:
+            b.cache.position = pos
         with self._autocast():
             v, a = generate_chunk(m, self.branches, self.rcfg, cond, self.chunk, w.latent_shape, self.generators,
                                   given=given)

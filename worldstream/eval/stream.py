@@ -7,7 +7,8 @@
 * ``revisits``: held-out episodes where the recorder looped back to a place seen 10-60 s
   earlier. The stream starts from the real frame before the first visit (image restart) and
   follows the real actions; the returning view is compared with the first visit in the same
-  stream and with the world's true view, with the memory bank on and off.
+  stream and with the world's true view, with the memory bank on (retrieval by key
+  similarity), off, and on with the true positions given (retrieval by position first).
 * ``latency``: input-to-frame for actions (an event pushed at a random moment during a chunk
   applies to the next chunk: time from push to that chunk's frames), and prompt-to-visible:
   chunks until the condition judge sees the prompted condition, with and without re-encoding
@@ -160,7 +161,7 @@ def revisits(world: World, dataset: str | Path, rollout: RolloutConfig, episodes
     ds = Dataset(dataset)
     eps = ds.split("heldout")[:episodes]
     fps = world.fps
-    modes = {"memory_on": world.model.cfg.memory_topk, "memory_off": 0}
+    modes = {"memory_on": world.model.cfg.memory_topk, "memory_off": 0, "memory_by_position": world.model.cfg.memory_topk}
     out: dict[str, Any] = {"checkpoint": world.meta["path"], "dataset": str(dataset), "pairs": []}
     base_cfg = world.model.cfg
     for ep in eps:
@@ -184,7 +185,8 @@ def revisits(world: World, dataset: str | Path, rollout: RolloutConfig, episodes
                 it = tqdm(it, desc=f"{ep.name} {mode}", unit="frame")
             for i in it:
                 a = recs[i].get("action")
-                got.append(s.step(a if a is not None else "idle").frames[0, -1])
+                pos = (recs[i]["state"]["x"], recs[i]["state"]["y"]) if mode == "memory_by_position" else None
+                got.append(s.step(a if a is not None else "idle", position=pos).frames[0, -1])
             gen[mode] = got
         world.model.cfg = base_cfg
         for first, back in pairs:

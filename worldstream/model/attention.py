@@ -103,7 +103,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
         if mk:
             mkc, mvc, mcc = torch.cat(mk, 2), torch.cat(mv, 2), torch.cat(mc)
             q_chunks, q_inv = torch.unique(ctx.chunk_of, return_inverse=True)
-            chosen = select_memory(ctx, qs, q_chunks, q_inv, mkc, mcc)  # (B, Kq, J)
+            near = None
+            if (len(q_chunks) == 1 and n_cur <= 1 and cache is not None and cache.position is not None
+                    and cache.mem_pos is not None and cache.mem_pos.shape[1] == len(mcc) // ctx.memory_tokens):
+                near = (cache.mem_pos.to(q.device) - cache.position.float().to(q.device)[:, None]).norm(dim=2)  # (B, J)
+                near = near.masked_fill(~(near <= cache.position_radius), float("nan"))  # NaN: unknown or far
+            chosen = select_memory(ctx, qs, q_chunks, q_inv, mkc, mcc, near)  # (B, Kq, J)
             m = ctx.memory_tokens
             if len(q_chunks) == 1:  # streaming: gather the chosen blocks, attend to those only
                 idx, ok = _chosen_index(chosen[:, 0])  # (B, kmax)
@@ -168,12 +173,14 @@ def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list
 
 
 def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_inv: torch.Tensor, mk: torch.Tensor,
-                  mem_chunk: torch.Tensor) -> torch.Tensor:
+                  mem_chunk: torch.Tensor, near: torch.Tensor | None = None) -> torch.Tensor:
     """(B, Kq, J) bool: the memory chunks each query chunk attends to, among those that left its
     window. Score: mean query . mean key, averaged over heads (a cheap block score, as in
     MoBA / block-sparse attention). Fixed top-k, or with ``memory_p`` > 0 adaptive: the fewest
     blocks whose softmax mass reaches p, at most ``memory_topk`` (concentrated scores keep few
-    blocks, flat scores keep the budget)."""
+    blocks, flat scores keep the budget). ``near`` (B, J): distances of memory chunks within the
+    retrieval radius of the query's position (NaN otherwise), when the source knows positions:
+    those come first, nearest first, and key similarity fills the rest of the budget."""
     B, H, _, Dh = qs.shape
     m = ctx.memory_tokens
     Kq, J = len(q_chunks), len(mem_chunk) // m
@@ -183,6 +190,8 @@ def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_
     score = torch.einsum("bhqd,bhjd->bqj", q_mean.float(), k_mean.float()) / H  # (B, Kq, J)
     mc = mem_chunk.view(J, m)[:, 0]
     eligible = (mc[None, :] >= ctx.sinks) & (q_chunks[:, None] - mc[None, :] >= ctx.window)  # (Kq, J)
+    if near is not None:
+        score = score + torch.nan_to_num(1e4 - near, nan=0.0)[:, None, :]
     score = score.masked_fill(~eligible[None], float("-inf"))
     k = min(ctx.memory_topk, J)
     top, order = score.topk(k, dim=2)  # (B, Kq, k), best first

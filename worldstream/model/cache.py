@@ -53,6 +53,12 @@ class KVCache:
         self.mem_k: list[torch.Tensor | None] = [None for _ in L]
         self.mem_v: list[torch.Tensor | None] = [None for _ in L]
         self.mem_chunk_of: torch.Tensor = torch.zeros(0, dtype=torch.long)
+        # retrieval by position, when the source knows where each chunk was (e.g. a game's player
+        # position): set ``position`` (B, 2) before making a chunk; memory entries keep theirs
+        self.position: torch.Tensor | None = None
+        self.position_radius = 3.0  # memory chunks this close to the query's position are retrieved first
+        self.chunk_pos: dict[int, torch.Tensor] = {}
+        self.mem_pos: torch.Tensor | None = None  # (B, J, 2), NaN where unknown
         self.n_chunks = 0  # stream chunks committed so far (the next chunk's absolute index)
         self._pending: list[tuple | None] = [None for _ in L]
         self._pending_info: tuple | None = None
@@ -109,6 +115,9 @@ class KVCache:
             self.chunk_of = torch.cat([self.chunk_of, chunk_of.cpu()])
             self.time_of = torch.cat([self.time_of, time_of.cpu()])
             self.n_chunks = int(chunk_of.max()) + 1
+            if self.position is not None:
+                for c in torch.unique(chunk_of).tolist():
+                    self.chunk_pos[c] = self.position.detach().float().cpu()
         self._pending = [None] * self.n_layers
         self._pending_info = None
         self._rot = [None] * self.n_layers
@@ -130,11 +139,19 @@ class KVCache:
                 self.mem_k[i] = pk if self.mem_k[i] is None else torch.cat([self.mem_k[i], pk], dim=2)
                 self.mem_v[i] = pv if self.mem_v[i] is None else torch.cat([self.mem_v[i], pv], dim=2)
             self.mem_chunk_of = torch.cat([self.mem_chunk_of, old_chunks.repeat_interleave(m)])
+            B = self.k[0].shape[0]
+            nan = torch.full((B, 2), float("nan"))
+            pos = torch.stack([self.chunk_pos.pop(c, nan) for c in old_chunks.tolist()], 1)  # (B, n_old, 2)
+            self.mem_pos = pos if self.mem_pos is None else torch.cat([self.mem_pos, pos], 1)
             excess = len(self.mem_chunk_of) - self.memory_chunks * m
             if excess > 0:  # first in, first out
                 for i in range(self.n_layers):
                     self.mem_k[i], self.mem_v[i] = self.mem_k[i][:, :, excess:], self.mem_v[i][:, :, excess:]
                 self.mem_chunk_of = self.mem_chunk_of[excess:]
+                self.mem_pos = self.mem_pos[:, excess // m :]
+        else:
+            for c in old_chunks.tolist():
+                self.chunk_pos.pop(c, None)
         for i in range(self.n_layers):
             self.k[i], self.v[i] = self.k[i][:, :, keep], self.v[i][:, :, keep]
         self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
