@@ -14,7 +14,7 @@ from worldstream.engine.rollout import RolloutConfig
 from worldstream.engine.stream import StreamConfig, World
 from worldstream.serve.server import Background, Server, ServerConfig, overworld_start
 
-FAST = StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0))
+FAST = StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0), memory_chunks=4)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +142,7 @@ def test_a_short_load_test(server):
         m = _get(server.url + "/metrics")
         assert all(n > 5 for n in counts), counts
         assert all(s["queue"] <= 4 for s in m["per_session"])
+        assert m["batched_steps"] > 0 and m["largest_batch"] >= 2, m  # full sessions share forwards
     finally:
         for c in clients:
             c.close()

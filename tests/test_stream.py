@@ -194,3 +194,30 @@ def test_long_stream_and_latency_measurements_run(world, latent_dataset, tmp_pat
     assert (tmp_path / "p.png").stat().st_size > 1000
     lat = latency(world, latent_dataset, r, trials=3, prompt_trials=1, max_chunks=3, judge_renders=20)
     assert 0 < lat["action_ms"]["p50"] < 10_000
+
+
+def test_streams_started_at_different_times_step_together_as_they_would_alone(world):
+    from worldstream.engine.batch import signature, step_together
+
+    exact = dataclasses.replace(FAST, bf16=False, memory_chunks=8)
+    a, b, c = (world.stream(p, seed=sd, config=exact) for p, sd in (("a meadow", 1), ("night falls", 2), ("snow", 3)))
+    a2, b2, c2 = (world.stream(p, seed=sd, config=exact) for p, sd in (("a meadow", 1), ("night falls", 2), ("snow", 3)))
+    for s, n in ((a, 30), (b, 21), (c, 17)):  # different ages, all past the window and a full memory bank
+        for twin in (s, {a: a2, b: b2, c: c2}[s]):
+            for i in range(n):
+                twin.step(["walk_e", "idle", "run_n"][i % 3])
+    assert signature(a) is not None and signature(a) == signature(b) == signature(c)
+    b.prompt("it begins to snow")  # each stream's own events still apply
+    b2.prompt("it begins to snow")
+    for i in range(4):
+        for s in (a, b, c):
+            s.act(["walk_w", "run_s", "idle"][i % 3])
+        together = step_together([a, b, c])
+        alone = [s.step(["walk_w", "run_s", "idle"][i % 3]) for s in (a2, b2, c2)]
+        for t, u in zip(together, alone):
+            assert np.abs(t.frames.astype(int) - u.frames.astype(int)).max() <= 1
+            np.testing.assert_allclose(t.audio, u.audio, atol=1e-4)
+            assert t.index == u.index
+    young = world.stream("x", config=exact)
+    young.step()
+    assert signature(young) is None  # not full yet: steps alone

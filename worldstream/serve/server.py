@@ -8,7 +8,8 @@ Threads and queues:
                                     the model's frame rate, JPEG-encodes, hands frames back to the
                                     loop with call_soon_threadsafe
 
-Model work never runs on the event loop. Each client's outgoing queue is bounded: when a client
+Model work never runs on the event loop. Sessions whose caches are full step together in one
+forward (``engine.batch``); new ones step alone until theirs fill. Each client's outgoing queue is bounded: when a client
 reads slower than frames are made, its oldest frames are dropped (counted in /metrics), never
 buffered without limit. Sessions are capped (extra clients get a polite ``refused``), messages,
 images, prompts and event rates are limited, and every bad message gets an ``error`` back while
@@ -135,6 +136,8 @@ class Worker(threading.Thread):
         self.stop = threading.Event()
         self.period = world.frames_per_chunk / world.fps
         self.chunk_ms: collections.deque = collections.deque(maxlen=500)
+        self.batched = 0  # forwards that advanced several sessions at once
+        self.largest_batch = 1
 
     def add(self, s: Session) -> None:
         s._frames_per_chunk = self.world.frames_per_chunk
@@ -162,13 +165,39 @@ class Worker(threading.Thread):
                 self.wake.wait(timeout=min(waits + [0.05]))
                 self.wake.clear()
                 continue
-            for s in sorted(due, key=lambda s: s.next_due):
+            for group in self._groups(due):
                 try:
-                    self._advance(s)
+                    self._advance(group[0]) if len(group) == 1 else self._advance_together(group)
                 except Exception as e:  # a failing session must not take the others down
-                    s.error = f"{type(e).__name__}: {e}"
-                    s.loop.call_soon_threadsafe(s.offer, [json.dumps({"type": "error", "message": s.error}).encode()], 0)
-                    s.paused = True
+                    for s in group:
+                        s.error = f"{type(e).__name__}: {e}"
+                        s.loop.call_soon_threadsafe(s.offer, [json.dumps({"type": "error", "message": s.error}).encode()], 0)
+                        s.paused = True
+
+    def _groups(self, due: list[Session]) -> list[list[Session]]:
+        """Due sessions whose streams can share one forward (engine.batch.signature), in groups;
+        new, resetting or not-yet-full ones alone."""
+        from ..engine.batch import signature
+
+        groups: dict = {}
+        for s in sorted(due, key=lambda s: s.next_due):
+            sig = None if s.stream is None or s.want_reset is not None else signature(s.stream)
+            groups.setdefault(sig if sig is not None else ("alone", s.id), []).append(s)
+        return list(groups.values())
+
+    def _advance_together(self, group: list[Session]) -> None:
+        from ..engine.batch import step_together
+
+        applied = [s.last_seq for s in group]
+        chunks = step_together([s.stream for s in group])
+        self.batched += 1
+        self.largest_batch = max(self.largest_batch, len(group))
+        for s, chunk, seq in zip(group, chunks, applied):
+            self.chunk_ms.append(chunk.seconds * 1000 / len(group))
+            s.chunk_ms.append(chunk.seconds * 1000)
+            msgs = self._encode(s, chunk, seq)
+            s.next_due = max(s.next_due + self.period, time.monotonic() - self.period)
+            s.loop.call_soon_threadsafe(s.offer, msgs, seq)
 
     def _advance(self, s: Session) -> None:
         if s.stream is None or s.want_reset is not None:
@@ -270,6 +299,7 @@ class Server:
         return {"sessions": len(self.connections), "max_sessions": self.cfg.max_sessions, "refused": self.refused,
                 "errors": self.errors, "uptime_s": time.time() - self.started,
                 "worker_ms_per_chunk": {"p50": pct(self.worker.chunk_ms, 50), "p95": pct(self.worker.chunk_ms, 95)},
+                "batched_steps": self.worker.batched, "largest_batch": self.worker.largest_batch,
                 "input_to_frame_ms": {"p50": pct(lat, 50), "p95": pct(lat, 95)},
                 "per_session": [{"id": s.id, "fps": s.fps(), "queue": s.out.qsize(), "dropped": s.dropped,
                                  "paused": s.paused, "frame": s.stream.frame_index if s.stream else 0}
