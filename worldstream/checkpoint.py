@@ -39,7 +39,8 @@ def load_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from e
 
 
-def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: not found")
     try:
