@@ -73,10 +73,13 @@ def load_events(path: str | Path, sample_rate: int) -> list[tuple[float, Event]]
         if len(kinds) != 1:
             raise EventError(f"{where}: give exactly one of action, prompt, image, audio")
         kind, value = kinds[0], it[kinds[0]]
+        if kind in ("image", "audio"):  # a file, relative to the events file (or to here)
+            near = path.parent / str(value)
+            value = near if near.exists() else Path(value)
         if kind == "image":
-            value = (path.parent / value).read_bytes() if (path.parent / str(value)).exists() else Path(value).read_bytes()
+            value = value.read_bytes()
         elif kind == "audio":
-            pcm, rate = read_wav(path.parent / value if (path.parent / str(value)).exists() else Path(value))
+            pcm, rate = read_wav(value)
             value = resample_audio(pcm, rate, sample_rate)
         out.append((float(it["t"]), Event(kind, value, mode=it.get("mode", "restart"))))
     return sorted(out, key=lambda x: x[0])
