@@ -165,7 +165,7 @@ class Worker(threading.Thread):
                 self.wake.wait(timeout=min(waits + [0.05]))
                 self.wake.clear()
                 continue
-            for group in self._groups(due):
+            for group in self._groups(due, sessions, now):
                 try:
                     self._advance(group[0]) if len(group) == 1 else self._advance_together(group)
                 except Exception as e:  # a failing session must not take the others down
@@ -174,15 +174,26 @@ class Worker(threading.Thread):
                         s.loop.call_soon_threadsafe(s.offer, [json.dumps({"type": "error", "message": s.error}).encode()], 0)
                         s.paused = True
 
-    def _groups(self, due: list[Session]) -> list[list[Session]]:
+    def _groups(self, due: list[Session], sessions: list[Session], now: float) -> list[list[Session]]:
         """Due sessions whose streams can share one forward (engine.batch.signature), in groups;
-        new, resetting or not-yet-full ones alone."""
+        new, resetting or not-yet-full ones alone. Sessions due within the next period join a
+        group of due ones early: paced sessions start out of phase and would otherwise rarely
+        be due at the same moment."""
         from ..engine.batch import signature
+
+        def sig(s: Session):
+            return None if s.stream is None or s.want_reset is not None else signature(s.stream)
 
         groups: dict = {}
         for s in sorted(due, key=lambda s: s.next_due):
-            sig = None if s.stream is None or s.want_reset is not None else signature(s.stream)
-            groups.setdefault(sig if sig is not None else ("alone", s.id), []).append(s)
+            k = sig(s)
+            groups.setdefault(k if k is not None else ("alone", s.id), []).append(s)
+        soon = [s for s in sessions if s not in due and not s.closed and not s.paused and s.stream is not None
+                and s.next_due <= now + self.period]
+        for s in soon:
+            k = sig(s)
+            if k is not None and k in groups:
+                groups[k].append(s)
         return list(groups.values())
 
     def _advance_together(self, group: list[Session]) -> None:
