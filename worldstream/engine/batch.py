@@ -61,6 +61,7 @@ def _stack(caches: list[KVCache]) -> KVCache:
         if c0.mem_k[i] is not None:
             out.mem_k[i] = torch.cat([c.mem_k[i] for c in caches])
             out.mem_v[i] = torch.cat([c.mem_v[i] for c in caches])
+            out.mem_kmean[i] = torch.cat([c.mem_kmean[i] for c in caches])
     out.chunk_of, out.time_of, out.mem_chunk_of = c0.chunk_of.clone(), c0.time_of.clone(), c0.mem_chunk_of.clone()
     out.n_chunks = c0.n_chunks
     if c0.mem_pos is not None:
@@ -77,6 +78,7 @@ def _split(batched: KVCache, caches: list[KVCache], frames_per_chunk: int) -> No
             c.k[i], c.v[i] = batched.k[i][r : r + 1], batched.v[i][r : r + 1]
             if batched.mem_k[i] is not None:
                 c.mem_k[i], c.mem_v[i] = batched.mem_k[i][r : r + 1], batched.mem_v[i][r : r + 1]
+                c.mem_kmean[i] = batched.mem_kmean[i][r : r + 1]
         sink = batched.chunk_of < c.sinks
         c.chunk_of = torch.where(sink, batched.chunk_of, batched.chunk_of + d)
         c.time_of = torch.where(sink, batched.time_of, batched.time_of + d * frames_per_chunk)

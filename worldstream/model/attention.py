@@ -27,8 +27,8 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from .cache import KVCache, pool_chunks
-from .rope import apply_rope
+from .cache import KVCache, chunk_means, pool_chunks
+from .rope import Rotation
 
 
 @dataclasses.dataclass
@@ -38,9 +38,9 @@ class ViewContext:
     n_text: int  # text tokens in this pass (0 when the text comes from the cache)
     text_valid: torch.Tensor | None  # (B, Nt) for this pass's text
     chunk_of: torch.Tensor  # (Ns,) absolute chunk index of this pass's stream tokens
-    time_angles_q: torch.Tensor  # (Ns, Dh/2) time rotation of this pass's stream tokens (relative to t_ref)
+    rot_q: Rotation  # time rotation of this pass's stream tokens (relative to t_ref)
     t_ref: int  # frame time that angles are relative to
-    outside_angles: torch.Tensor  # (1, Dh/2) rotation by `outside` frames
+    rot_outside: Rotation  # rotation by `outside` frames
     time_angles: object  # fn(times (N,) long) -> (N, Dh/2) relative to t_ref
     sinks: int
     window: int
@@ -49,10 +49,6 @@ class ViewContext:
     memory_p: float
     tokens_per_chunk: int
     memo: dict = dataclasses.field(default_factory=dict)  # masks shared by layers
-
-
-def _rot(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    return apply_rope(x, angles[None].expand(x.shape[0], -1, -1))
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, cache: KVCache | None,
@@ -67,11 +63,16 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     qs, ks, vs = q[:, :, nt:], k[:, :, nt:], v[:, :, nt:]
     # -- window group: retained cached chunks, then this pass's stream tokens -----------------------
     cached = cache is not None and cache.k[layer] is not None and len(cache.chunk_of) > 0
-    ks_rot = _rot(ks, ctx.time_angles_q)
+    ks_rot = ctx.rot_q(ks)
     if cached:
         kc_raw, vc = cache.k[layer], cache.v[layer]
         cc = cache.chunk_of.to(q.device)
-        kc_rot = cache.rotated(layer, ctx.t_ref, lambda: _rot(kc_raw, ctx.time_angles(cache.time_of.to(q.device))))
+
+        def widened():  # [rotated by time to the query | 0]
+            kr = Rotation(ctx.time_angles(cache.time_of.to(q.device)))(kc_raw)
+            return torch.cat([kr, zeros(kr)], -1)
+
+        kc_wide = cache.rotated(layer, ctx.t_ref, widened)
         cw = torch.cat([cc, ctx.chunk_of])
     else:
         cw = ctx.chunk_of
@@ -93,22 +94,27 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
             parts.append(("sink", int(sink.sum())))
     mem_mask = None
     if ctx.window and ctx.memory_topk:
-        mk, mv, mc = [], [], []
+        mk, mv, mm, mc = [], [], [], []
         if cache is not None and cache.mem_k[layer] is not None and len(cache.mem_chunk_of):
-            mk.append(cache.mem_k[layer]), mv.append(cache.mem_v[layer]), mc.append(cache.mem_chunk_of.to(q.device))
+            mk.append(cache.mem_k[layer]), mv.append(cache.mem_v[layer]), mm.append(cache.mem_kmean[layer])
+            mc.append(cache.mem_chunk_of.to(q.device))
         n_cur = len(ctx.chunk_of) // ctx.tokens_per_chunk if ctx.tokens_per_chunk else 0
         if n_cur > 1:  # a multi-chunk pass (training): its own chunks are memory for its later chunks
-            mk.append(pool_chunks(ks, n_cur, ctx.memory_tokens)), mv.append(pool_chunks(vs, n_cur, ctx.memory_tokens))
+            pk = pool_chunks(ks, n_cur, ctx.memory_tokens)
+            mk.append(pk), mv.append(pool_chunks(vs, n_cur, ctx.memory_tokens)), mm.append(chunk_means(pk, ctx.memory_tokens))
             mc.append(ctx.chunk_of.view(n_cur, -1)[:, 0].repeat_interleave(ctx.memory_tokens))
         if mk:
-            mkc, mvc, mcc = torch.cat(mk, 2), torch.cat(mv, 2), torch.cat(mc)
-            q_chunks, q_inv = torch.unique(ctx.chunk_of, return_inverse=True)
+            one = len(mk) == 1  # (cat would copy the whole bank)
+            mkc, mvc, mmc, mcc = (x[0] if one else torch.cat(x, 2 if i < 3 else 0) for i, x in enumerate((mk, mv, mm, mc)))
+            if "q_chunks" not in ctx.memo:
+                ctx.memo["q_chunks"] = torch.unique(ctx.chunk_of, return_inverse=True)
+            q_chunks, q_inv = ctx.memo["q_chunks"]
             near = None
             if (len(q_chunks) == 1 and n_cur <= 1 and cache is not None and cache.position is not None
                     and cache.mem_pos is not None and cache.mem_pos.shape[1] == len(mcc) // ctx.memory_tokens):
                 near = (cache.mem_pos.to(q.device) - cache.position.float().to(q.device)[:, None]).norm(dim=2)  # (B, J)
                 near = near.masked_fill(~(near <= cache.position_radius), float("nan"))  # NaN: unknown or far
-            chosen = select_memory(ctx, qs, q_chunks, q_inv, mkc, mcc, near)  # (B, Kq, J)
+            chosen = select_memory(ctx, qs, q_chunks, q_inv, mmc, mcc, near)  # (B, Kq, J)
             m = ctx.memory_tokens
             if len(q_chunks) == 1:  # streaming: gather the chosen blocks, attend to those only
                 idx, ok = _chosen_index(chosen[:, 0])  # (B, kmax)
@@ -123,23 +129,38 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
             parts.append(("memory", mkc.shape[2]))
     ko = torch.cat(out_k, 2) if out_k else ks[:, :, :0]
     vo = torch.cat(out_v, 2) if out_v else vs[:, :, :0]
-    q_win = torch.cat([q[:, :, :nt], _rot(qs, ctx.time_angles_q)], 2)
-    q_out = _rot(q, ctx.outside_angles.expand(N, -1))
-    mask = _mask(ctx, cache, cw, parts, mem_mask, B, N, q.device)
+    q_win = torch.cat([q[:, :, :nt], ctx.rot_q(qs)], 2)
+    q_out = ctx.rot_outside(q)
     if not cached:  # one pass over a whole clip (training): widened queries and keys, one fused attention
         Q = torch.cat([q_win, q_out], -1)
         K = torch.cat([torch.cat([ks_rot, zeros(ks_rot)], -1), torch.cat([zeros(ko), ko], -1)], 2)
         V = torch.cat([vs, vo], 2)
+        mask = _mask(ctx, cache, cw, parts, mem_mask, B, N, q.device)
         return F.scaled_dot_product_attention(Q, K, V, attn_mask=mask, scale=Dh ** -0.5)
-    # streaming (few queries, a long cache): score each key group apart and never copy the cache
-    scale = Dh ** -0.5
+    # streaming (few queries, a long cache): the same widened attention, written out, because at 64
+    # queries the fused kernel is slower than three ops here; the retained window's widened keys are
+    # made once per chunk (``KVCache.rotated``) and shared by its every pass, and the mask is an
+    # additive bias made once per pass (a boolean masked_fill costs more than the matmuls)
     dt = q.dtype  # the cache may hold another precision (a prompt encoded outside autocast)
-    kc_rot, ko, vc, vo = kc_rot.to(dt), ko.to(dt), vc.to(dt), vo.to(dt)
-    scores = torch.cat([q_win @ kc_rot.transpose(-1, -2), q_win @ ks_rot.to(dt).transpose(-1, -2),
-                        q_out @ ko.transpose(-1, -2)], -1).float() * scale
-    p = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1).to(dt)
-    n1, n2 = kc_rot.shape[2], ks_rot.shape[2]
-    return p[..., :n1] @ vc + p[..., n1 : n1 + n2] @ vs.to(dt) + p[..., n1 + n2 :] @ vo
+    Q = torch.cat([q_win, q_out], -1)
+    K = torch.cat([kc_wide.to(dt), torch.cat([ks_rot, zeros(ks_rot)], -1), torch.cat([zeros(ko), ko], -1).to(dt)], 2)
+    V = torch.cat([vc.to(dt), vs, vo.to(dt)], 2)
+    scores = (Q @ K.transpose(-1, -2)).float() * Dh ** -0.5 + _bias(ctx, cache, cw, parts, mem_mask, B, N, q.device)
+    return torch.softmax(scores, dim=-1).to(dt) @ V
+
+
+def _bias(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_mask: torch.Tensor | None,
+          B: int, N: int, device) -> torch.Tensor:
+    """The mask as an additive bias (B, 1, N, S): 0 = may attend, -inf = may not."""
+    key = ("bias", len(cw), tuple(p[:2] for p in parts if p[0] != "memory"))
+    if key not in ctx.memo:
+        static = _mask(ctx, cache, cw, parts, None, B, N, device)
+        ctx.memo[key] = torch.zeros(static.shape, device=device).masked_fill(~static, float("-inf"))
+    bias = ctx.memo[key]
+    if mem_mask is not None:
+        mem = torch.zeros(mem_mask.shape, device=device).masked_fill(~mem_mask, float("-inf"))
+        bias = torch.cat([bias, mem[:, None]], 3)
+    return bias
 
 
 def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_mask: torch.Tensor | None,
@@ -172,7 +193,7 @@ def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list
     return mask[:, None]
 
 
-def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_inv: torch.Tensor, mk: torch.Tensor,
+def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_inv: torch.Tensor, k_mean: torch.Tensor,
                   mem_chunk: torch.Tensor, near: torch.Tensor | None = None) -> torch.Tensor:
     """(B, Kq, J) bool: the memory chunks each query chunk attends to, among those that left its
     window. Score: mean query . mean key, averaged over heads (a cheap block score, as in
@@ -183,10 +204,9 @@ def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_
     those come first, nearest first, and key similarity fills the rest of the budget."""
     B, H, _, Dh = qs.shape
     m = ctx.memory_tokens
-    Kq, J = len(q_chunks), len(mem_chunk) // m
+    Kq, J = len(q_chunks), k_mean.shape[2]
     q_mean = torch.zeros(B, H, Kq, Dh, dtype=qs.dtype, device=qs.device).index_add_(2, q_inv, qs)
     q_mean = q_mean / torch.bincount(q_inv, minlength=Kq).to(qs.dtype)[None, None, :, None]
-    k_mean = mk.reshape(B, H, J, m, Dh).mean(3)
     score = torch.einsum("bhqd,bhjd->bqj", q_mean.float(), k_mean.float()) / H  # (B, Kq, J)
     mc = mem_chunk.view(J, m)[:, 0]
     eligible = (mc[None, :] >= ctx.sinks) & (q_chunks[:, None] - mc[None, :] >= ctx.window)  # (Kq, J)

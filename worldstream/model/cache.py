@@ -34,6 +34,13 @@ def pool_chunks(x: torch.Tensor, n_chunks: int, tokens: int) -> torch.Tensor:
     return y.reshape(B, H, n_chunks * tokens, Dh)
 
 
+def chunk_means(pooled: torch.Tensor, tokens: int) -> torch.Tensor:
+    """(B, H, J * tokens, Dh) pooled memory -> (B, H, J, Dh): one mean key per chunk, the block
+    score's key (``attention.select_memory``), kept with the bank so it is made once."""
+    B, H, N, Dh = pooled.shape
+    return pooled.reshape(B, H, N // tokens, tokens, Dh).mean(3)
+
+
 class KVCache:
     def __init__(self, n_layers: int, sinks: int = 0, window: int = 0, memory_chunks: int = 0,
                  memory_tokens: int = 4):
@@ -52,6 +59,7 @@ class KVCache:
         # memory bank: pooled evicted chunks
         self.mem_k: list[torch.Tensor | None] = [None for _ in L]
         self.mem_v: list[torch.Tensor | None] = [None for _ in L]
+        self.mem_kmean: list[torch.Tensor | None] = [None for _ in L]  # (B, H, J, Dh) per memory chunk: its retrieval key
         self.mem_chunk_of: torch.Tensor = torch.zeros(0, dtype=torch.long)
         # retrieval by position, when the source knows where each chunk was (e.g. a game's player
         # position): set ``position`` (B, 2) before making a chunk; memory entries keep theirs
@@ -76,7 +84,7 @@ class KVCache:
         return nt + len(self.chunk_of) + len(self.mem_chunk_of)
 
     def rotated(self, layer: int, t_ref: int, make) -> torch.Tensor:
-        """The retained keys rotated to time ``t_ref``: made once per chunk, reused by its every
+        """The retained keys rotated to time ``t_ref`` (widened for the attention): made once per chunk, reused by its every
         denoising pass (and the commit pass)."""
         key = (t_ref, len(self.chunk_of), self.n_chunks)
         memo = self._rot[layer]
@@ -136,8 +144,10 @@ class KVCache:
             for i in range(self.n_layers):
                 pk = pool_chunks(self.k[i][:, :, old], len(old_chunks), m)
                 pv = pool_chunks(self.v[i][:, :, old], len(old_chunks), m)
+                pm = chunk_means(pk, m)
                 self.mem_k[i] = pk if self.mem_k[i] is None else torch.cat([self.mem_k[i], pk], dim=2)
                 self.mem_v[i] = pv if self.mem_v[i] is None else torch.cat([self.mem_v[i], pv], dim=2)
+                self.mem_kmean[i] = pm if self.mem_kmean[i] is None else torch.cat([self.mem_kmean[i], pm], dim=2)
             self.mem_chunk_of = torch.cat([self.mem_chunk_of, old_chunks.repeat_interleave(m)])
             B = self.k[0].shape[0]
             nan = torch.full((B, 2), float("nan"))
@@ -147,6 +157,7 @@ class KVCache:
             if excess > 0:  # first in, first out
                 for i in range(self.n_layers):
                     self.mem_k[i], self.mem_v[i] = self.mem_k[i][:, :, excess:], self.mem_v[i][:, :, excess:]
+                    self.mem_kmean[i] = self.mem_kmean[i][:, :, excess // m :]
                 self.mem_chunk_of = self.mem_chunk_of[excess:]
                 self.mem_pos = self.mem_pos[:, excess // m :]
         else:

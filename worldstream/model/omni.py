@@ -31,7 +31,7 @@ from torch import nn
 
 from .attention import ViewContext, attend
 from .cache import KVCache
-from .rope import apply_rope, rope_angles
+from .rope import Rotation, rope_angles
 
 VIDEO, AUDIO, ACTION, TEXT = range(4)  # modality ids
 
@@ -104,14 +104,14 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.weight)  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, angles: torch.Tensor, ctx: ViewContext,
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, rot: Rotation, ctx: ViewContext,
                 cache: KVCache | None, layer: int) -> torch.Tensor:
         B, N, D = x.shape
         H = self.heads
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=-1)  # each (B, N, D)
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.qkv(h).view(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
-        q, k = apply_rope(self.q_norm(q), angles), apply_rope(self.k_norm(k), angles)  # row/column only
+        q, k = rot(self.q_norm(q)), rot(self.k_norm(k))  # row/column only
         a = attend(q, k, v, ctx, cache, layer)  # (B, H, N, Dh)
         x = x + gate1 * self.proj(a.transpose(1, 2).reshape(B, N, D))
         h = self.norm2(x) * (1 + scale2) + shift2
@@ -252,8 +252,8 @@ class Omni(nn.Module):
         if n_text and text_mask is None:
             text_mask = torch.ones(B, n_text, dtype=torch.bool, device=device)
         n_chunks = len(torch.unique(chunk_of)) if len(chunk_of) else 0
-        return ViewContext(n_text=n_text, text_valid=text_mask, chunk_of=chunk_of, time_angles_q=time_angles(time_of),
-                           t_ref=t_ref, outside_angles=time_angles(torch.tensor([t_ref - cfg.outside], device=device)),
+        return ViewContext(n_text=n_text, text_valid=text_mask, chunk_of=chunk_of, rot_q=Rotation(time_angles(time_of)),
+                           t_ref=t_ref, rot_outside=Rotation(time_angles(torch.tensor([t_ref - cfg.outside], device=device))),
                            time_angles=time_angles, sinks=cfg.sinks, window=cfg.window, memory_tokens=cfg.memory_tokens,
                            memory_topk=cfg.memory_topk, memory_p=cfg.memory_p, tokens_per_chunk=len(chunk_of) // max(n_chunks, 1))
 
@@ -262,9 +262,9 @@ class Omni(nn.Module):
         """Run the blocks; ``pos`` rotates by row and column here, time is the attention view's job."""
         pos = pos.clone()
         pos[:, 0] = 0
-        angles = rope_angles(pos, self.cfg.width // self.cfg.heads, self.cfg.rope_theta)[None].expand(x.shape[0], -1, -1)
+        rot = Rotation(rope_angles(pos, self.cfg.width // self.cfg.heads, self.cfg.rope_theta))
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, angles, ctx, cache, i)
+            x = block(x, cond, rot, ctx, cache, i)
         return x
 
     def new_cache(self, memory_chunks: int = 256) -> KVCache:

@@ -25,9 +25,24 @@ def rope_angles(pos: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tor
     return torch.cat(parts, dim=-1)
 
 
+class Rotation:
+    """A rotation by fixed angles (..., N, Dh / 2), with its cos and sin made once and shared by
+    every layer of a pass (a streamed chunk is small, so per-op overhead is what costs)."""
+
+    def __init__(self, angles: torch.Tensor):
+        c, s = angles.cos(), angles.sin()
+        self.cos = c.repeat_interleave(2, dim=-1)  # (..., Dh): both members of a pair
+        self.sin = torch.stack([-s, s], dim=-1).flatten(-2)  # signed for the swapped pair
+        self._cast: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate pairs (x1, x2) of x (..., N, Dh) to (x1 cos - x2 sin, x2 cos + x1 sin)."""
+        if x.dtype not in self._cast:
+            self._cast[x.dtype] = (self.cos.to(x.dtype), self.sin.to(x.dtype))
+        cos, sin = self._cast[x.dtype]
+        return x * cos + x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin
+
+
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Rotate pairs of x (B, H, N, Dh) by angles (B, N, Dh / 2)."""
-    cos, sin = angles.cos()[:, None].to(x.dtype), angles.sin()[:, None].to(x.dtype)
-    x1, x2 = x[..., 0::2], x[..., 1::2]
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-    return out.flatten(-2)
+    return Rotation(angles[:, None])(x)
