@@ -197,6 +197,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
         cfg = StudentTrainConfig(teacher=a.teacher, dataset=a.data, latents=a.latents, steps=a.steps, batch=a.batch,
                                  history=a.history, levels=tuple(a.levels), teacher_steps=a.teacher_steps,
+                                 text_scale=a.text_scale, action_scale=a.action_scale,
                                  self_forcing_from=a.self_forcing_from, rollout_chunks=a.rollout_chunks, lr=a.lr,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
         metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
@@ -413,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--history", type=int, default=8, help="real chunks before the predicted one")
     ts.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4], help="step counts to train for")
     ts.add_argument("--teacher-steps", type=int, default=8, help="Heun steps of the teacher's targets")
+    ts.add_argument("--text-scale", type=float, default=1.5, help="the teacher's prompt guidance, folded into the student")
+    ts.add_argument("--action-scale", type=float, default=2.0, help="the teacher's action guidance, folded in")
     ts.add_argument("--self-forcing-from", type=int, default=200, help="step from which half the batches are own rollouts")
     ts.add_argument("--rollout-chunks", type=int, default=16)
     ts.add_argument("--lr", type=float, default=5e-5)
