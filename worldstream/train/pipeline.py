@@ -21,26 +21,30 @@ from ..checkpoint import load_json
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
+    """The defaults are the shipped model's recipe, sized to about two hours on the 2-core CPU
+    (log.md, 2026-11-25: AE ~0.29 s/step, teacher ~1.05 s/step, view ~3.5 s/step, student ~4.5 s/step)."""
     episodes: int = 40
     frames: int = 480
     size: tuple[int, int] = (128, 128)
     wide_episodes: int = 20
     wide_size: tuple[int, int] = (160, 96)  # a second aspect ratio: native-resolution training
     video_ae: str = "f8"
-    video_ae_steps: int = 6000
+    video_ae_steps: int = 3000
     audio_ae: str = "default"
-    audio_ae_steps: int = 2500
+    audio_ae_steps: int = 1500
     omni: str = "default"
-    teacher_steps: int = 3500
+    teacher_steps: int = 2000
     teacher_chunks: int = 8
-    view_steps: int = 500
-    view_chunks: int = 32
-    window: int = 12
+    view_steps: int = 300
+    view_chunks: int = 16  # 32 with window 12 cost 15 s/step; 16 with window 8 cost 3.5 (log.md)
+    view_continuation: float = 0.35  # share of clean-history batches in the view fine-tune
+    window: int = 8
     sinks: int = 1
     memory_topk: int = 4
-    student_steps: int = 1000
+    student_steps: int = 400
     student_history: int = 8
     student_rollout: int = 16
+    student_teacher_steps: int = 6
     batch: int = 8
 
 
@@ -48,9 +52,15 @@ PRESETS = {
     "tiny": PipelineConfig(episodes=10, frames=32, size=(32, 32), wide_episodes=10, wide_size=(48, 32), video_ae="tiny",
                            video_ae_steps=20, audio_ae="tiny", audio_ae_steps=20, omni="tiny", teacher_steps=10,
                            teacher_chunks=4, view_steps=4, view_chunks=8, window=3, sinks=1, memory_topk=2,
-                           student_steps=4, student_history=2, student_rollout=6, batch=4),
+                           student_steps=4, student_history=2, student_rollout=6, student_teacher_steps=2, batch=4),
     "default": PipelineConfig(),
 }
+
+
+def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
+    """The teacher's task shares with continuation (the last) set to ``share``, the rest scaled."""
+    rest = sum(probs[:-1])
+    return tuple(x * (1 - share) / rest for x in probs[:-1]) + (share,)
 
 
 def _done(run: Path, steps: int) -> bool:
@@ -98,12 +108,14 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
     vcfg = dataclasses.replace(tcfg, steps=p.view_steps, batch=max(2, p.batch // 2), chunks=p.view_chunks, lr=1e-4,
                                warmup=max(1, p.view_steps // 20), window=p.window, sinks=p.sinks,
                                memory_topk=p.memory_topk, init_from=str(runs / "teacher"),
+                               task_probs=_with_continuation(tcfg.task_probs, p.view_continuation),
                                eval_every=max(1, p.view_steps // 5))
     if not _done(runs / "teacher_view", p.view_steps):
         train_teacher(vcfg, runs / "teacher_view", progress=progress)
     log("[6/7] student")
     scfg = StudentTrainConfig(teacher=str(runs / "teacher_view"), dataset=both, latents="pipeline", steps=p.student_steps,
                               history=p.student_history, rollout_chunks=p.student_rollout,
+                              teacher_steps=p.student_teacher_steps,
                               self_forcing_from=p.student_steps // 5, eval_every=max(1, p.student_steps // 10),
                               warmup=max(1, p.student_steps // 20))
     if not _done(runs / "student", p.student_steps):
