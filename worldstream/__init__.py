@@ -1,7 +1,7 @@
 """worldstream: an open real-time world model and the toolkit around it.
 
     from worldstream import World
-    world = World.load("runs/teacher")
+    world = World.load()  # the default model that ships with the package, or a checkpoint folder
     s = world.stream(prompt="a sunny meadow", seed=0)
     frame = s.step("walk_e").rgb
 """

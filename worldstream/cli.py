@@ -24,19 +24,25 @@ def _world_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world-seed", type=int, default=0, help="which world (terrain, inhabitants); default 0")
 
 
-def _rollout_args(p: argparse.ArgumentParser, steps: int) -> None:
-    p.add_argument("--sampler", choices=("euler", "heun", "x0"), default="heun")
-    p.add_argument("--steps", type=int, default=steps, help="sampler steps per chunk")
-    p.add_argument("--shift", type=float, default=1.0, help="time-grid shift toward noise")
-    p.add_argument("--text-scale", type=float, default=3.0, help="prompt guidance (1 = none)")
-    p.add_argument("--action-scale", type=float, default=1.5, help="action guidance (1 = none)")
+def _rollout_args(p: argparse.ArgumentParser) -> None:
+    """Sampler options; each one left out takes the checkpoint's recommendation (a student: its own
+    step count with guidance folded in; a teacher: Heun 8 with text 1.5 / action 2, log.md)."""
+    p.add_argument("--sampler", choices=("euler", "heun", "x0"), help="default: the checkpoint's recommendation")
+    p.add_argument("--steps", type=int, help="sampler steps per chunk")
+    p.add_argument("--shift", type=float, help="time-grid shift toward noise")
+    p.add_argument("--text-scale", type=float, help="prompt guidance (1 = none)")
+    p.add_argument("--action-scale", type=float, help="action guidance (1 = none)")
 
 
-def _rollout_config(a: argparse.Namespace):
-    from .engine.rollout import RolloutConfig
+def _rollout_config(a: argparse.Namespace, meta: dict):
+    """The checkpoint's recommended sampler with whatever the command line overrides."""
+    import dataclasses
 
-    return RolloutConfig(sampler=a.sampler, steps=a.steps, shift=a.shift, text_scale=a.text_scale,
-                         action_scale=a.action_scale)
+    from .engine.stream import recommended_rollout
+
+    given = {k: getattr(a, k) for k in ("sampler", "steps", "shift", "text_scale", "action_scale")
+             if getattr(a, k, None) is not None}
+    return dataclasses.replace(recommended_rollout(meta), **given)
 
 
 def _world_config(a: argparse.Namespace):
@@ -132,11 +138,11 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
         torch.set_num_threads(a.threads)
         w, h = (int(x) for x in a.size.lower().split("x"))
-        if a.checkpoint:
-            world = World.load(a.checkpoint)
-        else:
+        if a.preset:
             world = random_world(a.preset, w, h, a.device, window=a.window, sinks=1, memory_topk=a.memory_topk)
-        res = bench_engine(world, _rollout_config(a), chunks=a.chunks, device=a.device)
+        else:
+            world = World.load(a.checkpoint)  # None: the shipped default model
+        res = bench_engine(world, _rollout_config(a, world.meta), chunks=a.chunks, device=a.device)
         print(HEADER)
         print(format_row(res))
         if a.json:
@@ -150,10 +156,10 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from .eval.stream import long_stream, plot_long_stream
 
         torch.set_num_threads(a.threads)
-        if not (a.checkpoint and a.data):
-            raise ValueError("bench stream needs --checkpoint and --data (real frames for the drift statistics)")
+        if not a.data:
+            raise ValueError("bench stream needs --data (real frames for the drift statistics)")
         world = World.load(a.checkpoint)
-        res = long_stream(world, a.data, a.minutes, _rollout_config(a), prompt=a.prompt, seed=a.seed)
+        res = long_stream(world, a.data, a.minutes, _rollout_config(a, world.meta), prompt=a.prompt, seed=a.seed)
         print(f"{res['chunks']} chunks over {a.minutes} min: ms per chunk p50 {res['ms_per_chunk']['p50']:.1f}, "
               f"p95 {res['ms_per_chunk']['p95']:.1f}, p99 {res['ms_per_chunk']['p99']:.1f}; slopes per minute: "
               f"time {res['slope_ms_per_chunk_per_minute']:+.3f} ms, RSS {res['slope_rss_mb_per_minute']:+.3f} MB, "
@@ -223,10 +229,21 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     size = tuple(int(x) for x in a.size.lower().split("x")) if a.size else None
-    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a), seed=a.seed,
+    from .engine.generate import load_world_model
+
+    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a, load_world_model(a.checkpoint)[1]), seed=a.seed,
                    events=a.events, size=size)
     print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks, "
           f"{res['seconds_per_chunk_p50'] * 1000:.0f} ms per chunk p50)")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from .weights import DEFAULT, export_bundle
+
+    res = export_bundle(a.run, a.out or DEFAULT, half=not a.fp32)
+    print(f"{res['out']}: {res['params'] / 1e6:.1f}M-parameter world model with its autoencoders, "
+          f"{res['bytes'] / 2**20:.1f} MB in {len(res['files'])} files (SHA-256 manifest)")
     return 0
 
 
@@ -257,25 +274,23 @@ def cmd_eval(a: argparse.Namespace) -> int:
         from .engine.stream import World
         from .eval.stream import latency, revisits
 
-        if not a.checkpoint:
-            raise ValueError("eval stream needs --checkpoint")
         world = World.load(a.checkpoint)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         if a.only in (None, "revisit"):
-            rev = revisits(world, a.data, _rollout_config(a), episodes=a.clips, seconds=a.revisit_seconds)
+            rev = revisits(world, a.data, _rollout_config(a, world.meta), episodes=a.clips, seconds=a.revisit_seconds)
             (out / "revisits.json").write_text(json.dumps(rev, indent=1))
             print(json.dumps(rev["summary"], indent=1))
         if a.only in (None, "latency"):
-            lat = latency(world, a.data, _rollout_config(a), trials=a.latency_trials)
+            lat = latency(world, a.data, _rollout_config(a, world.meta), trials=a.latency_trials)
             (out / "latency.json").write_text(json.dumps(lat, indent=1))
             print(json.dumps({k: v for k, v in lat.items() if k not in ("rollout",)}, indent=1))
     else:
         from .eval.teacher import eval_teacher
 
-        if not a.checkpoint:
-            raise ValueError("eval teacher needs --checkpoint")
-        res = eval_teacher(a.checkpoint, a.data, _rollout_config(a), clips=a.clips, out=a.out, walk_frames=a.walk_frames,
+        from .engine.generate import load_world_model
+
+        res = eval_teacher(a.checkpoint, a.data, _rollout_config(a, load_world_model(a.checkpoint)[1]), clips=a.clips, out=a.out, walk_frames=a.walk_frames,
                            prompt_frames=a.prompt_frames)
         print(json.dumps({k: v for k, v in res.items() if k != "rollout"}, indent=1))
     return 0
@@ -289,12 +304,10 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    if not a.checkpoint:
-        raise ValueError("name a world model with --checkpoint (a teacher or student run folder)")
-    world = World.load(a.checkpoint)
+    world = World.load(a.checkpoint)  # None: the shipped default model
     token = a.token or os.environ.get("WORLDSTREAM_TOKEN")
     cfg = ServerConfig(host=a.host, port=a.port, token=token, max_sessions=a.max_sessions,
-                       stream=StreamConfig(rollout=_rollout_config(a) if a.sampler else None))
+                       stream=StreamConfig(rollout=_rollout_config(a, world.meta)))
     start = None
     if a.image:
         from .engine.events import decode_image
@@ -427,17 +440,24 @@ def build_parser() -> argparse.ArgumentParser:
     ts.set_defaults(fn=cmd_train)
 
     gn = sub.add_parser("generate", help="prompt + action script -> MP4 with sound")
-    gn.add_argument("--checkpoint", required=True, help="world model checkpoint folder")
+    gn.add_argument("--checkpoint", help="world model checkpoint folder or bundle (default: the shipped model)")
     gn.add_argument("--prompt", default="")
     gn.add_argument("--actions", default="idle", help="NAME:FRAMES,... e.g. walk_e:48,idle:24 (last one holds)")
     gn.add_argument("--seconds", type=float, default=4.0)
     gn.add_argument("--events", help="timed events file: JSON Lines of {t, action|prompt|image|audio}")
     gn.add_argument("--size", help="WIDTHxHEIGHT to generate at (default: the first training resolution)")
     gn.add_argument("--out", default="generated.mp4")
-    _rollout_args(gn, steps=20)
+    _rollout_args(gn)
     gn.add_argument("--seed", type=int, default=0)
     gn.add_argument("--threads", type=int, default=0)
     gn.set_defaults(fn=cmd_generate)
+
+    x = sub.add_parser("export", help="bundle a trained world model and its autoencoders into one folder "
+                                      "(default: the package's default model)")
+    x.add_argument("run", help="teacher or student run folder")
+    x.add_argument("--out", help="bundle folder (default: worldstream/weights/default, the shipped model)")
+    x.add_argument("--fp32", action="store_true", help="keep the world model's weights in fp32 (twice the size)")
+    x.set_defaults(fn=cmd_export)
 
     e = sub.add_parser("encode", help="cache a dataset's latents (DATASET/latents/NAME/); resumable")
     e.add_argument("--data", required=True)
@@ -450,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="measure components on held-out data; writes JSON, PNG, WAV")
     ev.add_argument("what", choices=("tokenizers", "teacher", "stream"),
                     help="stream: revisit consistency (memory on/off) and input/prompt latency")
-    ev.add_argument("--checkpoint", help="teacher: the world model checkpoint")
-    _rollout_args(ev, steps=10)
+    ev.add_argument("--checkpoint", help="teacher, stream: the world model (default: the shipped model)")
+    _rollout_args(ev)
     ev.add_argument("--clips", type=int, default=12)
     ev.add_argument("--walk-frames", type=int, default=48, help="teacher: frames generated per walking direction")
     ev.add_argument("--prompt-frames", type=int, default=72, help="teacher: frames generated per prompt")
@@ -468,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("play", "the live world in your browser: starts the server and opens the page"),
                        ("serve", "the streaming server (HTTP + WebSocket) without opening a page")):
         sp = sub.add_parser(name, help=text)
-        sp.add_argument("--checkpoint", help="world model checkpoint folder")
+        sp.add_argument("--checkpoint", help="world model checkpoint folder or bundle (default: the shipped model)")
         sp.add_argument("--host", default="127.0.0.1", help="address to bind (anything but loopback needs --token)")
         sp.add_argument("--port", type=int, default=8765)
         sp.add_argument("--token", help="access token (or WORLDSTREAM_TOKEN); required off loopback")
@@ -478,32 +498,28 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--start", choices=("overworld", "empty"), default="overworld" if name == "play" else "empty",
                         help="without --image: begin in a frame of the built-in world (play's default) or from nothing")
         sp.add_argument("--threads", type=int, default=0)
-        sp.add_argument("--sampler", choices=("euler", "heun", "x0"), help="default: the checkpoint's recommendation")
-        sp.add_argument("--steps", type=int, default=4)
-        sp.add_argument("--shift", type=float, default=1.0)
-        sp.add_argument("--text-scale", type=float, default=3.0)
-        sp.add_argument("--action-scale", type=float, default=1.5)
+        _rollout_args(sp)
         sp.set_defaults(fn=cmd_serve)
 
     b = sub.add_parser("bench", help="benchmarks that print tables")
     b.add_argument("what", choices=("world", "engine", "stream"),
                    help="world: render and recording speed of the built-in world; engine: the whole streaming path "
                         "(first frame, ms per chunk, fps, latency, memory); stream: a long stream's cost and drift")
-    b.add_argument("--preset", default="default", help="engine: Omni preset with random weights when no --checkpoint")
+    b.add_argument("--preset", help="engine: measure this Omni preset with random weights (labelled so) instead of a checkpoint")
     b.add_argument("--size", default="128x128", help="engine: WIDTHxHEIGHT for a preset")
     b.add_argument("--device", default="cpu")
     b.add_argument("--chunks", type=int, default=200)
     b.add_argument("--window", type=int, default=12, help="engine: attention window for a preset")
     b.add_argument("--memory-topk", type=int, default=4, help="engine: memory chunks retrieved, for a preset")
     b.add_argument("--frames", type=int, default=600)
-    b.add_argument("--checkpoint", help="stream: world model checkpoint")
+    b.add_argument("--checkpoint", help="engine, stream: world model checkpoint (default: the shipped model)")
     b.add_argument("--data", help="stream: dataset whose held-out frames are the real reference")
     b.add_argument("--minutes", type=float, default=30.0, help="stream: length of the stream")
     b.add_argument("--prompt", default="")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", help="stream: folder for JSON and PNG")
     b.add_argument("--threads", type=int, default=2)
-    _rollout_args(b, steps=2)
+    _rollout_args(b)
     b.add_argument("--json", help="also write the results here")
     b.set_defaults(fn=cmd_bench)
     return p

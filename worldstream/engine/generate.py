@@ -23,8 +23,13 @@ from .events import Event, EventError, validate
 from .rollout import RolloutConfig
 
 
-def load_world_model(path: str | Path) -> tuple[Omni, dict[str, Any]]:
-    path = Path(path)
+def load_world_model(path: str | Path | None) -> tuple[Omni, dict[str, Any]]:
+    """A teacher or student checkpoint folder, a bundle (``worldstream export``), or None / "default"
+    for the model that ships with the package; a bundle's files are checked against its manifest."""
+    from ..weights import resolve, verify
+
+    path = resolve(path)
+    verify(path)
     meta = load_json(path / "config.json")
     if meta.get("kind") not in ("omni_teacher", "omni_student"):
         raise CheckpointError(f"{path}: kind {meta.get('kind')!r} is not a world model checkpoint")
@@ -33,7 +38,8 @@ def load_world_model(path: str | Path) -> tuple[Omni, dict[str, Any]]:
     return model.eval(), meta
 
 
-def load_autoencoders(meta: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+def load_autoencoders(meta: dict[str, Any], base: str | Path | None = None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The autoencoders a world model was trained with; relative paths (a bundle's) are under ``base``."""
     ident = meta["latents"]
     out = []
     for key in ("video_ae", "audio_ae"):
@@ -42,6 +48,8 @@ def load_autoencoders(meta: dict[str, Any]) -> tuple[torch.nn.Module, torch.nn.M
             out.append(None)
             continue
         p = Path(info["path"])
+        if not p.is_absolute() and base is not None:
+            p = Path(base) / p
         if not (p / "model.safetensors").exists():
             raise CheckpointError(f"the {key} this model was trained with is missing: {p}")
         if sha256_of(p / "model.safetensors") != info["sha256"]:
@@ -101,7 +109,7 @@ def script_events(spec: str, vocab: ActionVocab, fps: int) -> list[tuple[float, 
 
 
 @torch.no_grad()
-def generate(checkpoint: str | Path, prompt: str, actions: str, seconds: float, out: str | Path,
+def generate(checkpoint: str | Path | None, prompt: str, actions: str, seconds: float, out: str | Path,
              rollout_cfg: RolloutConfig | None = None, seed: int = 0, progress: bool = True,
              events: str | Path | None = None, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Stream ``seconds`` of world from a prompt, an action script and/or a timed events file into

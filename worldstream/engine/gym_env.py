@@ -21,7 +21,7 @@ from .stream import StreamConfig, World
 class WorldModelEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 24}
 
-    def __init__(self, checkpoint: str | Path | World, prompt: str = "", max_frames: int = 2400,
+    def __init__(self, checkpoint: str | Path | World | None = None, prompt: str = "", max_frames: int = 2400,
                  config: StreamConfig | None = None, render_mode: str | None = "rgb_array"):
         self.world = checkpoint if isinstance(checkpoint, World) else World.load(checkpoint)
         self.prompt, self.max_frames, self.config = prompt, max_frames, config

@@ -7,7 +7,7 @@ current prompt and action of each row. ``step()`` applies the events that arrive
 last chunk (rule in ``events.py``), makes the next chunk with the one rollout function
 (``rollout.generate_chunk``), decodes it to RGB frames and PCM audio, and logs what it applied.
 
-    world = World.load("runs/teacher")                 # transformer + autoencoders + text encoder
+    world = World.load()      # the shipped default model (or a checkpoint folder) + autoencoders + text encoder
     s = world.stream(prompt="a sunny meadow", seed=0)
     chunk = s.step("walk_e")                            # RGB frames (B, n, H, W, 3), audio (B, n * spf)
     s.prompt("it starts to snow")                       # applies to the next chunk
@@ -61,6 +61,13 @@ class Chunk:
         return self.frames[0, -1]
 
 
+def recommended_rollout(meta: dict[str, Any]) -> RolloutConfig:
+    """A checkpoint's own sampler (a student records its step count, guidance folded in), else the
+    teacher's measured best: Heun 8 with prompt guidance 1.5 and action guidance 2 (log.md)."""
+    r = meta.get("rollout")
+    return RolloutConfig(**r) if r else RolloutConfig(sampler="heun", steps=8, text_scale=1.5, action_scale=2.0)
+
+
 class World:
     """A loaded world model: the Omni transformer, its autoencoders and text encoder, the action
     vocabulary and the stream geometry."""
@@ -81,20 +88,23 @@ class World:
         self.name = Path(meta.get("path", "world")).name
 
     @classmethod
-    def load(cls, checkpoint: str | Path, window: int = 16, sinks: int = 1,
+    def load(cls, checkpoint: str | Path | None = None, window: int = 16, sinks: int = 1,
              size: tuple[int, int] | None = None) -> "World":
-        """Load a teacher or student checkpoint. A model trained with an unbounded view gets a
+        """Load a teacher or student checkpoint, a bundle, or (None) the default model that ships
+        with the package. A model trained with an unbounded view gets a
         bounded one for streaming (``window`` chunks and ``sinks``, no memory) so it runs forever;
         a model trained with a view keeps its own. ``size`` (width, height) streams at another
         resolution than the first one it was trained at (any multiple of 16 with the f8 AE)."""
-        path = Path(checkpoint)
+        from ..weights import resolve
+
+        path = resolve(checkpoint)  # None: the default model that ships with the package
         if not (path / "config.json").exists():
             raise CheckpointError(f"{path}: no world model checkpoint here (config.json missing); train one with "
                                   "`worldstream train teacher` or pass the folder of one")
         model, meta = load_world_model(path)
         if model.cfg.window == 0:
             model.cfg = dataclasses.replace(model.cfg, window=window, sinks=sinks, memory_topk=0)
-        vae, aae = load_autoencoders(meta)
+        vae, aae = load_autoencoders(meta, path)
         meta = dict(meta, path=str(path))
         if size is not None:
             step = vae.cfg.spatial * model.cfg.patch
@@ -113,8 +123,7 @@ class World:
         return Stream(self, prompts, seeds, config or StreamConfig(), image)
 
     def rollout_config(self) -> RolloutConfig:
-        r = self.meta.get("rollout")
-        return RolloutConfig(**r) if r else RolloutConfig(sampler="euler", steps=10)
+        return recommended_rollout(self.meta)
 
     def image_latent(self, img: np.ndarray) -> torch.Tensor:
         """An RGB image -> clean latents (1, 1, C, h, w) at the stream's size (resized, centre-cropped)."""

@@ -38,6 +38,7 @@ def random_world(preset: str, width: int, height: int, device: str = "cpu", **vi
     mcfg = dataclasses.replace(omni_preset(preset), latent_channels=vcfg.latent_channels, n_actions=len(ACTIONS), **view)
     model = Omni(mcfg).to(device).eval()
     meta = {"actions": {"names": list(ACTIONS)}, "fps": 24, "path": f"{preset} (random weights)",
+            "rollout": {"sampler": "x0", "steps": 1, "text_scale": 1.0, "action_scale": 1.0},  # a student's path
             "latent_shape": [vcfg.latent_channels, height // vcfg.spatial, width // vcfg.spatial]}
     vae = VideoAE(vcfg).to(device).eval()
     aae = AudioAE(audio_ae_preset("default")).to(device).eval()

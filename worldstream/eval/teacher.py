@@ -69,8 +69,11 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
                  prompt_frames: int = 72, classifier_steps: int = 2000,
                  classifier_renders: int = 3000) -> dict[str, Any]:
     t_start = time.perf_counter()
+    from ..weights import resolve
+
+    checkpoint = resolve(checkpoint)
     model, meta = load_world_model(checkpoint)
-    vae, _ = load_autoencoders(meta)
+    vae, _ = load_autoencoders(meta, checkpoint)
     ds = Dataset(dataset_paths(dataset)[0])  # the condition judge learns from the first dataset's frames
     vocab = ActionVocab(tuple(meta["actions"]["names"]))
     cf = model.cfg.chunk_frames

@@ -1,0 +1,101 @@
+"""The default model that ships inside the package, and self-contained model bundles.
+
+A bundle is one folder that holds everything a world model needs to stream, so it can be copied,
+committed or shared on its own:
+
+    config.json          the world model's config (kind, OmniConfig, actions, fps, recommended
+                         sampler), with its autoencoders named by relative path and SHA-256
+    model.safetensors    the world model's weights (bf16: streaming runs in bf16 anyway, and it
+                         halves the size; loading upcasts into the fp32 model)
+    video_ae/            the video autoencoder (config.json + model.safetensors, fp32)
+    audio_ae/            the audio autoencoder
+    MANIFEST.json        SHA-256 of every file above; loading checks it and names any file that
+                         changed or is missing
+
+``worldstream export RUN --out DIR`` makes one from a trained teacher or student run folder;
+``DEFAULT`` (``worldstream/weights/default``) is the one ``play``, ``generate``, ``bench``, the
+gym env and the Python API load when no checkpoint is named.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..checkpoint import CheckpointError, load_json, load_tensors, save_json, save_tensors
+from ..tokenizers.text import sha256_of
+
+DEFAULT = Path(__file__).parent / "default"
+MANIFEST = "MANIFEST.json"
+# the training run's resume state: meaningless outside it, and large
+_TRAIN_ONLY = ("sampler_rng", "draw_rng", "noise_rng")
+
+
+def resolve(checkpoint: str | Path | None) -> Path:
+    """A checkpoint argument -> a folder: None or "default" means the shipped default model."""
+    if checkpoint is None or str(checkpoint) == "default":
+        if not (DEFAULT / "config.json").exists():
+            raise CheckpointError(f"no default model in this installation ({DEFAULT} is empty); name a checkpoint "
+                                  "folder, or train one with `worldstream train all` and bundle it with `worldstream export`")
+        return DEFAULT
+    return Path(checkpoint)
+
+
+def verify(folder: str | Path) -> None:
+    """Check every file a bundle's MANIFEST.json names against its SHA-256 (no manifest: nothing to check)."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).exists():
+        return
+    manifest = load_json(folder / MANIFEST)
+    bad = []
+    for name, digest in manifest["sha256"].items():
+        p = folder / name
+        if not p.exists():
+            bad.append(f"{name} is missing")
+        elif sha256_of(p) != digest:
+            bad.append(f"{name} changed (SHA-256 mismatch)")
+    if bad:
+        raise CheckpointError(f"{folder}: the model bundle is damaged: {'; '.join(bad)}. Restore it (git checkout, or "
+                              "re-run `worldstream export`) or name another checkpoint")
+
+
+def export_bundle(run: str | Path, out: str | Path, half: bool = True) -> dict[str, Any]:
+    """Copy a trained world model run and its autoencoders into one self-contained folder."""
+    from ..engine.generate import load_autoencoders, load_world_model
+
+    run, out = Path(run), Path(out)
+    model, meta = load_world_model(run)  # refuses anything that is not a world model
+    load_autoencoders(meta, run)  # the autoencoders exist and match their recorded SHA-256
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    tensors = load_tensors(run / "model.safetensors")
+    if half:
+        tensors = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()}
+    save_tensors(tmp / "model.safetensors", tensors)
+    latents = {}
+    for key, info in meta["latents"].items():
+        if info is None:
+            latents[key] = None
+            continue
+        src = Path(info["path"]) if Path(info["path"]).is_absolute() else run / info["path"]
+        (tmp / key).mkdir()
+        for name in ("config.json", "model.safetensors"):
+            shutil.copyfile(src / name, tmp / key / name)
+        ae_meta = load_json(tmp / key / "config.json")
+        save_json(tmp / key / "config.json", {k: v for k, v in ae_meta.items() if k not in _TRAIN_ONLY})
+        latents[key] = dict(info, path=key, sha256=sha256_of(tmp / key / "model.safetensors"),
+                            source=str(src))
+    slim = {k: v for k, v in meta.items() if k not in _TRAIN_ONLY}
+    slim.update(latents=latents, source=str(run.resolve()), weights_dtype="bfloat16" if half else "float32")
+    save_json(tmp / "config.json", slim)
+    files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
+    (tmp / MANIFEST).write_text(json.dumps({"sha256": {f: sha256_of(tmp / f) for f in files}}, indent=1) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return {"out": str(out), "bytes": size, "params": sum(p.numel() for p in model.parameters()), "files": files}
