@@ -266,10 +266,21 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from .eval.tokenizers import format_table, run
 
     torch.set_num_threads(a.threads)
+    a.out = a.out or f"docs/results/{'eval' if a.what == 'suite' else a.what}"
     if a.what == "tokenizers":
         res = run(a.data, a.video_ae or [], a.audio_ae, a.out)
         print(format_table(res))
         print(f"wrote {a.out}/tokenizers.json, example PNGs and WAVs")
+    elif a.what == "suite":
+        from .eval.suite import SuiteConfig, parse_spec, run_suite
+
+        specs = [parse_spec(m) for m in (a.model or ["default=default"])]
+        cfg = SuiteConfig(clips=a.clips, walk_frames=a.walk_frames, prompt_frames=a.prompt_frames,
+                          revisit_episodes=a.revisit_episodes, revisit_seconds=a.revisit_seconds,
+                          drift_minutes=a.drift_minutes)
+        res = run_suite(specs, a.data, a.out, cfg, force=a.force)
+        print(res["table"])
+        print(f"wrote {a.out}/suite.md, suite.json, drift.png and models/*.json")
     elif a.what == "stream":
         from .engine.stream import World
         from .eval.stream import latency, revisits
@@ -468,8 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_encode)
 
     ev = sub.add_parser("eval", help="measure components on held-out data; writes JSON, PNG, WAV")
-    ev.add_argument("what", choices=("tokenizers", "teacher", "stream"),
-                    help="stream: revisit consistency (memory on/off) and input/prompt latency")
+    ev.add_argument("what", choices=("suite", "tokenizers", "teacher", "stream"),
+                    help="suite: every metric for several models side by side (table, JSON, plots); "
+                         "stream: revisit consistency (memory on/off) and input/prompt latency")
+    ev.add_argument("--model", action="append",
+                    help="suite: NAME=PATH[,sampler=x0,steps=1,text=1,action=1,topk=4,p=0.9] (repeatable; "
+                         "PATH default = the shipped model)")
+    ev.add_argument("--drift-minutes", type=float, default=10.0, help="suite: length of the drift stream")
+    ev.add_argument("--revisit-episodes", type=int, default=2, help="suite: held-out episodes followed for revisits")
+    ev.add_argument("--force", action="store_true", help="suite: re-measure models that already have results")
     ev.add_argument("--checkpoint", help="teacher, stream: the world model (default: the shipped model)")
     _rollout_args(ev)
     ev.add_argument("--clips", type=int, default=12)
@@ -481,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="dataset with a heldout split")
     ev.add_argument("--video-ae", action="append", help="video AE checkpoint (repeatable)")
     ev.add_argument("--audio-ae")
-    ev.add_argument("--out", default="docs/results/tokenizers")
+    ev.add_argument("--out", help="folder for the results (default: docs/results/eval for suite, else docs/results/WHAT)")
     ev.add_argument("--threads", type=int, default=2)
     ev.set_defaults(fn=cmd_eval)
 

@@ -86,11 +86,11 @@ def _judge(net, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @torch.no_grad()
 def long_stream(world: World, dataset: str | Path, minutes: float, rollout: RolloutConfig, prompt: str = "",
                 seed: int = 0, sample_every_s: float = 5.0, progress: bool = True,
-                judge_renders: int = 3000, memory_chunks: int = 256) -> dict[str, Any]:
+                judge_renders: int = 3000, memory_chunks: int = 256, judge=None) -> dict[str, Any]:
     ds = Dataset(dataset)
     real = _real_frames(ds)
     real_hist, real_sharp = colour_hist(real), sharpness(real)
-    net, judge_acc = train_condition_net(ds, renders=judge_renders)
+    net, judge_acc = judge or train_condition_net(ds, renders=judge_renders)
     rw, rt = _judge(net, real)
     ep = ds.split("heldout")[0]  # start from a real held-out frame and its caption (image-to-world)
     start = np.array(ep.frames()[0])
@@ -156,12 +156,14 @@ def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
 
 @torch.no_grad()
 def revisits(world: World, dataset: str | Path, rollout: RolloutConfig, episodes: int = 2, seconds: float = 100.0,
-             lead: float = 2.0, bins: tuple = ((5, 20), (20, 40), (40, 75)), progress: bool = True) -> dict[str, Any]:
+             lead: float = 2.0, bins: tuple = ((5, 20), (20, 40), (40, 75)), progress: bool = True,
+             modes: tuple[str, ...] = ("memory_on", "memory_off", "memory_by_position")) -> dict[str, Any]:
     """Returning views vs first visits, memory bank on and off (same seeds)."""
     ds = Dataset(dataset)
     eps = ds.split("heldout")[:episodes]
     fps = world.fps
-    modes = {"memory_on": world.model.cfg.memory_topk, "memory_off": 0, "memory_by_position": world.model.cfg.memory_topk}
+    topk = world.model.cfg.memory_topk
+    modes = {m: t for m, t in (("memory_on", topk), ("memory_off", 0), ("memory_by_position", topk)) if m in modes}
     out: dict[str, Any] = {"checkpoint": world.meta["path"], "dataset": str(dataset), "pairs": []}
     base_cfg = world.model.cfg
     for ep in eps:

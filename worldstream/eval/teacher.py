@@ -11,6 +11,12 @@
   condition ("it begins to snow", "night falls", ...) and generate 3 s; a condition classifier
   trained on real frames says how many of the last 2 s show it, next to the rate without the
   change.
+* Audio: from real history, 2 s continued under the true actions and prompt; spectral distance
+  (dB) of the generated sound to the real sound of that span, next to the audio autoencoder's own
+  reconstruction (the ceiling).
+
+Takes a checkpoint folder or a loaded ``World`` (whose view settings, e.g. a memory budget, it
+keeps), and optionally a trained condition judge to share between models.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from ..data.video import write_preview_mp4
 from ..engine.generate import load_autoencoders, load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, prefill
 from ..tokenizers.actions import ActionVocab
-from ..tokenizers.losses import psnr
+from ..tokenizers.losses import psnr, spectral_distance, ssim
 from ..worlds.overworld.conditions import TIMES, WEATHERS
 from .motion import follows, scroll, train_condition_net
 
@@ -49,31 +55,43 @@ def _history(model, clip, chunks: int) -> tuple[torch.Tensor, torch.Tensor | Non
 
 
 @torch.no_grad()
-def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed):
-    """Prefill real history, then generate n_new chunks under cond_new; decoded frames of the new part."""
+def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed, aae=None):
+    """Prefill real history, then generate n_new chunks under cond_new; decoded frames of the new
+    part (and its sound, (L,) float, when ``aae`` is given)."""
     branches = make_branches(model, rcfg)
     n_hist = prefill(model, branches, cond_hist, clip_v, clip_a)
-    state = {}
-    vae.decode(clip_v, state)  # the decoder's causal state follows the real history
+    state, astate = {}, {}
+    vae.decode(clip_v, state)  # the decoders' causal state follows the real history
+    if aae is not None and clip_a is not None:
+        aae.decode(clip_a, astate)
     g = torch.Generator().manual_seed(seed)
-    frames = []
+    frames, pcm = [], []
     for c in range(n_new):
-        v, _ = generate_chunk(model, branches, rcfg, cond_new, n_hist + c, tuple(clip_v.shape[2:]), g)
+        v, a = generate_chunk(model, branches, rcfg, cond_new, n_hist + c, tuple(clip_v.shape[2:]), g)
         frames += _rgb(vae.decode(v, state)[0])
-    return frames
+        if aae is not None and a is not None:
+            pcm.append(aae.decode(a, astate)[0].float())
+    if aae is None:
+        return frames
+    return frames, torch.cat(pcm) if pcm else None
 
 
 @torch.no_grad()
-def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfig, clips: int = 12,
+def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: int = 12,
                  history: int = 4, out: str | Path | None = None, walk_frames: int = 48,
                  prompt_frames: int = 72, classifier_steps: int = 2000,
-                 classifier_renders: int = 3000) -> dict[str, Any]:
+                 classifier_renders: int = 3000, judge=None, audio_frames: int = 48) -> dict[str, Any]:
     t_start = time.perf_counter()
+    from ..engine.stream import World
     from ..weights import resolve
 
-    checkpoint = resolve(checkpoint)
-    model, meta = load_world_model(checkpoint)
-    vae, _ = load_autoencoders(meta, checkpoint)
+    if isinstance(checkpoint, World):
+        model, meta, vae, aae = checkpoint.model, checkpoint.meta, checkpoint.vae, checkpoint.aae
+        checkpoint = meta.get("path", "world")
+    else:
+        checkpoint = resolve(checkpoint)
+        model, meta = load_world_model(checkpoint)
+        vae, aae = load_autoencoders(meta, checkpoint)
     ds = Dataset(dataset_paths(dataset)[0])  # the condition judge learns from the first dataset's frames
     vocab = ActionVocab(tuple(meta["actions"]["names"]))
     cf = model.cfg.chunk_frames
@@ -81,7 +99,7 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
     prompts = PromptBank()
     res: dict[str, Any] = {"checkpoint": str(checkpoint), "rollout": vars(rcfg), "history_chunks": history}
     # 1. teacher-forced next frame
-    gen_p, ae_p, examples = [], [], []
+    gen_p, ae_p, gen_s, ae_s, examples = [], [], [], [], []
     for k in range(clips):
         clip = lat.fixed(1, seed=100 + k)
         text, mask, pooled = prompts.batch(clip.captions)
@@ -99,10 +117,14 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
         real = torch.from_numpy(np.array(episode.frames()[start + history * cf : start + (history + 1) * cf])).permute(0, 3, 1, 2).float() / 255
         gen_p.append(psnr(gen, real))
         ae_p.append(psnr(rec, real))
+        gen_s.append(ssim(gen, real).item())
+        ae_s.append(ssim(rec, real).item())
         if k < 4:
             examples += [_rgb(real)[0], _rgb(rec)[0], _rgb(gen)[0]]
     res["next_frame_psnr_db"] = float(np.mean(gen_p))
     res["next_frame_psnr_ae_ceiling_db"] = float(np.mean(ae_p))
+    res["next_frame_ssim"] = float(np.mean(gen_s))
+    res["next_frame_ssim_ae_ceiling"] = float(np.mean(ae_s))
     # 2. action following: 2 s of walking each way from real history
     ok = n = 0
     videos = {}
@@ -122,7 +144,7 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
     res["action_following"] = ok / max(n, 1)
     res["action_following_spans"] = n
     # 3. prompt adherence
-    net, acc = train_condition_net(ds, steps=classifier_steps, renders=classifier_renders)
+    net, acc = judge or train_condition_net(ds, steps=classifier_steps, renders=classifier_renders)
     res["condition_classifier"] = acc
     adherence = {}
     for p, (kind, value) in PROMPTS.items():
@@ -145,6 +167,30 @@ def eval_teacher(checkpoint: str | Path, dataset: str | Path, rcfg: RolloutConfi
                 videos[p.replace(" ", "_")] = frames
         adherence[p] = rates
     res["prompt_adherence"] = adherence
+    # 4. sound: continue under the true actions and prompt; spectral distance to the real sound
+    if aae is not None and audio_frames > 0:
+        n_new = audio_frames // cf
+        long = LatentClips(dataset, meta["train"]["latents"], "heldout", (history + n_new) * cf, seed=11)
+        sd, sd_ae = [], []
+        for k in range(max(1, clips // 3)):
+            clip = long.fixed(1, seed=400 + k)
+            if clip.audio is None:
+                break
+            text, mask, pooled = prompts.batch(clip.captions)
+            cond = Conditioning(text, mask, pooled, clip.actions)
+            _, pcm = _continue(model, vae, rcfg, cond, cond, *_history(model, clip, history), n_new, k, aae=aae)
+            episode, start = clip.start[0]
+            a0 = (start + history * cf) * episode.manifest["samples_per_frame"]
+            real_pcm = torch.from_numpy(np.array(episode.audio()[a0 : a0 + len(pcm)]))
+            ha = _history(model, clip, history)[1]
+            astate = {}
+            aae.decode(ha, astate)
+            rec_pcm = aae.decode(clip.audio[:, ha.shape[1] :], astate)[0].float()[: len(pcm)]
+            sd.append(spectral_distance(pcm[None], real_pcm[None]))
+            sd_ae.append(spectral_distance(rec_pcm[None], real_pcm[None]))
+        if sd:
+            res["audio_spectral_distance_db"] = float(np.mean(sd))
+            res["audio_spectral_distance_ae_ceiling_db"] = float(np.mean(sd_ae))
     res["seconds"] = time.perf_counter() - t_start
     if out is not None:
         out = Path(out)

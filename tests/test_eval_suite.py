@@ -1,0 +1,32 @@
+"""`worldstream eval suite`: several models side by side, resumable, with a clear error for a bad spec."""
+import json
+
+import pytest
+
+from worldstream.eval import suite
+from worldstream.eval.suite import SuiteConfig, parse_spec, run_suite
+
+TINY = SuiteConfig(clips=1, walk_frames=4, prompt_frames=3, revisit_episodes=1, revisit_seconds=0.5,
+                   drift_minutes=0.004, speed_chunks=3, judge_renders=16, judge_steps=2, audio_frames=4)
+
+
+def test_suite_table_json_plot_and_resume(tiny_teacher, latent_dataset, tmp_path, monkeypatch):
+    specs = [parse_spec(f"teacher={tiny_teacher},sampler=euler,steps=1"),
+             parse_spec(f"dense={tiny_teacher},sampler=x0,steps=1,text=1,action=1,topk=64")]
+    res = run_suite(specs, str(latent_dataset), tmp_path, TINY, progress=False, log=lambda *a: None)
+    rows = [x for x in res["table"].splitlines() if x.startswith("| teacher") or x.startswith("| dense")]
+    assert len(rows) == 2 and "mem top-64" in rows[0] + rows[1]
+    saved = json.loads((tmp_path / "models" / "dense.json").read_text())
+    assert saved["view"]["memory_topk"] == 64 and saved["rollout"]["sampler"] == "x0"
+    q = saved["quality"]
+    assert 0 < q["next_frame_ssim"] <= 1 and q["audio_spectral_distance_db"] > 0 and saved["drift"]["per_minute"]
+    assert (tmp_path / "drift.png").stat().st_size > 0 and (tmp_path / "suite.md").exists()
+    monkeypatch.setattr(suite, "evaluate_model", lambda *a, **k: pytest.fail("measured twice"))
+    again = run_suite(specs, str(latent_dataset), tmp_path, TINY, progress=False, log=lambda *a: None)
+    assert again["table"] == res["table"]  # results on disk are reused
+
+
+@pytest.mark.parametrize("bad", ["noequals", "x=", "x=p,steps=two", "x=p,colour=red"])
+def test_bad_model_spec_says_what_to_write(bad):
+    with pytest.raises(ValueError, match="model spec"):
+        parse_spec(bad)
