@@ -109,7 +109,7 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
         raise ValueError("these streams cannot step together (not full yet, or different models/settings)")
     t0 = time.perf_counter()
     s0 = streams[0]
-    w, m = s0.world, s0.world.model
+    w, m = s0.world, s0._model()
     cf = m.cfg.chunk_frames
     for s in streams:  # prompt changes, actions: each stream's own events, on its own cache
         with s._lock:

@@ -76,6 +76,7 @@ class World:
         from ..data.latents import PromptBank
 
         self.model, self.meta, self.vae, self.aae = model, meta, vae, aae
+        self._bf16_model = None
         self.prompts = prompts or PromptBank()
         self.vocab = ActionVocab(tuple(meta["actions"]["names"]), tuple(meta["actions"].get("axes", [])))
         self.fps = int(meta["fps"])
@@ -124,6 +125,24 @@ class World:
 
     def rollout_config(self) -> RolloutConfig:
         return recommended_rollout(self.meta)
+
+    def runtime_model(self, bf16: bool):
+        """The transformer a stream runs. Under CPU bf16 autocast, a copy whose linear layers hold
+        their weights in bf16 already: autocast would otherwise re-cast every weight on every pass
+        (log.md: ~870 casts a chunk), and it rounds them exactly the same way, so the frames are the
+        same. ``self.model`` (fp32) stays the master; its config (the attention view) is shared."""
+        if not bf16 or next(self.model.parameters()).device.type != "cpu":
+            return self.model
+        if self._bf16_model is None:
+            import copy
+
+            m = copy.deepcopy(self.model)
+            for mod in m.modules():
+                if isinstance(mod, torch.nn.Linear):
+                    mod.to(torch.bfloat16)
+            self._bf16_model = m.eval()
+        self._bf16_model.cfg = self.model.cfg  # a view changed on the master (memory budget, window) applies
+        return self._bf16_model
 
     def image_latent(self, img: np.ndarray) -> torch.Tensor:
         """An RGB image -> clean latents (1, 1, C, h, w) at the stream's size (resized, centre-cropped)."""
@@ -200,7 +219,7 @@ class Stream:
             events, self._pending = list(self._pending), collections.deque()
         with self._autocast():
             given = self._apply(events)
-        w, m = self.world, self.world.model
+        w, m = self.world, self._model()
         cf = m.cfg.chunk_frames
         acts = torch.tensor(self.actions)[:, None].repeat(1, cf)
         cond = Conditioning(self.text, self.text_mask, self.text_pooled, acts, action_offset=self.chunk * cf)
@@ -256,9 +275,14 @@ class Stream:
         return out
 
     # -- internals -----------------------------------------------------------------------------
+    def _bf16(self) -> bool:
+        return self.config.bf16 and next(self.world.model.parameters()).device.type == "cpu"
+
     def _autocast(self):
-        on = self.config.bf16 and next(self.world.model.parameters()).device.type == "cpu"
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=on)
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16())
+
+    def _model(self):
+        return self.world.runtime_model(self._bf16())
 
     def _reset_context(self) -> None:
         """Empty caches and decode state: a new world (at start, or restarting from an image)."""
@@ -309,7 +333,7 @@ class Stream:
 
     def _change_prompts(self, rows: torch.Tensor) -> None:
         """New prompt keys/values in every text branch; re-encode the window for the changed rows."""
-        m = self.world.model
+        m = self._model()  # (called under autocast, from _apply)
         self._encode_prompts()
         for b in self.branches:
             if not b.use_text:
@@ -320,7 +344,7 @@ class Stream:
                 self._recache(b, rows, old)
 
     def _recache(self, b: Branch, rows: torch.Tensor, old: tuple[list, list]) -> None:
-        cache, m = b.cache, self.world.model
+        cache, m = b.cache, self._model()
         kept = sorted(set(cache.chunk_of.tolist()))
         window = [c for c in kept if c >= cache.sinks]
         if not window:

@@ -126,7 +126,8 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
 
     small = preset == "tiny"
     kw = dict(clips=1 if small else 12, walk_frames=8 if small else 48, prompt_frames=6 if small else 72,
-              classifier_steps=5 if small else 2000, classifier_renders=20 if small else 3000)
+              classifier_steps=5 if small else 2000, classifier_renders=20 if small else 3000,
+              audio_frames=8 if small else 48)
     results = {
         "teacher": eval_teacher(runs / "teacher_view", data, RolloutConfig(sampler="euler", steps=2 if small else 8),
                                 out=root / "eval" / "teacher", **kw),
