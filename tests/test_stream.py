@@ -1,6 +1,8 @@
 """The streaming engine: events and their timing, replay, batching, bounded memory, bad input."""
 import dataclasses
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -180,6 +182,10 @@ def test_generate_follows_a_timed_events_file(tiny_teacher, tmp_path):
     assert main(["generate", "--checkpoint", str(tiny_teacher), "--events", str(tmp_path / "bad.jsonl"),
                  "--out", str(out)]) == 2
     assert main(["generate", "--checkpoint", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    # begin in a real frame of the built-in world (as `play` does), the repository's example tour
+    assert main(["generate", "--checkpoint", str(tiny_teacher), "--start", "overworld", "--events",
+                 str(Path(__file__).parents[1] / "examples" / "tour.jsonl"),
+                 "--seconds", "0.25", "--sampler", "x0", "--steps", "1", "--out", str(out)]) == 0
 
 
 def test_long_stream_and_latency_measurements_run(world, latent_dataset, tmp_path):

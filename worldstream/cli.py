@@ -232,7 +232,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from .engine.generate import load_world_model
 
     res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a, load_world_model(a.checkpoint)[1]), seed=a.seed,
-                   events=a.events, size=size)
+                   events=a.events, size=size, start=a.start)
     print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks, "
           f"{res['seconds_per_chunk_p50'] * 1000:.0f} ms per chunk p50)")
     return 0
@@ -457,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     gn.add_argument("--seconds", type=float, default=4.0)
     gn.add_argument("--events", help="timed events file: JSON Lines of {t, action|prompt|image|audio}")
     gn.add_argument("--size", help="WIDTHxHEIGHT to generate at (default: the first training resolution)")
+    gn.add_argument("--start", choices=("overworld", "empty"), default="empty",
+                    help="begin in a real frame of the built-in world (at a place chosen by --seed) or from nothing")
     gn.add_argument("--out", default="generated.mp4")
     _rollout_args(gn)
     gn.add_argument("--seed", type=int, default=0)

@@ -111,7 +111,8 @@ def script_events(spec: str, vocab: ActionVocab, fps: int) -> list[tuple[float, 
 @torch.no_grad()
 def generate(checkpoint: str | Path | None, prompt: str, actions: str, seconds: float, out: str | Path,
              rollout_cfg: RolloutConfig | None = None, seed: int = 0, progress: bool = True,
-             events: str | Path | None = None, size: tuple[int, int] | None = None) -> dict[str, Any]:
+             events: str | Path | None = None, size: tuple[int, int] | None = None,
+             start: str = "empty") -> dict[str, Any]:
     """Stream ``seconds`` of world from a prompt, an action script and/or a timed events file into
     an MP4 with sound, chunk by chunk (memory stays flat for any length)."""
     from ..data.video import PreviewWriter
@@ -123,7 +124,15 @@ def generate(checkpoint: str | Path | None, prompt: str, actions: str, seconds: 
         timed = sorted(timed + load_events(events, world.sample_rate), key=lambda x: x[0])
     for _, ev in timed:  # every event checked before the first frame, not when its time comes
         validate(ev, world.vocab, 1, world.sample_rate)
-    stream = world.stream(prompt, seed=seed, config=StreamConfig(rollout=rollout_cfg))
+    image = None
+    if start == "overworld":  # begin in a real frame of the built-in world at a seed-chosen place (as `play` does)
+        from ..serve.server import overworld_start
+
+        image, caption = overworld_start(world.width, world.height)(seed)
+        prompt = prompt or caption
+    elif start != "empty":
+        raise ValueError(f"start {start!r}: use 'overworld' or 'empty'")
+    stream = world.stream(prompt, image=image, seed=seed, config=StreamConfig(rollout=rollout_cfg))
     n_chunks = max(1, int(round(seconds * world.fps / world.frames_per_chunk)))
     bar = None
     if progress:
