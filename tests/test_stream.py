@@ -1,6 +1,5 @@
 """The streaming engine: events and their timing, replay, batching, bounded memory, bad input."""
 import dataclasses
-
 from pathlib import Path
 
 import numpy as np
