@@ -78,6 +78,7 @@ class SuiteConfig:
     walk_frames: int = 48
     prompt_frames: int = 72
     revisit_episodes: int = 2
+    revisit_data: str = ""  # a dataset with long held-out episodes (loop-backs up to 75 s); default: the main one
     revisit_seconds: float = 100.0  # long enough for loop-backs up to 75 s apart
     drift_minutes: float = 10.0
     speed_chunks: int = 120
@@ -102,7 +103,7 @@ def evaluate_model(spec: ModelSpec, dataset: str, cfg: SuiteConfig, judge, progr
     res["quality"] = eval_teacher(world, dataset, rcfg, clips=cfg.clips, walk_frames=cfg.walk_frames,
                                   prompt_frames=cfg.prompt_frames, judge=judge, audio_frames=cfg.audio_frames)
     if cfg.revisit_episodes:
-        res["revisits"] = revisits(world, dataset_paths(dataset)[0], rcfg, episodes=cfg.revisit_episodes, seconds=cfg.revisit_seconds,
+        res["revisits"] = revisits(world, cfg.revisit_data or dataset_paths(dataset)[0], rcfg, episodes=cfg.revisit_episodes, seconds=cfg.revisit_seconds,
                                    progress=progress, modes=("memory_on",))["summary"]
     if cfg.drift_minutes:
         d = long_stream(world, dataset_paths(dataset)[0], cfg.drift_minutes, rcfg, progress=progress, judge=judge)
