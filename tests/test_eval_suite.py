@@ -24,6 +24,11 @@ def test_suite_table_json_plot_and_resume(tiny_teacher, latent_dataset, tmp_path
     monkeypatch.setattr(suite, "evaluate_model", lambda *a, **k: pytest.fail("measured twice"))
     again = run_suite(specs, str(latent_dataset), tmp_path, TINY, progress=False, log=lambda *a: None)
     assert again["table"] == res["table"]  # results on disk are reused
+    monkeypatch.undo()
+    quick = run_suite([parse_spec(f"nospeed={tiny_teacher},sampler=x0,steps=1,text=1,action=1")], str(latent_dataset), tmp_path,
+                      SuiteConfig(**{**TINY.__dict__, "speed_chunks": 0, "revisit_episodes": 0, "drift_minutes": 0}),
+                      progress=False, log=lambda *a: None)
+    assert "| nospeed | x0 x1, mem top-2 | – | – |" in quick["table"]
 
 
 @pytest.mark.parametrize("bad", ["noequals", "x=", "x=p,steps=two", "x=p,colour=red"])

@@ -41,7 +41,7 @@ def test_the_whole_pipeline_runs_and_resumes_on_the_tiny_preset(tmp_path):
     assert main(["train", "all", "--preset", "tiny", "--out", str(tmp_path)]) == 0
     for run in ("video_ae", "audio_ae", "teacher", "teacher_view", "student"):
         assert (tmp_path / "runs" / run / "model.safetensors").exists(), run
-    assert (tmp_path / "eval" / "summary.json").exists()
+    assert (tmp_path / "eval" / "summary.json").exists() and (tmp_path / "bundle" / "MANIFEST.json").exists()
     world = World.load(tmp_path / "runs" / "student")
     assert world.model.cfg.window == 3 and world.model.cfg.memory_topk == 2  # trained with the streaming view
     t = (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime

@@ -277,7 +277,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         specs = [parse_spec(m) for m in (a.model or ["default=default"])]
         cfg = SuiteConfig(clips=a.clips, walk_frames=a.walk_frames, prompt_frames=a.prompt_frames,
                           revisit_episodes=a.revisit_episodes, revisit_seconds=a.revisit_seconds,
-                          revisit_data=a.revisit_data or "",
+                          revisit_data=a.revisit_data or "", speed_chunks=a.speed_chunks,
                           drift_minutes=a.drift_minutes)
         res = run_suite(specs, a.data, a.out, cfg, force=a.force)
         print(res["table"])
@@ -490,6 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "PATH default = the shipped model)")
     ev.add_argument("--drift-minutes", type=float, default=10.0, help="suite: length of the drift stream")
     ev.add_argument("--revisit-episodes", type=int, default=2, help="suite: held-out episodes followed for revisits")
+    ev.add_argument("--speed-chunks", type=int, default=120,
+                    help="suite: chunks timed per model (0: skip, e.g. when the CPU is shared; use bench engine alone)")
     ev.add_argument("--revisit-data", help="suite: dataset with long held-out episodes for revisits (default: --data)")
     ev.add_argument("--force", action="store_true", help="suite: re-measure models that already have results")
     ev.add_argument("--checkpoint", help="teacher, stream: the world model (default: the shipped model)")

@@ -81,7 +81,7 @@ class SuiteConfig:
     revisit_data: str = ""  # a dataset with long held-out episodes (loop-backs up to 75 s); default: the main one
     revisit_seconds: float = 100.0  # long enough for loop-backs up to 75 s apart
     drift_minutes: float = 10.0
-    speed_chunks: int = 120
+    speed_chunks: int = 120  # 0: no speed columns (when the suite shares the CPU; use `bench engine` alone)
     judge_renders: int = 3000
     judge_steps: int = 2000
     audio_frames: int = 48
@@ -99,7 +99,8 @@ def evaluate_model(spec: ModelSpec, dataset: str, cfg: SuiteConfig, judge, progr
                            "rollout": dataclasses.asdict(rcfg),
                            "view": {k: getattr(world.model.cfg, k) for k in ("window", "sinks", "memory_topk", "memory_p")},
                            "config": dataclasses.asdict(cfg)}
-    res["speed"] = bench_engine(world, rcfg, chunks=cfg.speed_chunks, latency_trials=10)
+    if cfg.speed_chunks:
+        res["speed"] = bench_engine(world, rcfg, chunks=cfg.speed_chunks, latency_trials=10)
     res["quality"] = eval_teacher(world, dataset, rcfg, clips=cfg.clips, walk_frames=cfg.walk_frames,
                                   prompt_frames=cfg.prompt_frames, judge=judge, audio_frames=cfg.audio_frames)
     if cfg.revisit_episodes:
@@ -147,7 +148,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
             "colour dist. min 1 → last | audio spectral dist. dB (AE) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
-        ro, sp, q = r["rollout"], r["speed"], r["quality"]
+        ro, sp, q = r["rollout"], r.get("speed"), r["quality"]
         sampler = f"{ro['sampler']} x{ro['steps']}" + ("" if ro["text_scale"] == 1 and ro["action_scale"] == 1
                                                        else f" cfg {ro['text_scale']:g}/{ro['action_scale']:g}")
         v = r["view"]
@@ -165,8 +166,9 @@ def format_table(results: list[dict[str, Any]]) -> str:
         else:
             sharp = col = "–"
         lines.append(
-            f"| {r['name']} | {sampler} | {sp['ms_per_chunk']['p50']:.1f} / {sp['ms_per_chunk']['p95']:.1f} | "
-            f"{sp['fps']:.1f} | {q['next_frame_psnr_db']:.2f} ({q['next_frame_psnr_ae_ceiling_db']:.2f}) | "
+            f"| {r['name']} | {sampler} | "
+            + (f"{sp['ms_per_chunk']['p50']:.1f} / {sp['ms_per_chunk']['p95']:.1f} | {sp['fps']:.1f} | " if sp else "– | – | ")
+            + f"{q['next_frame_psnr_db']:.2f} ({q['next_frame_psnr_ae_ceiling_db']:.2f}) | "
             f"{_f(q.get('next_frame_ssim'), '{:.3f}')} | {q['action_following']:.0%} of {q['action_following_spans']} | "
             f"{_f(with_, '{:.0%}')} / {_f(without, '{:.0%}')} | {rev} | {sharp} | {col} | "
             f"{_f(q.get('audio_spectral_distance_db'), '{:.1f}')} ({_f(q.get('audio_spectral_distance_ae_ceiling_db'), '{:.1f}')}) |")

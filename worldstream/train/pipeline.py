@@ -2,7 +2,7 @@
 
     record (two resolutions) -> video and audio autoencoders -> latents -> teacher (unbounded view)
     -> teacher fine-tuned with the streaming view (window, sinks, memory) -> student (1-4 steps)
-    -> evaluation
+    -> evaluation -> a self-contained bundle of the student (``worldstream export``)
 
 Every stage is a trainer that resumes by itself, so re-running the same command after an
 interruption carries on where it stopped; finished stages are skipped. ``tiny`` runs the whole
@@ -137,5 +137,10 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
     }
     (root / "eval").mkdir(parents=True, exist_ok=True)
     (root / "eval" / "summary.json").write_text(json.dumps(results, indent=1, default=str))
-    log(f"done: {runs / 'student'} (student), {root / 'eval' / 'summary.json'}")
+    from ..weights import export_bundle
+
+    bundle = export_bundle(runs / "student", root / "bundle")
+    log(f"done: {runs / 'student'} (student), {root / 'eval' / 'summary.json'}, and {bundle['out']}: the student with "
+        f"its autoencoders in one folder ({bundle['bytes'] / 2**20:.0f} MB; `worldstream export {runs / 'student'}` "
+        "makes it the package's default model)")
     return results
