@@ -22,7 +22,8 @@ from ..checkpoint import load_json
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
     """The defaults are the shipped model's recipe, sized to about two hours on the 2-core CPU
-    (log.md, 2026-11-25: AE ~0.29 s/step, teacher ~1.05 s/step, view ~3.5 s/step, student ~4.5 s/step)."""
+    (log.md, 2026-11-25, fourth session: video AE ~0.28 s/step, audio AE ~0.19, teacher ~2.1,
+    view ~7, student ~9)."""
     episodes: int = 40
     frames: int = 480
     size: tuple[int, int] = (128, 128)
@@ -33,15 +34,15 @@ class PipelineConfig:
     audio_ae: str = "default"
     audio_ae_steps: int = 1500
     omni: str = "default"
-    teacher_steps: int = 2000
+    teacher_steps: int = 1000
     teacher_chunks: int = 8
-    view_steps: int = 300
+    view_steps: int = 120
     view_chunks: int = 16  # 32 with window 12 cost 15 s/step; 16 with window 8 cost 3.5 (log.md)
     view_continuation: float = 0.35  # share of clean-history batches in the view fine-tune
     window: int = 8
     sinks: int = 1
     memory_topk: int = 4
-    student_steps: int = 400
+    student_steps: int = 150
     student_history: int = 8
     student_rollout: int = 16
     student_teacher_steps: int = 6
