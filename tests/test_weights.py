@@ -27,6 +27,12 @@ def test_bundle_streams_like_its_run_and_stands_alone(tiny_teacher, tmp_path):
     assert "noise_rng" not in json.loads((moved / "config.json").read_text())  # training state stays behind
 
 
+def test_teacher_bundle_refuses_a_step_count(tiny_teacher, tmp_path):
+    with pytest.raises(CheckpointError, match="no recommended sampler"):
+        export_bundle(tiny_teacher, tmp_path / "s", steps=1)
+    assert not (tmp_path / "s").exists()
+
+
 def test_half_bundle_loads_and_is_close(tiny_teacher, tmp_path):
     res = export_bundle(tiny_teacher, tmp_path / "h")
     full = (tiny_teacher / "model.safetensors").stat().st_size

@@ -62,13 +62,17 @@ def verify(folder: str | Path) -> None:
                               "re-run `worldstream export`) or name another checkpoint")
 
 
-def export_bundle(run: str | Path, out: str | Path, half: bool = True) -> dict[str, Any]:
-    """Copy a trained world model run and its autoencoders into one self-contained folder."""
+def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: int | None = None) -> dict[str, Any]:
+    """Copy a trained world model run and its autoencoders into one self-contained folder;
+    ``steps`` sets the sampler step count the bundle recommends (what front ends run by default)."""
     from ..engine.generate import load_autoencoders, load_world_model
 
     run, out = Path(run), Path(out)
     model, meta = load_world_model(run)  # refuses anything that is not a world model
     load_autoencoders(meta, run)  # the autoencoders exist and match their recorded SHA-256
+    if steps is not None and "rollout" not in meta:
+        raise CheckpointError(f"{run}: a teacher has no recommended sampler to set --steps on; pass sampler "
+                              "options at run time instead")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -91,6 +95,8 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True) -> dict[s
                             source=str(src))
     slim = {k: v for k, v in meta.items() if k not in _TRAIN_ONLY}
     slim.update(latents=latents, source=str(run.resolve()), weights_dtype="bfloat16" if half else "float32")
+    if steps is not None:
+        slim["rollout"] = dict(slim["rollout"], steps=steps)
     save_json(tmp / "config.json", slim)
     files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
     (tmp / MANIFEST).write_text(json.dumps({"sha256": {f: sha256_of(tmp / f) for f in files}}, indent=1) + "\n")
