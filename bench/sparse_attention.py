@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from worldstream.model.cache import chunk_means
 from worldstream.model.omni import Omni, omni_preset
 
 
@@ -37,6 +38,7 @@ def filled_cache(model: Omni, memory: int, window: int, B: int = 1):
         cache.v[i] = torch.randn(B, H, len(kept) * n, Dh, generator=g)
         cache.mem_k[i] = torch.randn(B, H, memory * cfg.memory_tokens, Dh, generator=g)
         cache.mem_v[i] = torch.randn(B, H, memory * cfg.memory_tokens, Dh, generator=g)
+        cache.mem_kmean[i] = chunk_means(cache.mem_k[i], cfg.memory_tokens)  # kept with the bank, as eviction does
     cache.text_valid = torch.ones(B, 12, dtype=torch.bool)
     cache.chunk_of = torch.tensor(kept).repeat_interleave(n)
     cache.time_of = cache.chunk_of.clone()
