@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.format import Dataset
+from ..data.format import Dataset, DatasetError
 from ..data.latents import LatentClips, PromptBank, dataset_paths
 from ..data.png import grid, save_png
 from ..data.video import write_preview_mp4
@@ -169,10 +169,14 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
     res["prompt_adherence"] = adherence
     # 4. sound: continue under the true actions and prompt; spectral distance to the real sound
     if aae is not None and audio_frames > 0:
-        n_new = audio_frames // cf
-        long = LatentClips(dataset, meta["train"]["latents"], "heldout", (history + n_new) * cf, seed=11)
+        n_new, long = audio_frames // cf, None
+        while long is None and n_new >= 1:  # as long a span as the held-out episodes hold
+            try:
+                long = LatentClips(dataset, meta["train"]["latents"], "heldout", (history + n_new) * cf, seed=11)
+            except DatasetError:
+                n_new //= 2
         sd, sd_ae = [], []
-        for k in range(max(1, clips // 3)):
+        for k in range(max(1, clips // 3) if long is not None else 0):
             clip = long.fixed(1, seed=400 + k)
             if clip.audio is None:
                 break
