@@ -229,9 +229,9 @@ def cmd_generate(a: argparse.Namespace) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     size = tuple(int(x) for x in a.size.lower().split("x")) if a.size else None
-    from .engine.generate import load_world_model
+    from .engine.generate import checkpoint_meta
 
-    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a, load_world_model(a.checkpoint)[1]), seed=a.seed,
+    res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a, checkpoint_meta(a.checkpoint)), seed=a.seed,
                    events=a.events, size=size, start=a.start)
     print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks, "
           f"{res['seconds_per_chunk_p50'] * 1000:.0f} ms per chunk p50)")
@@ -300,9 +300,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     else:
         from .eval.teacher import eval_teacher
 
-        from .engine.generate import load_world_model
+        from .engine.generate import checkpoint_meta
 
-        res = eval_teacher(a.checkpoint, a.data, _rollout_config(a, load_world_model(a.checkpoint)[1]), clips=a.clips, out=a.out, walk_frames=a.walk_frames,
+        res = eval_teacher(a.checkpoint, a.data, _rollout_config(a, checkpoint_meta(a.checkpoint)), clips=a.clips, out=a.out, walk_frames=a.walk_frames,
                            prompt_frames=a.prompt_frames)
         print(json.dumps({k: v for k, v in res.items() if k != "rollout"}, indent=1))
     return 0

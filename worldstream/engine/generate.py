@@ -38,6 +38,13 @@ def load_world_model(path: str | Path | None) -> tuple[Omni, dict[str, Any]]:
     return model.eval(), meta
 
 
+def checkpoint_meta(path: str | Path | None) -> dict[str, Any]:
+    """A world model checkpoint's config.json alone (no weights): enough to pick its sampler."""
+    from ..weights import resolve
+
+    return load_json(resolve(path) / "config.json")
+
+
 def load_autoencoders(meta: dict[str, Any], base: str | Path | None = None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The autoencoders a world model was trained with; relative paths (a bundle's) are under ``base``."""
     ident = meta["latents"]
