@@ -19,6 +19,10 @@ Token stream (one chunk = ``chunk_frames`` latent frames; shapes for one sample)
 * Each chunk and modality has its own noise level t (diffusion forcing, Chen et al. 2024); it
   conditions the tokens through adaLN-Zero (Peebles & Xie 2023, DiT sec. 3.2) together with the
   pooled text embedding. The model predicts flow-matching velocities for video and audio.
+* The conditioning is the same for every token of one frame and modality, so it is made once per
+  such *group* (a few rows, not one per token) and the adaLN projections, a third of a block's
+  matmul work, run on the groups; tokens pick their group's modulation by index (by broadcast
+  when a pass has one group, as a streamed one-frame chunk has).
 """
 from __future__ import annotations
 
@@ -104,11 +108,16 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.weight)  # adaLN-Zero: every block starts as the identity
         nn.init.zeros_(self.ada.bias)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, rot: Rotation, ctx: ViewContext,
-                cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, group: torch.Tensor | None, rot: Rotation,
+                ctx: ViewContext, cache: KVCache | None, layer: int) -> torch.Tensor:
+        """x (B, N, D); cond (B, G, D) per conditioning group, ``group`` (N,) each token's group
+        (None: one group, broadcast)."""
         B, N, D = x.shape
         H = self.heads
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(F.silu(cond)).chunk(6, dim=-1)  # each (B, N, D)
+        mod = self.ada(F.silu(cond))
+        if group is not None:
+            mod = mod[:, group]
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # each (B, N or 1, D)
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.qkv(h).view(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
         q, k = rot(self.q_norm(q)), rot(self.k_norm(k))  # row/column only
@@ -130,6 +139,7 @@ class Omni(nn.Module):
         self.text_in = nn.Linear(cfg.text_width, D)
         self.text_pool = nn.Linear(cfg.text_width, D)
         self.modality = nn.Embedding(4, D)
+        self._layouts: dict = {}  # (K, h, w) -> token layout at start frame 0
         self.t_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.out_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
@@ -144,12 +154,21 @@ class Omni(nn.Module):
     # -- token layout ------------------------------------------------------------------------------
     def layout(self, K: int, h: int, w: int, start_frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-token (modality, chunk index, position (t, row, col)) for K chunks of one sample."""
+        if (K, h, w) not in self._layouts:  # made once per shape: a stream asks for the same one every pass
+            self._layouts[(K, h, w)] = self._layout(K, h, w)
+        mods, chunks, pos = self._layouts[(K, h, w)]
+        if start_frame:
+            pos = pos.clone()
+            pos[:, 0] += start_frame
+        return mods, chunks, pos
+
+    def _layout(self, K: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg, p = self.cfg, self.cfg.patch
         gh, gw = h // p, w // p
         mods, chunks, pos = [], [], []
         for c in range(K):
             for f in range(cfg.chunk_frames):
-                t = start_frame + c * cfg.chunk_frames + f
+                t = c * cfg.chunk_frames + f
                 mods.append(torch.tensor([ACTION])), chunks.append(torch.tensor([c])), pos.append(torch.tensor([[t, 0, 0]]))
                 rr, cc = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
                 n = gh * gw
@@ -197,31 +216,41 @@ class Omni(nn.Module):
         mods, chunk_of, pos = self.layout(K, h, w, start_frame)
         mods, chunk_of, pos = mods.to(x.device), chunk_of.to(x.device), pos.to(x.device)
         x = x + self.modality(mods)[None]
-        # conditioning per token: its chunk's noise level for its modality (actions follow video) + pooled text
-        t_tok = t_video[:, chunk_of]
+        # conditioning per group (one frame, one modality): its chunk's noise level for its modality
+        # (actions follow video), the frame's action, the pooled text
+        is_audio = (mods == AUDIO).long()
+        key = (pos[:, 0] - start_frame) * 2 + is_audio
+        g_key, group = torch.unique(key, return_inverse=True)
+        g_frame, g_audio = g_key // 2, g_key % 2 == 1
+        g_chunk = g_frame // cfg.chunk_frames
+        t_g = t_video[:, g_chunk]
         if cfg.audio_channels:
-            t_tok = torch.where((mods == AUDIO)[None], t_audio[:, chunk_of], t_tok)
-        cond = self.t_mlp(timestep_embedding(t_tok, D))  # (B, N, D)
+            t_g = torch.where(g_audio[None], t_audio[:, g_chunk], t_g)
+        cond = self.t_mlp(timestep_embedding(t_g, D))  # (B, G, D)
         if self.action_cond is not None:  # a token of frame f is modulated by the action of frame f
-            cond = cond + self.action_cond(action_ids)[:, pos[:, 0] - start_frame]
+            cond = cond + self.action_cond(action_ids)[:, g_frame]
         if text_pooled is not None:
             cond = cond + self.text_pool(text_pooled)[:, None]
-        n_stream = x.shape[1]
+        n_stream, n_groups = x.shape[1], cond.shape[1]
         # the text prefix goes into this pass unless the cache already holds the prompt
         n_text = 0
         if text is not None and (cache is None or not cache.has_text):
             tx, tcond = self._text_tokens(text, text_pooled)
-            x, cond, n_text = torch.cat([tx, x], dim=1), torch.cat([tcond, cond], dim=1), text.shape[1]
+            n_text = text.shape[1]
+            x, cond = torch.cat([tx, x], dim=1), torch.cat([tcond, cond], dim=1)
+            group = torch.cat([torch.zeros(n_text, dtype=group.dtype, device=group.device), group + 1])
         first_chunk = cache.n_chunks if cache is not None else start_frame // cfg.chunk_frames
         ctx = self._context(first_chunk + chunk_of, pos[:, 0], start_frame, n_text,
                             text_mask if n_text else None, B, x.device)
         if cache is not None:
             cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
         pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
-        x = self._blocks(x, cond, pos_sp, ctx, cache)
+        x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache)
         x = x[:, x.shape[1] - n_stream :]
-        cond = cond[:, cond.shape[1] - n_stream :]
-        shift, scale = self.out_ada(F.silu(cond)).chunk(2, dim=-1)
+        mod = self.out_ada(F.silu(cond[:, cond.shape[1] - n_groups :]))
+        if n_groups > 1:
+            mod = mod[:, group[len(group) - n_stream :] - (1 if n_text else 0)]
+        shift, scale = mod.chunk(2, dim=-1)
         x = self.out_norm(x) * (1 + scale) + shift
         per_chunk = x.view(B, Fr, -1, D)
         vv = self.video_out(per_chunk[:, :, 1 : 1 + gh * gw])  # (B, F, gh*gw, C*p*p)
@@ -232,10 +261,11 @@ class Omni(nn.Module):
         return vv, va
 
     def _text_tokens(self, text: torch.Tensor, text_pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prompt's tokens (B, Nt, D) and their one conditioning group (B, 1, D)."""
         B, Nt, _ = text.shape
         D = self.cfg.width
         tx = self.text_in(text) + self.modality.weight[TEXT]
-        cond = self.t_mlp(timestep_embedding(torch.zeros(B, Nt, device=text.device), D))
+        cond = self.t_mlp(timestep_embedding(torch.zeros(B, 1, device=text.device), D))
         if text_pooled is not None:
             cond = cond + self.text_pool(text_pooled)[:, None]
         return tx, cond
@@ -257,14 +287,14 @@ class Omni(nn.Module):
                            time_angles=time_angles, sinks=cfg.sinks, window=cfg.window, memory_tokens=cfg.memory_tokens,
                            memory_topk=cfg.memory_topk, memory_p=cfg.memory_p, tokens_per_chunk=len(chunk_of) // max(n_chunks, 1))
 
-    def _blocks(self, x: torch.Tensor, cond: torch.Tensor, pos: torch.Tensor, ctx: ViewContext,
-                cache: KVCache | None) -> torch.Tensor:
+    def _blocks(self, x: torch.Tensor, cond: torch.Tensor, group: torch.Tensor | None, pos: torch.Tensor,
+                ctx: ViewContext, cache: KVCache | None) -> torch.Tensor:
         """Run the blocks; ``pos`` rotates by row and column here, time is the attention view's job."""
         pos = pos.clone()
         pos[:, 0] = 0
         rot = Rotation(rope_angles(pos, self.cfg.width // self.cfg.heads, self.cfg.rope_theta))
         for i, block in enumerate(self.blocks):
-            x = block(x, cond, rot, ctx, cache, i)
+            x = block(x, cond, group, rot, ctx, cache, i)
         return x
 
     def new_cache(self, memory_chunks: int = 256) -> KVCache:
@@ -285,5 +315,5 @@ class Omni(nn.Module):
         ctx = self._context(empty, empty, 0, Nt, text_mask, B, text.device)
         cache.text = [None] * cache.n_layers  # the pass below must not read the old prompt
         cache.stage_info(empty, empty, ctx.text_valid)
-        self._blocks(tx, cond, torch.zeros(Nt, 3, dtype=torch.long, device=text.device), ctx, cache)
+        self._blocks(tx, cond, None, torch.zeros(Nt, 3, dtype=torch.long, device=text.device), ctx, cache)
         cache.commit()
