@@ -168,3 +168,67 @@ def test_memory_near_the_query_position_is_retrieved_first():
     last = seen[-1][0, 0]  # the last chunk's choice in the last layer
     assert torch.equal(last.nonzero().flatten(), torch.tensor([1]))  # memory index 1 = chunk 2, the place it is back at
     assert torch.isnan(cache.mem_pos).sum() == 0 and cache.mem_pos.shape == (1, 6, 2)  # chunks 1..6, with positions
+
+
+def _rollout(m, rcfg, defer, n=14, positions=True, memory_chunks=4):
+    """Chunks from generate_chunk, committing each at once or deferred into the next chunk's first pass."""
+    from worldstream.engine.rollout import Conditioning, generate_chunk, make_branches
+
+    x = _inputs(B=2, K=n)
+    cond = Conditioning(x["text"], x["text_mask"], x["text_pooled"], x["actions"].clamp(min=0))
+    branches = make_branches(m, rcfg)
+    for b in branches:
+        b.cache = m.new_cache(memory_chunks=memory_chunks)
+    g = [torch.Generator().manual_seed(s) for s in (0, 1)]
+    calls = []
+    hook = m.register_forward_hook(lambda *_: calls.append(1))
+    out = []
+    try:
+        for c in range(n):
+            for b in branches:  # wanders off and comes back: position retrieval has work to do
+                b.cache.position = torch.tensor([[float(c % 5), 0.0], [0.0, float(c % 3)]]) if positions else None
+            v, _ = generate_chunk(m, branches, rcfg, cond, c, (8, 4, 6), g, defer=defer)
+            out.append(v)
+    finally:
+        hook.remove()
+    return torch.cat(out, 1), len(calls), branches
+
+
+@torch.no_grad()
+def test_a_commit_deferred_into_the_next_pass_gives_the_same_chunks_in_half_the_calls():
+    from worldstream.engine.rollout import RolloutConfig
+
+    m = _model(window=3, sinks=1, memory_topk=2, memory_tokens=3)
+    student = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
+    now, calls_now, _ = _rollout(m, student, defer=False)
+    later, calls_later, branches = _rollout(m, student, defer=True)
+    # 14 chunks past a window of 3 and a bank of 4: eviction, sinks, the bank's horizon, positions
+    torch.testing.assert_close(later, now, rtol=0, atol=1e-4)
+    assert (calls_now, calls_later) == (28, 14)  # one transformer call per chunk instead of two
+    assert branches[0].pending is not None and branches[0].cache.n_chunks == 13  # the last one waits
+    # a guided teacher with three branches and two steps: each branch's first pass carries the commit
+    teacher = RolloutConfig(sampler="euler", steps=2, text_scale=2.0, action_scale=1.5)
+    now, calls_now, _ = _rollout(m, teacher, defer=False, n=8, positions=False)
+    later, calls_later, _ = _rollout(m, teacher, defer=True, n=8, positions=False)
+    torch.testing.assert_close(later, now, rtol=0, atol=1e-4)
+    assert (calls_now, calls_later) == (8 * 3 * 3, 8 * 3 * 2)
+
+
+@torch.no_grad()
+def test_prefill_and_a_new_prompt_flush_a_deferred_commit():
+    from worldstream.engine.rollout import Conditioning, RolloutConfig, flush, generate_chunk, make_branches, prefill
+
+    m, x = _model(window=6, sinks=1, memory_topk=2, memory_tokens=3), _inputs(B=2, K=6)
+    rcfg = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
+    cond = Conditioning(x["text"], x["text_mask"], x["text_pooled"], x["actions"].clamp(min=0))
+    branches = make_branches(m, rcfg)
+    generate_chunk(m, branches, rcfg, cond, 0, (8, 4, 6), defer=True)
+    assert branches[0].cache.n_chunks == 0
+    prefill(m, branches, cond, x["video"][:, 1:2], x["audio"][:, 2:4])  # real chunk 1 after made chunk 0
+    assert branches[0].pending is None and branches[0].cache.chunk_of.unique().tolist() == [0, 1]
+    generate_chunk(m, branches, rcfg, cond, 2, (8, 4, 6), defer=True)
+    new = Conditioning(x["text"] + 1, x["text_mask"], x["text_pooled"], x["actions"].clamp(min=0))
+    generate_chunk(m, branches, rcfg, new, 3, (8, 4, 6), defer=True)  # another prompt: chunk 2 commits alone first
+    assert branches[0].cache.chunk_of.unique().tolist() == [0, 1, 2]
+    flush(m, branches)
+    assert branches[0].pending is None and branches[0].cache.chunk_of.unique().tolist() == [0, 1, 2, 3]

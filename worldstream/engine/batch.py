@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.cache import KVCache
-from .rollout import Conditioning, generate_chunk
+from .rollout import Conditioning, flush, generate_chunk
 from .stream import Chunk, Stream
 
 
@@ -36,7 +36,7 @@ def signature(s: Stream) -> tuple | None:
             return None
         sink = c.chunk_of < c.sinks
         sig.append((tuple((c.chunk_of[~sink] - c.n_chunks).tolist()), int(sink.sum()),
-                    tuple((c.mem_chunk_of - c.n_chunks).tolist()), b.use_text, b.use_actions))
+                    tuple((c.mem_chunk_of - c.n_chunks).tolist()), b.use_text, b.use_actions, b.pending is not None))
     w = s.world
     return (id(w), tuple(w.latent_shape), s.rcfg, s.config.bf16, tuple(sig))
 
@@ -111,6 +111,9 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
     s0 = streams[0]
     w, m = s0.world, s0._model()
     cf = m.cfg.chunk_frames
+    for s in streams:  # a stream alone defers its last commit; stacked caches must hold every chunk
+        with s._autocast():
+            flush(m, s.branches)
     for s in streams:  # prompt changes, actions: each stream's own events, on its own cache
         with s._lock:
             events, s._pending = list(s._pending), type(s._pending)()
@@ -119,7 +122,7 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
     branches = []
     for j, b in enumerate(s0.branches):
         bb = type(b).__new__(type(b))
-        bb.use_text, bb.use_actions = b.use_text, b.use_actions
+        bb.use_text, bb.use_actions, bb.pending = b.use_text, b.use_actions, None
         bb.cache = _stack([s.branches[j].cache for s in streams])
         branches.append(bb)
     nt = max(s.text.shape[1] for s in streams)  # (the caches hold the prompts; the pooled ones condition adaLN)

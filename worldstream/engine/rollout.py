@@ -6,6 +6,12 @@ For each chunk: start from noise, integrate the velocity field with a sampler fr
 guidance as a closure over up to three conditioning branches (nothing / text / text + actions),
 then commit the clean chunk into each branch's KV cache with one more pass at t = 0, so later
 chunks attend to clean history (as in Self-Forcing and CausVid).
+
+A stream defers that commit (``defer=True``): the next chunk's first denoising pass carries the
+finished chunk too, at t = 0, and commits only it. The attention is block-causal, so the
+finished chunk's keys and values are exactly those of a pass of its own, and a 1-step student
+makes each chunk in one transformer call instead of two. Anything that needs the cache complete
+(a prompt change, prefill, stacking streams into a batch) calls ``flush`` first.
 """
 from __future__ import annotations
 
@@ -40,12 +46,24 @@ class Conditioning:
     action_offset: int = 0  # a stream passes only the current chunk's actions
 
 
+@dataclasses.dataclass
+class Pending:
+    """A finished chunk not yet in a branch's cache: what its commit pass would be given."""
+
+    video: torch.Tensor  # (B, cf, C, h, w) clean (or lightly noised) latents
+    audio: torch.Tensor | None
+    t: torch.Tensor  # (B, 1) their noise level
+    start_frame: int
+    kwargs: dict  # the branch's conditioning of that chunk (actions, text)
+
+
 class Branch:
     """One conditioning branch with its own KV cache."""
 
     def __init__(self, model: Omni, use_text: bool, use_actions: bool):
         self.cache = model.new_cache()
         self.use_text, self.use_actions = use_text, use_actions
+        self.pending: Pending | None = None  # a deferred commit
 
     def kwargs(self, cond: Conditioning, frames: slice) -> dict:
         frames = slice(frames.start - cond.action_offset, frames.stop - cond.action_offset)
@@ -81,6 +99,35 @@ class Given:
     blend_t: float = 0.6
 
 
+def _commit(model: Omni, b: Branch, p: Pending) -> None:
+    model(video=p.video, t_video=p.t, audio=p.audio, t_audio=p.t if p.audio is not None else None, cache=b.cache,
+          start_frame=p.start_frame, **p.kwargs)
+    b.cache.commit()
+
+
+@torch.no_grad()
+def flush(model: Omni, branches: list[Branch]) -> None:
+    """Run the deferred commit of every branch on its own, so the caches hold every finished chunk."""
+    for b in branches:
+        if b.pending is not None:
+            p, b.pending = b.pending, None
+            _commit(model, b, p)
+
+
+def _fused(model: Omni, b: Branch, p: Pending, **now) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One pass over the pending chunk (at its noise level) and this chunk's denoising step;
+    commits the pending chunk only; returns this chunk's velocities."""
+    cf = p.video.shape[1]
+    na = 0 if p.audio is None else p.audio.shape[1]
+    kw = dict(now["kwargs"], actions=torch.cat([p.kwargs["actions"], now["kwargs"]["actions"]], 1))
+    out_v, out_a = model(video=torch.cat([p.video, now["video"]], 1), t_video=torch.cat([p.t, now["t_video"]], 1),
+                         audio=None if p.audio is None else torch.cat([p.audio, now["audio"]], 1),
+                         t_audio=None if p.audio is None else torch.cat([p.t, now["t_audio"]], 1),
+                         cache=b.cache, start_frame=p.start_frame, **kw)
+    b.cache.commit(chunks=1)
+    return out_v[:, cf:], (None if out_a is None else out_a[:, na:])
+
+
 def _rows(rows: torch.Tensor | None, B: int) -> torch.Tensor:
     return torch.ones(B, dtype=torch.bool) if rows is None else rows
 
@@ -89,13 +136,14 @@ def _rows(rows: torch.Tensor | None, B: int) -> torch.Tensor:
 def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond: Conditioning, chunk: int,
                    video_shape: tuple[int, int, int], generator=None, given_video: torch.Tensor | None = None,
                    given: Given | None = None, noise: torch.Tensor | None = None,
-                   commit: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   commit: bool = True, defer: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Make chunk ``chunk`` (0-based) and commit it; returns (video (B, cf, C, h, w), audio or None).
 
     ``generator``: one torch.Generator, or one per batch row (batched streams). ``given_video``
     is shorthand for ``Given(video=...)`` on every row. ``noise`` (B, video + audio numbers)
     fixes the starting noise and ``commit=False`` leaves the caches as they were (distillation
-    targets: the teacher's ODE endpoint from a known noise).
+    targets: the teacher's ODE endpoint from a known noise). ``defer=True`` leaves the commit
+    to the next chunk's first pass (see the module's docstring).
     """
     mc = model.cfg
     B = cond.actions.shape[0]
@@ -117,13 +165,23 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
         a = z[:, nv:].view(B, cf * tpf, mc.audio_channels) if na else None
         return v, a
 
+    for b in branches:  # a deferred commit rides along with this chunk's first pass when it can
+        p = b.pending
+        if p is not None and (p.start_frame + cf != chunk * cf or p.kwargs["text"] is not b.kwargs(cond, frames)["text"]):
+            flush(model, [b])
+
     def velocity(branch: Branch) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             v, a = unpack(z)
             tv = torch.where(gv, 0.0, t)[:, None]
             ta = torch.where(ga, 0.0, t)[:, None]
-            out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=ta if na else None,
-                                 cache=branch.cache, start_frame=chunk * cf, **branch.kwargs(cond, frames))
+            now = dict(video=v, t_video=tv, audio=a, t_audio=ta if na else None, kwargs=branch.kwargs(cond, frames))
+            p, branch.pending = branch.pending, None
+            if p is not None:
+                out_v, out_a = _fused(model, branch, p, **now)
+            else:
+                out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=now["t_audio"], cache=branch.cache,
+                                     start_frame=chunk * cf, **now["kwargs"])
             return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1).float()  # ODE in fp32
 
         return fn
@@ -151,6 +209,7 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
         return out
 
     z = keep_given(SAMPLERS[cfg.sampler](fn, x, time_grid(cfg.steps, cfg.shift), generator=generator))
+    flush(model, branches)  # (a sampler that made no pass)
     video, audio = unpack(z)
     if not commit:
         return video, audio
@@ -162,9 +221,11 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
         hv = interpolate(video, eps[:, :nv].view_as(video), cfg.history_noise)
         ha = None if audio is None else interpolate(audio, eps[:, nv:].view_as(audio), cfg.history_noise)
     for b in branches:  # commit the chunk: its keys/values (clean, or lightly noised) become history
-        model(video=hv, t_video=th, audio=ha, t_audio=th if na else None, cache=b.cache,
-              start_frame=chunk * cf, **b.kwargs(cond, frames))
-        b.cache.commit()
+        p = Pending(hv, ha, th, chunk * cf, b.kwargs(cond, frames))
+        if defer:
+            b.pending = p
+        else:
+            _commit(model, b, p)
     return video, audio
 
 
@@ -178,7 +239,7 @@ def rollout(model: Omni, cfg: RolloutConfig, cond: Conditioning, n_chunks: int, 
     branches = make_branches(model, cfg)
     vs, as_ = [], []
     for c in range(n_chunks):
-        v, a = generate_chunk(model, branches, cfg, cond, c, video_shape, g, first_video if c == 0 else None)
+        v, a = generate_chunk(model, branches, cfg, cond, c, video_shape, g, first_video if c == 0 else None, defer=True)
         vs.append(v)
         if a is not None:
             as_.append(a)
@@ -194,6 +255,7 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
 
     video (B, F, C, h, w) with F a multiple of chunk_frames; returns the number of chunks committed.
     """
+    flush(model, branches)
     mc = model.cfg
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     n = video.shape[1] // cf

@@ -34,7 +34,7 @@ from ..data.video import resize_crop, write_preview_mp4
 from ..tokenizers.actions import ActionVocab
 from .events import Event, EventError, Limits, validate
 from .generate import load_autoencoders, load_world_model
-from .rollout import Branch, Conditioning, Given, RolloutConfig, generate_chunk, make_branches
+from .rollout import Branch, Conditioning, Given, RolloutConfig, flush, generate_chunk, make_branches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +232,7 @@ class Stream:
             b.cache.position = pos
         with self._autocast():
             v, a = generate_chunk(m, self.branches, self.rcfg, cond, self.chunk, w.latent_shape, self.generators,
-                                  given=given)
+                                  given=given, defer=True)
         v, a = v.float(), None if a is None else a.float()
         self._remember(self.chunk, v, a, acts)
         self.chunk += 1
@@ -334,6 +334,7 @@ class Stream:
     def _change_prompts(self, rows: torch.Tensor) -> None:
         """New prompt keys/values in every text branch; re-encode the window for the changed rows."""
         m = self._model()  # (called under autocast, from _apply)
+        flush(m, self.branches)  # the last chunk goes in under the prompt it was made with
         self._encode_prompts()
         for b in self.branches:
             if not b.use_text:
@@ -368,7 +369,7 @@ class Stream:
         self.recent[chunk] = (v, a, acts)
         cache = self.branches[-1].cache
         kept = set(cache.chunk_of.tolist())
-        for c in [c for c in self.recent if c not in kept]:
+        for c in [c for c in self.recent if c not in kept and c < cache.n_chunks]:  # (not yet committed: kept)
             del self.recent[c]
 
     def _take_audio(self, given: Given) -> None:

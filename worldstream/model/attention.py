@@ -13,6 +13,11 @@ chunk is present in full, and the sinks and pooled memory entries are built from
 itself with the same masks, so a streamed chunk sees exactly what it saw in training
 ("train the way you infer"; tested: streaming equals the full pass).
 
+A streamed pass may hold two chunks: the last chunk, committed clean, and the next one's first
+denoising step (``rollout.generate_chunk(defer=True)``). Each query chunk gets its own view: a
+retained chunk that is in the first one's window but out of the second one's is offered to the
+second pooled, as a memory candidate, exactly as the bank would hold it after the commit.
+
 Time positions. Window keys are rotated by their true time offset to the query (RoPE is
 relative, Su et al. 2021). Text, sinks and memory live *outside* the window and are placed at a
 fixed distance ``outside`` frames before the query, however old they are, so time offsets
@@ -86,42 +91,55 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     if ctx.window and ctx.sinks:
         sink = cw < ctx.sinks
         if bool(sink.any()):
-            sk = [kc_raw[:, :, cc < ctx.sinks]] if cached else []
-            sv = [vc[:, :, cc < ctx.sinks]] if cached else []
+            ns = _span(cc < ctx.sinks, ctx.memo, "sinks") if cached else None
+            sk = [kc_raw[:, :, ns]] if cached else []
+            sv = [vc[:, :, ns]] if cached else []
             cur = ctx.chunk_of < ctx.sinks
             sk.append(ks[:, :, cur]), sv.append(vs[:, :, cur])
             out_k.append(torch.cat(sk, 2)), out_v.append(torch.cat(sv, 2))
             parts.append(("sink", int(sink.sum())))
     mem_mask = None
     if ctx.window and ctx.memory_topk:
+        m = ctx.memory_tokens
         mk, mv, mm, mc = [], [], [], []
         if cache is not None and cache.mem_k[layer] is not None and len(cache.mem_chunk_of):
             mk.append(cache.mem_k[layer]), mv.append(cache.mem_v[layer]), mm.append(cache.mem_kmean[layer])
             mc.append(cache.mem_chunk_of.to(q.device))
+        if cached and len(ctx.chunk_of):  # retained chunks out of a later query chunk's window: pooled, as the bank will hold them
+            if "left" not in ctx.memo:
+                left = (cc >= ctx.sinks) & (int(ctx.chunk_of.max()) - cc >= ctx.window)
+                ctx.memo["left"] = (_span(left, ctx.memo, "left_span"), torch.unique(cc[left]))
+            left, left_chunks = ctx.memo["left"]
+            if len(left_chunks):
+                pk = pool_chunks(kc_raw[:, :, left], len(left_chunks), m)
+                mk.append(pk), mv.append(pool_chunks(vc[:, :, left], len(left_chunks), m)), mm.append(chunk_means(pk, m))
+                mc.append(left_chunks.repeat_interleave(m))
         n_cur = len(ctx.chunk_of) // ctx.tokens_per_chunk if ctx.tokens_per_chunk else 0
-        if n_cur > 1:  # a multi-chunk pass (training): its own chunks are memory for its later chunks
-            pk = pool_chunks(ks, n_cur, ctx.memory_tokens)
-            mk.append(pk), mv.append(pool_chunks(vs, n_cur, ctx.memory_tokens)), mm.append(chunk_means(pk, ctx.memory_tokens))
-            mc.append(ctx.chunk_of.view(n_cur, -1)[:, 0].repeat_interleave(ctx.memory_tokens))
+        if n_cur > 1:  # a multi-chunk pass: its own chunks are memory for its later chunks
+            pk = pool_chunks(ks, n_cur, m)
+            mk.append(pk), mv.append(pool_chunks(vs, n_cur, m)), mm.append(chunk_means(pk, m))
+            mc.append(ctx.chunk_of.view(n_cur, -1)[:, 0].repeat_interleave(m))
         if mk:
             one = len(mk) == 1  # (cat would copy the whole bank)
             mkc, mvc, mmc, mcc = (x[0] if one else torch.cat(x, 2 if i < 3 else 0) for i, x in enumerate((mk, mv, mm, mc)))
             if "q_chunks" not in ctx.memo:
                 ctx.memo["q_chunks"] = torch.unique(ctx.chunk_of, return_inverse=True)
             q_chunks, q_inv = ctx.memo["q_chunks"]
-            near = None
-            if (len(q_chunks) == 1 and n_cur <= 1 and cache is not None and cache.position is not None
-                    and cache.mem_pos is not None and cache.mem_pos.shape[1] == len(mcc) // ctx.memory_tokens):
-                near = (cache.mem_pos.to(q.device) - cache.position.float().to(q.device)[:, None]).norm(dim=2)  # (B, J)
-                near = near.masked_fill(~(near <= cache.position_radius), float("nan"))  # NaN: unknown or far
-            chosen = select_memory(ctx, qs, q_chunks, q_inv, mmc, mcc, near)  # (B, Kq, J)
-            m = ctx.memory_tokens
-            if len(q_chunks) == 1:  # streaming: gather the chosen blocks, attend to those only
-                idx, ok = _chosen_index(chosen[:, 0])  # (B, kmax)
+            near = _near(cache, q_chunks, mcc[::m], q.device) if len(q_chunks) else None
+            # a bounded bank holds the last ``memory_chunks`` chunks out of the window: a query chunk
+            # never reaches further back than that (only a two-chunk pass could)
+            horizon = cache.memory_chunks if cache is not None else 0
+            chosen = select_memory(ctx, qs, q_chunks, q_inv, mmc, mcc, near, horizon)  # (B, Kq, J)
+            if cached:  # streaming: gather the blocks some query chunk chose, attend to those only
+                idx, ok = _chosen_index(chosen.any(1))  # (B, kmax)
                 tok = (idx[..., None] * m + torch.arange(m, device=q.device)).flatten(1)  # (B, kmax * m)
                 g = tok[:, None, :, None].expand(B, H, -1, Dh)
                 mkc, mvc = mkc.gather(2, g), mvc.gather(2, g)
-                rows = ok.repeat_interleave(m, 1)[:, None, :].expand(B, len(q_inv), -1)
+                if len(q_chunks) == 1:
+                    rows = ok.repeat_interleave(m, 1)[:, None, :].expand(B, len(q_inv), -1)
+                else:  # each query chunk keeps its own choice among the gathered blocks
+                    mine = chosen.gather(2, idx[:, None].expand(B, len(q_chunks), -1)) & ok[:, None]
+                    rows = mine.repeat_interleave(m, dim=2)[:, q_inv]
             else:  # training: every query chunk its own choice, as a mask
                 rows = chosen.repeat_interleave(m, dim=2)[:, q_inv]
             mem_mask = torch.cat([torch.zeros(B, nt, rows.shape[2], dtype=torch.bool, device=q.device), rows], 1)
@@ -147,6 +165,18 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     V = torch.cat([vc.to(dt), vs, vo.to(dt)], 2)
     scores = (Q @ K.transpose(-1, -2)).float() * Dh ** -0.5 + _bias(ctx, cache, cw, parts, mem_mask, B, N, q.device)
     return torch.softmax(scores, dim=-1).to(dt) @ V
+
+
+def _span(sel: torch.Tensor, memo: dict, name: str) -> slice:
+    """A selection of retained tokens as a slice (they are in chunk order, so sinks and the chunks
+    that left the window are contiguous runs): a view instead of a boolean-index copy per layer."""
+    if name not in memo:
+        idx = sel.nonzero().flatten()
+        span = slice(int(idx[0]), int(idx[-1]) + 1) if len(idx) else slice(0, 0)
+        if len(idx) != span.stop - span.start:
+            raise RuntimeError(f"retained tokens out of chunk order ({name})")
+        memo[name] = span
+    return memo[name]
 
 
 def _bias(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_mask: torch.Tensor | None,
@@ -193,15 +223,34 @@ def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list
     return mask[:, None]
 
 
+def _near(cache: KVCache | None, q_chunks: torch.Tensor, cand_chunks: torch.Tensor, device) -> torch.Tensor | None:
+    """(B, Kq, J) distance from each query chunk's position to each memory candidate's (the bank's
+    first, then chunks not yet in it), NaN where unknown or beyond the retrieval radius; None when
+    the stream gives no positions."""
+    if cache is None or cache.position is None:
+        return None
+    n_bank = 0 if cache.mem_pos is None else cache.mem_pos.shape[1]
+    later = cand_chunks[n_bank:]
+    pos = cache.mem_pos if n_bank else None
+    if len(later):
+        extra = cache.query_positions(later)
+        pos = extra if pos is None else torch.cat([pos, extra], 1)
+    qp = cache.query_positions(q_chunks)  # (B, Kq, 2)
+    near = (pos.to(device)[:, None] - qp.to(device)[:, :, None]).norm(dim=3)  # (B, Kq, J)
+    return near.masked_fill(~(near <= cache.position_radius), float("nan"))
+
+
 def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_inv: torch.Tensor, k_mean: torch.Tensor,
-                  mem_chunk: torch.Tensor, near: torch.Tensor | None = None) -> torch.Tensor:
+                  mem_chunk: torch.Tensor, near: torch.Tensor | None = None, horizon: int = 0) -> torch.Tensor:
     """(B, Kq, J) bool: the memory chunks each query chunk attends to, among those that left its
     window. Score: mean query . mean key, averaged over heads (a cheap block score, as in
     MoBA / block-sparse attention). Fixed top-k, or with ``memory_p`` > 0 adaptive: the fewest
     blocks whose softmax mass reaches p, at most ``memory_topk`` (concentrated scores keep few
     blocks, flat scores keep the budget). ``near`` (B, J): distances of memory chunks within the
     retrieval radius of the query's position (NaN otherwise), when the source knows positions:
-    those come first, nearest first, and key similarity fills the rest of the budget."""
+    those come first, nearest first, and key similarity fills the rest of the budget; (B, Kq, J)
+    gives each query chunk its own. ``horizon`` > 0: only chunks fewer than window + horizon
+    chunks back (what a bank of that size holds) are eligible."""
     B, H, _, Dh = qs.shape
     m = ctx.memory_tokens
     Kq, J = len(q_chunks), k_mean.shape[2]
@@ -210,8 +259,12 @@ def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_
     score = torch.einsum("bhqd,bhjd->bqj", q_mean.float(), k_mean.float()) / H  # (B, Kq, J)
     mc = mem_chunk.view(J, m)[:, 0]
     eligible = (mc[None, :] >= ctx.sinks) & (q_chunks[:, None] - mc[None, :] >= ctx.window)  # (Kq, J)
+    if horizon:
+        eligible &= q_chunks[:, None] - mc[None, :] < ctx.window + horizon
     if near is not None:
-        score = score + torch.nan_to_num(1e4 - near, nan=0.0)[:, None, :]
+        if near.dim() == 2:
+            near = near[:, None, :]
+        score = score + torch.nan_to_num(1e4 - near, nan=0.0)
     score = score.masked_fill(~eligible[None], float("-inf"))
     k = min(ctx.memory_topk, J)
     top, order = score.topk(k, dim=2)  # (B, Kq, k), best first

@@ -16,7 +16,10 @@ Everything here is per layer, (B, H, N, Dh). Size is bounded by
 ``text + (sinks + window) * tokens_per_chunk + memory_chunks * memory_tokens`` per layer.
 
 A forward pass *stages* its chunk's keys/values; ``commit`` appends them (after the pass that
-made them clean) and evicts what fell out of the window into the memory bank.
+made them clean) and evicts what fell out of the window into the memory bank. ``commit(chunks=1)``
+appends only the pass's first chunk: a stream commits a finished chunk inside the next chunk's
+first denoising pass (``rollout.generate_chunk(defer=True)``), one transformer call per chunk
+instead of two.
 """
 from __future__ import annotations
 
@@ -62,7 +65,8 @@ class KVCache:
         self.mem_kmean: list[torch.Tensor | None] = [None for _ in L]  # (B, H, J, Dh) per memory chunk: its retrieval key
         self.mem_chunk_of: torch.Tensor = torch.zeros(0, dtype=torch.long)
         # retrieval by position, when the source knows where each chunk was (e.g. a game's player
-        # position): set ``position`` (B, 2) before making a chunk; memory entries keep theirs
+        # position): set ``position`` (B, 2) before making a chunk (its first pass records it for
+        # that chunk); memory entries keep theirs
         self.position: torch.Tensor | None = None
         self.position_radius = 3.0  # memory chunks this close to the query's position are retrieved first
         self.chunk_pos: dict[int, torch.Tensor] = {}
@@ -104,16 +108,34 @@ class KVCache:
     def stage_info(self, chunk_of: torch.Tensor, time_of: torch.Tensor, text_valid: torch.Tensor | None) -> None:
         """Absolute chunk index and frame time of the current pass's stream tokens; its text's validity."""
         self._pending_info = (chunk_of, time_of, text_valid)
+        if self.position is not None and len(chunk_of):
+            for c in range(int(chunk_of.min()), int(chunk_of.max()) + 1):
+                if c not in self.chunk_pos:  # the position given when the chunk was made
+                    self.chunk_pos[c] = self.position.detach().float().cpu()
 
-    def commit(self) -> None:
-        """Append the staged pass (all layers) to the cache, then evict what left the window."""
+    def query_positions(self, chunks: torch.Tensor) -> torch.Tensor | None:
+        """(B, len(chunks), 2) positions of the chunks of a pass (NaN where unknown), or None."""
+        if self.position is None:
+            return None
+        B = self.position.shape[0]
+        nan = torch.full((B, 2), float("nan"))
+        return torch.stack([self.chunk_pos.get(int(c), nan) for c in chunks.tolist()], 1)
+
+    def commit(self, chunks: int | None = None) -> None:
+        """Append the staged pass (all layers) to the cache, then evict what left the window;
+        ``chunks``: only the pass's first ``chunks`` chunks (the rest was a later chunk's
+        denoising, which a causal pass never lets the first ones see)."""
         if any(p is None for p in self._pending) or self._pending_info is None:
             raise RuntimeError("commit() without a full forward pass that staged every layer")
         chunk_of, time_of, text_valid = self._pending_info
+        n = len(chunk_of)
+        if chunks is not None and n:
+            n = int((chunk_of < chunk_of.min() + chunks).sum())  # tokens come in chunk order
+            chunk_of, time_of = chunk_of[:n], time_of[:n]
         for i, (k, v, nt) in enumerate(self._pending):
             if nt:
                 self.text[i] = (k[:, :, :nt], v[:, :, :nt])
-            ks, vs = k[:, :, nt:], v[:, :, nt:]
+            ks, vs = k[:, :, nt : nt + n], v[:, :, nt : nt + n]
             if ks.shape[2]:
                 self.k[i] = ks if self.k[i] is None else torch.cat([self.k[i], ks], dim=2)
                 self.v[i] = vs if self.v[i] is None else torch.cat([self.v[i], vs], dim=2)
@@ -123,9 +145,6 @@ class KVCache:
             self.chunk_of = torch.cat([self.chunk_of, chunk_of.cpu()])
             self.time_of = torch.cat([self.time_of, time_of.cpu()])
             self.n_chunks = int(chunk_of.max()) + 1
-            if self.position is not None:
-                for c in torch.unique(chunk_of).tolist():
-                    self.chunk_pos[c] = self.position.detach().float().cpu()
         self._pending = [None] * self.n_layers
         self._pending_info = None
         self._rot = [None] * self.n_layers
