@@ -226,3 +226,13 @@ def test_streams_started_at_different_times_step_together_as_they_would_alone(wo
     young = world.stream("x", config=exact)
     young.step()
     assert signature(young) is None  # not full yet: steps alone
+
+
+def test_a_held_action_is_logged_once_and_still_replays(world):
+    s = world.stream("a sunny meadow", seed=2, config=FAST)
+    frames = [s.step("walk_e" if i < 5 else "walk_n").frames for i in range(8)]  # a front end sends the key every chunk
+    e, n = world.vocab.index("walk_e"), world.vocab.index("walk_n")
+    assert [(c, ev.value) for c, ev in s.log] == [(0, e), (5, n)]  # the log grows with changes, not with chunks
+    again = Stream.replay(world, ["a sunny meadow"], [2], s.log, 8, FAST)
+    for a, b in zip(frames, again):
+        np.testing.assert_array_equal(a, b.frames)

@@ -329,6 +329,8 @@ class Stream:
         changed = torch.zeros(self.B, dtype=torch.bool)
         restart = blend = None
         for ev in events:
+            if ev.kind == "action" and ev.value == self.actions[ev.row]:
+                continue  # actions hold until changed: a repeat changes nothing, and logging it would grow the log every chunk
             self.log.append((self.chunks_made, ev))
             if ev.kind == "action":
                 self.actions[ev.row] = ev.value
