@@ -114,15 +114,16 @@ def flush(model: Omni, branches: list[Branch]) -> None:
             _commit(model, b, p)
 
 
-def _fused(model: Omni, b: Branch, p: Pending, **now) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _fused(model: Omni, b: Branch, p: Pending, video: torch.Tensor, t_video: torch.Tensor, audio: torch.Tensor | None,
+           t_audio: torch.Tensor | None, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass over the pending chunk (at its noise level) and this chunk's denoising step;
     commits the pending chunk only; returns this chunk's velocities."""
     cf = p.video.shape[1]
     na = 0 if p.audio is None else p.audio.shape[1]
-    kw = dict(now["kwargs"], actions=torch.cat([p.kwargs["actions"], now["kwargs"]["actions"]], 1))
-    out_v, out_a = model(video=torch.cat([p.video, now["video"]], 1), t_video=torch.cat([p.t, now["t_video"]], 1),
-                         audio=None if p.audio is None else torch.cat([p.audio, now["audio"]], 1),
-                         t_audio=None if p.audio is None else torch.cat([p.t, now["t_audio"]], 1),
+    kw = dict(kwargs, actions=torch.cat([p.kwargs["actions"], kwargs["actions"]], 1))
+    out_v, out_a = model(video=torch.cat([p.video, video], 1), t_video=torch.cat([p.t, t_video], 1),
+                         audio=None if p.audio is None else torch.cat([p.audio, audio], 1),
+                         t_audio=None if p.audio is None else torch.cat([p.t, t_audio], 1),
                          cache=b.cache, start_frame=p.start_frame, **kw)
     b.cache.commit(chunks=1)
     return out_v[:, cf:], (None if out_a is None else out_a[:, na:])
@@ -174,14 +175,14 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
         def fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             v, a = unpack(z)
             tv = torch.where(gv, 0.0, t)[:, None]
-            ta = torch.where(ga, 0.0, t)[:, None]
-            now = dict(video=v, t_video=tv, audio=a, t_audio=ta if na else None, kwargs=branch.kwargs(cond, frames))
+            ta = torch.where(ga, 0.0, t)[:, None] if na else None
+            kw = branch.kwargs(cond, frames)
             p, branch.pending = branch.pending, None
             if p is not None:
-                out_v, out_a = _fused(model, branch, p, **now)
+                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw)
             else:
-                out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=now["t_audio"], cache=branch.cache,
-                                     start_frame=chunk * cf, **now["kwargs"])
+                out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=ta, cache=branch.cache,
+                                     start_frame=chunk * cf, **kw)
             return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1).float()  # ODE in fp32
 
         return fn

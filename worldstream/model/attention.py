@@ -246,10 +246,10 @@ def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_
     window. Score: mean query . mean key, averaged over heads (a cheap block score, as in
     MoBA / block-sparse attention). Fixed top-k, or with ``memory_p`` > 0 adaptive: the fewest
     blocks whose softmax mass reaches p, at most ``memory_topk`` (concentrated scores keep few
-    blocks, flat scores keep the budget). ``near`` (B, J): distances of memory chunks within the
-    retrieval radius of the query's position (NaN otherwise), when the source knows positions:
-    those come first, nearest first, and key similarity fills the rest of the budget; (B, Kq, J)
-    gives each query chunk its own. ``horizon`` > 0: only chunks fewer than window + horizon
+    blocks, flat scores keep the budget). ``near`` (B, Kq, J): distances of memory chunks within
+    the retrieval radius of each query chunk's position (NaN otherwise), when the source knows
+    positions: those come first, nearest first, and key similarity fills the rest of the budget.
+    ``horizon`` > 0: only chunks fewer than window + horizon
     chunks back (what a bank of that size holds) are eligible."""
     B, H, _, Dh = qs.shape
     m = ctx.memory_tokens
@@ -262,8 +262,6 @@ def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_
     if horizon:
         eligible &= q_chunks[:, None] - mc[None, :] < ctx.window + horizon
     if near is not None:
-        if near.dim() == 2:
-            near = near[:, None, :]
         score = score + torch.nan_to_num(1e4 - near, nan=0.0)
     score = score.masked_fill(~eligible[None], float("-inf"))
     k = min(ctx.memory_topk, J)

@@ -220,7 +220,7 @@ class Omni(nn.Module):
         # (actions follow video), the frame's action, the pooled text
         is_audio = (mods == AUDIO).long()
         key = (pos[:, 0] - start_frame) * 2 + is_audio
-        g_key, group = torch.unique(key, return_inverse=True)
+        g_key, g_stream = torch.unique(key, return_inverse=True)  # each stream token's group
         g_frame, g_audio = g_key // 2, g_key % 2 == 1
         g_chunk = g_frame // cfg.chunk_frames
         t_g = t_video[:, g_chunk]
@@ -232,13 +232,14 @@ class Omni(nn.Module):
         if text_pooled is not None:
             cond = cond + self.text_pool(text_pooled)[:, None]
         n_stream, n_groups = x.shape[1], cond.shape[1]
+        group = g_stream
         # the text prefix goes into this pass unless the cache already holds the prompt
         n_text = 0
         if text is not None and (cache is None or not cache.has_text):
             tx, tcond = self._text_tokens(text, text_pooled)
             n_text = text.shape[1]
             x, cond = torch.cat([tx, x], dim=1), torch.cat([tcond, cond], dim=1)
-            group = torch.cat([torch.zeros(n_text, dtype=group.dtype, device=group.device), group + 1])
+            group = torch.cat([torch.zeros(n_text, dtype=g_stream.dtype, device=g_stream.device), g_stream + 1])
         first_chunk = cache.n_chunks if cache is not None else start_frame // cfg.chunk_frames
         ctx = self._context(first_chunk + chunk_of, pos[:, 0], start_frame, n_text,
                             text_mask if n_text else None, B, x.device)
@@ -249,7 +250,7 @@ class Omni(nn.Module):
         x = x[:, x.shape[1] - n_stream :]
         mod = self.out_ada(F.silu(cond[:, cond.shape[1] - n_groups :]))
         if n_groups > 1:
-            mod = mod[:, group[len(group) - n_stream :] - (1 if n_text else 0)]
+            mod = mod[:, g_stream]
         shift, scale = mod.chunk(2, dim=-1)
         x = self.out_norm(x) * (1 + scale) + shift
         per_chunk = x.view(B, Fr, -1, D)
