@@ -163,7 +163,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     Q = torch.cat([q_win, q_out], -1)
     K = torch.cat([kc_wide.to(dt), torch.cat([ks_rot, zeros(ks_rot)], -1), torch.cat([zeros(ko), ko], -1).to(dt)], 2)
     V = torch.cat([vc.to(dt), vs, vo.to(dt)], 2)
-    scores = (Q @ K.transpose(-1, -2)).float() * Dh ** -0.5 + _bias(ctx, cache, cw, parts, mem_mask, B, N, q.device)
+    # one op for the scale, the bias and the cast to fp32 (three passes over the scores otherwise)
+    scores = torch.add(_bias(ctx, cache, cw, parts, mem_mask, B, N, q.device), Q @ K.transpose(-1, -2), alpha=Dh ** -0.5)
     return torch.softmax(scores, dim=-1).to(dt) @ V
 
 
