@@ -161,11 +161,11 @@ class World:
 def release_freed_memory() -> None:
     """Hand freed heap memory back to the system (glibc ``malloc_trim``; elsewhere nothing).
 
-    A stream's tensors are the same sizes forever, but glibc keeps freed blocks in its heaps: over
-    a 30-minute stream RSS rose ~6 MB a minute while the tensors held stayed constant, and a trim
-    brought it back to the same level every time (log.md, fifth session). A trim costs ~6 ms and hands
-    back ~30 MB per 128 chunks (sixth session), so a stream trims every 256 chunks: RSS stays within
-    ~60 MB of its floor for a blip on one chunk in 256."""
+    A stream's tensors are the same sizes forever, but glibc keeps freed blocks in its heaps: a
+    trim costs ~6 ms and hands back ~30 MB per 128 chunks (log.md, sixth session), so a stream trims
+    every 256 chunks and its RSS stays within ~60 MB of its floor, for a blip on one chunk in 256.
+    (The ~6 MB a minute a 30-minute benchmark once showed was the benchmark keeping frames alive,
+    not this; with it fixed, RSS over 30 minutes has a slope of +0.10 MB/min.)"""
     global _libc
     if _libc is None:
         try:
