@@ -147,17 +147,5 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
         _split_state(astate, [s.astate for s in streams])
     frames = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
     seconds = time.perf_counter() - t0
-    out = []
-    for r, s in enumerate(streams):
-        s._remember(s.chunk, v[r : r + 1], None if a is None else a[r : r + 1], acts[r : r + 1])
-        s.chunk += 1
-        s.chunks_made += 1
-        ch = Chunk(s.frame_index, frames[r : r + 1], None if pcm is None else pcm[r : r + 1], seconds)
-        s.frame_index += frames.shape[1]
-        s.timings.append(seconds)
-        if s.config.record:
-            s._frames += list(ch.frames[0])
-            if ch.audio is not None:
-                s._audio.append(ch.audio[0])
-        out.append(ch)
-    return out
+    return [s._finish(v[r : r + 1], None if a is None else a[r : r + 1], acts[r : r + 1], frames[r : r + 1],
+                      None if pcm is None else pcm[r : r + 1], seconds) for r, s in enumerate(streams)]

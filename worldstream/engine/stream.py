@@ -261,16 +261,21 @@ class Stream:
             v, a = generate_chunk(m, self.branches, self.rcfg, cond, self.chunk, w.latent_shape, self.generators,
                                   given=given, defer=True)
         v, a = v.float(), None if a is None else a.float()
-        self._remember(self.chunk, v, a, acts)
-        self.chunk += 1
-        self.chunks_made += 1
         with self._autocast():
             x = w.vae.decode(v, self.vstate).float()
             pcm = w.aae.decode(a, self.astate).float().clamp(-1, 1).numpy() if w.aae is not None and a is not None else None
         frames = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
-        out = Chunk(self.frame_index, frames, pcm, time.perf_counter() - t0)
+        return self._finish(v, a, acts, frames, pcm, time.perf_counter() - t0)
+
+    def _finish(self, v: torch.Tensor, a: torch.Tensor | None, acts: torch.Tensor, frames: np.ndarray,
+                pcm: np.ndarray | None, seconds: float) -> Chunk:
+        """The bookkeeping of one made chunk, stepped alone or in a batch (``batch.step_together``)."""
+        self._remember(self.chunk, v, a, acts)
+        self.chunk += 1
+        self.chunks_made += 1
+        out = Chunk(self.frame_index, frames, pcm, seconds)
         self.frame_index += frames.shape[1]
-        self.timings.append(out.seconds)
+        self.timings.append(seconds)
         if self.chunks_made % TRIM_EVERY == 0:
             release_freed_memory()
         if self.config.record:
