@@ -137,8 +137,9 @@ def long_stream(world: World, dataset: str | Path, minutes: float, rollout: Roll
     warm = slice(min(len(t) - 1, per_min // 6), None)  # after the cache has filled
     sm = np.array([x["minute"] for x in samples])
     # memory slopes after the first minute (the window and the bank fill in its first ~20 s, and a
-    # fit from minute 0 reads that filling as growth); short runs: every sample after the first
-    settled = sm >= 1.0 if minutes >= 2 else np.arange(len(sm)) >= 1
+    # fit from minute 0 reads that filling as growth); short runs: every sample after the first (minute 0)
+    fit_from = 1.0 if minutes >= 2 else 0.0
+    settled = (sm >= fit_from) & (sm > 0)
     return {
         "checkpoint": world.meta["path"], "minutes": minutes, "chunks": n_chunks, "rollout": dataclasses.asdict(rollout),
         "view": {k: getattr(world.model.cfg, k) for k in ("window", "sinks", "memory_topk", "memory_tokens")},
@@ -147,7 +148,7 @@ def long_stream(world: World, dataset: str | Path, minutes: float, rollout: Roll
         "slope_ms_per_chunk_per_minute": _slope(minute[warm], t[warm]),
         "slope_rss_mb_per_minute": _slope(sm[settled], np.array([x["rss_mb"] for x in samples])[settled]),
         "slope_cache_mb_per_minute": _slope(sm[settled], np.array([x["cache_mb"] for x in samples])[settled]),
-        "slopes_fitted_from_minute": 1.0 if minutes >= 2 else 0.0,
+        "slopes_fitted_from_minute": fit_from,
         "samples": samples, "per_minute": per_minute,
         "real": {"sharpness": real_sharp, "judge_weather": {w: float((rw == i).mean()) for i, w in enumerate(WEATHERS)},
                  "judge_time": {t_: float((rt == i).mean()) for i, t_ in enumerate(TIMES)}},
