@@ -239,3 +239,20 @@ def test_a_held_action_is_logged_once_and_still_replays(world):
     again = Stream.replay(world, ["a sunny meadow"], [2], s.log, 8, FAST)
     for a, b in zip(frames, again):
         np.testing.assert_array_equal(a, b.frames)
+
+
+def test_a_compiled_stream_makes_the_frames_of_an_eager_one(world):
+    """``StreamConfig(compile=True)`` (play, serve, bench) runs the same model with its dense parts
+    compiled: the same frames up to bf16 rounding, past the window and into the memory bank, and a
+    new prompt needs no recompiling."""
+    x0 = StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0))
+    eager = world.stream("a sunny meadow", seed=5, config=x0)
+    compiled = world.stream("a sunny meadow", seed=5, config=dataclasses.replace(x0, compile=True))
+    for i in range(8):  # window 2 + 1 sink: chunks leave into the memory bank from chunk 3 on
+        a, b = eager.step("walk_e" if i < 4 else "walk_n"), compiled.step("walk_e" if i < 4 else "walk_n")
+        diff = np.abs(a.frames.astype(int) - b.frames.astype(int))
+        assert diff.mean() < 1.0 and diff.max() <= 24, (i, diff.mean(), diff.max())
+    assert world.runtime_model(True, True) is not world.runtime_model(True, False)
+    other = world.stream("a much longer prompt about snow falling on a quiet village at night", seed=5,
+                         config=dataclasses.replace(x0, compile=True))
+    assert other.step("idle").frames.shape == a.frames.shape

@@ -1,4 +1,6 @@
 """The bounded attention view: window, sinks, memory bank. Streaming equals the full pass."""
+import contextlib
+
 import torch
 from omni_helpers import omni_inputs, tiny_omni
 
@@ -76,22 +78,29 @@ def _stream_one(m, x, cache, c):
     cache.commit()
 
 
-def _spy_selection(m, x):
+@contextlib.contextmanager
+def _selections():
+    """Records every memory selection made inside, as (B, query chunks, memory chunks) bool."""
     from worldstream.model import attention
 
     seen = []
-    orig = attention.select_memory
+    orig = attention.rank_memory
 
-    def spy(*args, **kw):
-        out = orig(*args, **kw)
-        seen.append(out)
-        return out
+    def spy(qs, k_mean, eligible, *args, **kw):
+        order, valid = orig(qs, k_mean, eligible, *args, **kw)
+        seen.append(torch.zeros(qs.shape[0], *eligible.shape, dtype=torch.bool).scatter_(2, order, valid))
+        return order, valid
 
-    attention.select_memory = spy
+    attention.rank_memory = spy
     try:
-        m(**x)
+        yield seen
     finally:
-        attention.select_memory = orig
+        attention.rank_memory = orig
+
+
+def _spy_selection(m, x):
+    with _selections() as seen:
+        m(**x)
     return seen
 
 
@@ -154,17 +163,10 @@ def test_memory_near_the_query_position_is_retrieved_first():
     x = {k: (t[:1] if torch.is_tensor(t) else t) for k, t in x.items()}
     cache = m.new_cache(memory_chunks=100)
     spots = [(0, 0), (5, 5), (10, 0), (20, 20), (30, 0), (40, 0), (50, 0), (10.5, 0.5)]  # the last is back near chunk 2
-    from worldstream.model import attention
-
-    seen = []
-    orig = attention.select_memory
-    attention.select_memory = lambda *a, **kw: seen.append(orig(*a, **kw)) or seen[-1]
-    try:
+    with _selections() as seen:
         for c in range(8):
             cache.position = torch.tensor([spots[c]], dtype=torch.float32)
             _stream_one(m, x, cache, c)
-    finally:
-        attention.select_memory = orig
     last = seen[-1][0, 0]  # the last chunk's choice in the last layer
     assert torch.equal(last.nonzero().flatten(), torch.tensor([1]))  # memory index 1 = chunk 2, the place it is back at
     assert torch.isnan(cache.mem_pos).sum() == 0 and cache.mem_pos.shape == (1, 6, 2)  # chunks 1..6, with positions

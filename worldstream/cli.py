@@ -34,6 +34,11 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--action-scale", type=float, help="action guidance (1 = none)")
 
 
+def _compile_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="run the transformer eagerly: no seconds of torch.compile at start, ~1.4x slower chunks")
+
+
 def _rollout_config(a: argparse.Namespace, meta: dict):
     """The checkpoint's recommended sampler with whatever the command line overrides."""
     import dataclasses
@@ -142,7 +147,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
             world = random_world(a.preset, w, h, a.device, window=a.window, sinks=1, memory_topk=a.memory_topk)
         else:
             world = World.load(a.checkpoint)  # None: the shipped default model
-        res = bench_engine(world, _rollout_config(a, world.meta), chunks=a.chunks, device=a.device)
+        res = bench_engine(world, _rollout_config(a, world.meta), chunks=a.chunks, device=a.device, compile=a.compile)
         print(HEADER)
         print(format_row(res))
         if a.json:
@@ -159,7 +164,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         if not a.data:
             raise ValueError("bench stream needs --data (real frames for the drift statistics)")
         world = World.load(a.checkpoint)
-        res = long_stream(world, a.data, a.minutes, _rollout_config(a, world.meta), prompt=a.prompt, seed=a.seed)
+        res = long_stream(world, a.data, a.minutes, _rollout_config(a, world.meta), prompt=a.prompt, seed=a.seed,
+                          compile=a.compile)
         print(f"{res['chunks']} chunks over {a.minutes} min: ms per chunk p50 {res['ms_per_chunk']['p50']:.1f}, "
               f"p95 {res['ms_per_chunk']['p95']:.1f}, p99 {res['ms_per_chunk']['p99']:.1f}; slopes per minute: "
               f"time {res['slope_ms_per_chunk_per_minute']:+.3f} ms, RSS {res['slope_rss_mb_per_minute']:+.3f} MB, "
@@ -319,7 +325,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     world = World.load(a.checkpoint)  # None: the shipped default model
     token = a.token or os.environ.get("WORLDSTREAM_TOKEN")
     cfg = ServerConfig(host=a.host, port=a.port, token=token, max_sessions=a.max_sessions,
-                       stream=StreamConfig(rollout=_rollout_config(a, world.meta)))
+                       stream=StreamConfig(rollout=_rollout_config(a, world.meta), compile=a.compile))
     start = None
     if a.image:
         from .engine.events import decode_image
@@ -424,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tl = tsub.add_parser("all", help="the whole pipeline on overworld data: record, autoencoders, teacher, "
                                       "streaming view, student, evaluation (re-run to resume)")
-    tl.add_argument("--preset", default="default", choices=("tiny", "default"))
+    tl.add_argument("--preset", default="default", choices=("tiny", "default", "refine"),
+                    help="tiny: a minute-long smoke test; default: the shipped recipe from scratch; refine: the shipped "
+                         "model trained further (its autoencoders, its weights as the teacher's start)")
     tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
     tl.add_argument("--threads", type=int, default=0)
     tl.set_defaults(fn=cmd_train)
@@ -524,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="without --image: begin in a frame of the built-in world (play's default) or from nothing")
         sp.add_argument("--threads", type=int, default=0)
         _rollout_args(sp)
+        _compile_arg(sp)
         sp.set_defaults(fn=cmd_serve)
 
     b = sub.add_parser("bench", help="benchmarks that print tables")
@@ -545,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="stream: folder for JSON and PNG")
     b.add_argument("--threads", type=int, default=2)
     _rollout_args(b)
+    _compile_arg(b)
     b.add_argument("--json", help="also write the results here")
     b.set_defaults(fn=cmd_bench)
     return p

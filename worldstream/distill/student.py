@@ -38,6 +38,7 @@ from ..model.omni import Omni
 from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run
 
 LEVELS = {1: (1.0,), 2: (1.0, 0.5), 4: (1.0, 0.75, 0.5, 0.25)}
+REGRESSION = "regression"  # sub-folder: the student as it was when self-forcing began (a run of its own)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,15 +229,18 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             log.write(json.dumps({"eval": metrics}) + "\n")
             log.flush()
         out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
+        meta = lambda: {  # noqa: E731
+            "kind": "omni_student", "model": to_dict(student.cfg), "train": to_dict(cfg), "step": step,
+            "metrics": metrics, "latents": tmeta["latents"], "actions": tmeta["actions"], "fps": tmeta["fps"],
+            "latent_shape": tmeta["latent_shape"], "teacher": str(cfg.teacher),
+            "rollout": {"sampler": "x0", "steps": min(2, max(cfg.levels)), "text_scale": 1.0, "action_scale": 1.0},
+            "sampler_rng": train.rng.bit_generator.state, "draw_rng": rng.bit_generator.state,
+            "noise_rng": g.get_state().tolist()}
+        if step == cfg.self_forcing_from < cfg.steps:  # the regression-only student, for comparison (log.md)
+            (out / REGRESSION).mkdir(exist_ok=True)
+            save_run(out / REGRESSION, student, ema, opt, meta())
         if last or out_of_time or time.perf_counter() - t_save > cfg.save_every_s:
-            n = max(cfg.levels)
-            save_run(out, student, ema, opt, {
-                "kind": "omni_student", "model": to_dict(student.cfg), "train": to_dict(cfg), "step": step,
-                "metrics": metrics, "latents": tmeta["latents"], "actions": tmeta["actions"], "fps": tmeta["fps"],
-                "latent_shape": tmeta["latent_shape"], "teacher": str(cfg.teacher),
-                "rollout": {"sampler": "x0", "steps": min(2, n), "text_scale": 1.0, "action_scale": 1.0},
-                "sampler_rng": train.rng.bit_generator.state, "draw_rng": rng.bit_generator.state,
-                "noise_rng": g.get_state().tolist()})
+            save_run(out, student, ema, opt, meta())
             t_save = time.perf_counter()
         if out_of_time:
             break

@@ -45,6 +45,10 @@ class StreamConfig:
     blend_t: float = 0.6  # how much of a blended image survives (noise level it is free from)
     record: bool = False  # keep every frame and sample for save()
     bf16: bool = True  # bfloat16 autocast on CPU (AMX): ~2x faster; the models were trained under it
+    # torch.compile the transformer's dense parts (Omni.compile_dense): ~1.4x faster chunks on a 2-core
+    # CPU, for seconds of compiling in a process's first stream (World.warm_up does it up front);
+    # play, serve and bench turn it on, short-lived uses (tests, generate) leave it off
+    compile: bool = False
     limits: Limits = Limits()
 
 
@@ -76,7 +80,7 @@ class World:
         from ..data.latents import PromptBank
 
         self.model, self.meta, self.vae, self.aae = model, meta, vae, aae
-        self._bf16_model = None
+        self._runtime: dict[tuple[bool, bool], torch.nn.Module] = {}  # (bf16, compiled) -> the transformer streams run
         self.prompts = prompts or PromptBank()
         self.vocab = ActionVocab(tuple(meta["actions"]["names"]), tuple(meta["actions"].get("axes", [])))
         self.fps = int(meta["fps"])
@@ -126,25 +130,43 @@ class World:
     def rollout_config(self) -> RolloutConfig:
         return recommended_rollout(self.meta)
 
-    def runtime_model(self, bf16: bool):
+    def runtime_model(self, bf16: bool, compiled: bool = False):
         """The transformer a stream runs. Under CPU bf16 autocast, a copy whose linear layers hold
         their weights in bf16 already: autocast would otherwise re-cast every weight on every pass
         (log.md: ~870 casts a chunk), and it rounds them exactly the same way, so the frames are the
-        same. ``self.model`` (fp32) stays the master; its config (the attention view) is shared."""
-        if not bf16 or next(self.model.parameters()).device.type != "cpu":
-            return self.model
-        if self._bf16_model is None:
-            import copy
+        same. ``compiled``: a copy of that with its dense parts compiled (``Omni.compile_dense``).
+        ``self.model`` (fp32) stays the master; its config (the attention view) is shared."""
+        import copy
 
-            m = copy.deepcopy(self.model)
-            for mod in m.modules():
-                # the QK-norms' bf16 inputs meet fp32 weights otherwise and fall back to an unfused
-                # kernel (with a warning on every stream)
-                if isinstance(mod, (torch.nn.Linear, torch.nn.RMSNorm)):
-                    mod.to(torch.bfloat16)
-            self._bf16_model = m.eval()
-        self._bf16_model.cfg = self.model.cfg  # a view changed on the master (memory budget, window) applies
-        return self._bf16_model
+        bf16 = bf16 and next(self.model.parameters()).device.type == "cpu"
+        key = (bf16, compiled)
+        if key not in self._runtime:
+            if compiled:
+                m = copy.deepcopy(self.runtime_model(bf16)).compile_dense()
+            elif bf16:
+                m = copy.deepcopy(self.model)
+                for mod in m.modules():
+                    # the QK-norms' bf16 inputs meet fp32 weights otherwise and fall back to an unfused
+                    # kernel (with a warning on every stream)
+                    if isinstance(mod, (torch.nn.Linear, torch.nn.RMSNorm)):
+                        mod.to(torch.bfloat16)
+            else:
+                m = self.model
+            self._runtime[key] = m.eval()
+        m = self._runtime[key]
+        m.cfg = self.model.cfg  # a view changed on the master (memory budget, window) applies
+        return m
+
+    def warm_up(self, config: "StreamConfig | None" = None, chunks: int = 24) -> float:
+        """Stream ``chunks`` throwaway chunks so a compiled model has compiled the shapes a stream
+        meets while its window and memory fill (a server does this before taking sessions);
+        returns the seconds it took."""
+        t0 = time.perf_counter()
+        s = self.stream("", seed=0, config=config)
+        names = [n for n in self.vocab.names if n.startswith("walk")] or list(self.vocab.names)
+        for i in range(chunks):
+            s.step(names[(i // 6) % len(names)])
+        return time.perf_counter() - t0
 
     def image_latent(self, img: np.ndarray) -> torch.Tensor:
         """An RGB image -> clean latents (1, 1, C, h, w) at the stream's size (resized, centre-cropped)."""
@@ -316,7 +338,7 @@ class Stream:
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16())
 
     def _model(self):
-        return self.world.runtime_model(self._bf16())
+        return self.world.runtime_model(self._bf16(), self.config.compile)
 
     def _reset_context(self) -> None:
         """Empty caches and decode state: a new world (at start, or restarting from an image)."""

@@ -49,12 +49,17 @@ def random_world(preset: str, width: int, height: int, device: str = "cpu", **vi
 
 @torch.no_grad()
 def bench_engine(world: World, rollout: RolloutConfig, chunks: int = 200, latency_trials: int = 20,
-                 device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+                 device: str = "cpu", seed: int = 0, compile: bool = False) -> dict[str, Any]:
+    """``compile``: the transformer's dense parts compiled (what play and serve run); the compiling
+    is done first by a warm-up stream, as a server does before it takes sessions, and reported
+    apart (``warm_up_s``), so time to first frame is what a session sees."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    config = StreamConfig(rollout=rollout, compile=compile)
+    warm = world.warm_up(config) if compile else 0.0
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    s = world.stream("a grassy meadow with a path", seed=seed, config=StreamConfig(rollout=rollout))
+    s = world.stream("a grassy meadow with a path", seed=seed, config=config)
     s.step("idle")
     sync()
     ttff = time.perf_counter() - t0
@@ -112,13 +117,14 @@ def bench_engine(world: World, rollout: RolloutConfig, chunks: int = 200, latenc
         "decode_ms_per_chunk_p50": float(np.median(decode)) * 1000 if decode else None,
         "input_to_frame_ms": {"p50": float(np.percentile(lat, 50)) * 1000, "p95": float(np.percentile(lat, 95)) * 1000},
         "peak_memory_mb": peak, "peak_memory_kind": "cuda allocated" if device.startswith("cuda") else "process max RSS",
-        "chunks": chunks, "threads": torch.get_num_threads(),
+        "chunks": chunks, "threads": torch.get_num_threads(), "compiled": compile, "warm_up_s": warm,
     }
 
 
 def format_row(r: dict[str, Any]) -> str:
     ro = r["rollout"]
-    steps = f"{ro['sampler']} x{ro['steps']}" + ("" if ro["text_scale"] == 1 and ro["action_scale"] == 1 else " +cfg")
+    steps = (f"{ro['sampler']} x{ro['steps']}" + ("" if ro["text_scale"] == 1 and ro["action_scale"] == 1 else " +cfg")
+             + (", compiled" if r.get("compiled") else ""))
     return (f"| {r['model']} | {r['device']} | {r['resolution']} | {steps} | {r['time_to_first_frame_ms']:.0f} | "
             f"{r['ms_per_chunk']['p50']:.1f} / {r['ms_per_chunk']['p95']:.1f} / {r['ms_per_chunk']['p99']:.1f} | "
             f"{r['jitter_ms']:.1f} | **{r['fps']:.1f}** | {r['decode_ms_per_chunk_p50']:.1f} | "

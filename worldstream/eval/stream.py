@@ -86,7 +86,7 @@ def _judge(net, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @torch.no_grad()
 def long_stream(world: World, dataset: str | Path, minutes: float, rollout: RolloutConfig, prompt: str = "",
                 seed: int = 0, sample_every_s: float = 5.0, progress: bool = True,
-                judge_renders: int = 3000, memory_chunks: int = 256, judge=None) -> dict[str, Any]:
+                judge_renders: int = 3000, memory_chunks: int = 256, judge=None, compile: bool = False) -> dict[str, Any]:
     ds = Dataset(dataset)
     real = _real_frames(ds)
     real_hist, real_sharp = colour_hist(real), sharpness(real)
@@ -95,7 +95,10 @@ def long_stream(world: World, dataset: str | Path, minutes: float, rollout: Roll
     ep = ds.split("heldout")[0]  # start from a real held-out frame and its caption (image-to-world)
     start = np.array(ep.frames()[0])
     prompt = prompt or next((r["caption"] for r in ep.records() if r.get("caption")), "")
-    s = world.stream(prompt, image=start, seed=seed, config=StreamConfig(rollout=rollout, memory_chunks=memory_chunks))
+    cfg = StreamConfig(rollout=rollout, memory_chunks=memory_chunks, compile=compile)
+    if compile:
+        world.warm_up(cfg)
+    s = world.stream(prompt, image=start, seed=seed, config=cfg)
     rng = np.random.default_rng(seed)
     walk = [n for n in world.vocab.names if n.startswith(("walk", "run"))] + ["idle"]
     n_chunks = int(minutes * 60 * world.fps / world.frames_per_chunk)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import KVCache, chunk_means, pool_chunks
-from .rope import Rotation
+from .rope import Rotation, rotate
 
 
 @dataclasses.dataclass
@@ -54,6 +54,8 @@ class ViewContext:
     memory_p: float
     tokens_per_chunk: int
     memo: dict = dataclasses.field(default_factory=dict)  # masks shared by layers
+    streamed: object = None  # the dense part of a streamed pass (``streamed_attention``, or a compiled copy)
+    memory: object = None  # the memory part of a streamed pass (``streamed_memory``, or a compiled copy)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, cache: KVCache | None,
@@ -68,17 +70,13 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     qs, ks, vs = q[:, :, nt:], k[:, :, nt:], v[:, :, nt:]
     # -- window group: retained cached chunks, then this pass's stream tokens -----------------------
     cached = cache is not None and cache.k[layer] is not None and len(cache.chunk_of) > 0
-    ks_rot = ctx.rot_q(ks)
     if cached:
         kc_raw, vc = cache.k[layer], cache.v[layer]
-        cc = cache.chunk_of.to(q.device)
-
-        def widened():  # [rotated by time to the query | 0]
-            kr = Rotation(ctx.time_angles(cache.time_of.to(q.device)))(kc_raw)
-            return torch.cat([kr, zeros(kr)], -1)
-
-        kc_wide = cache.rotated(layer, ctx.t_ref, widened)
-        cw = torch.cat([cc, ctx.chunk_of])
+        if "cached" not in ctx.memo:  # the same for every layer of the pass
+            cc = cache.chunk_of.to(q.device)
+            ctx.memo["cached"] = (cc, torch.cat([cc, ctx.chunk_of]),
+                                  Rotation(ctx.time_angles(cache.time_of.to(q.device))))  # by time to the query
+        cc, cw, rot_cached = ctx.memo["cached"]
     else:
         cw = ctx.chunk_of
     # -- outside group: text, sinks out of the window, memory ---------------------------------------
@@ -89,83 +87,124 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
         tk, tv = cache.text[layer]
         out_k.append(tk), out_v.append(tv), parts.append(("text", tk.shape[2]))
     if ctx.window and ctx.sinks:
-        sink = cw < ctx.sinks
-        if bool(sink.any()):
-            ns = _span(cc < ctx.sinks, ctx.memo, "sinks") if cached else None
-            sk = [kc_raw[:, :, ns]] if cached else []
-            sv = [vc[:, :, ns]] if cached else []
-            cur = ctx.chunk_of < ctx.sinks
-            sk.append(ks[:, :, cur]), sv.append(vs[:, :, cur])
-            out_k.append(torch.cat(sk, 2)), out_v.append(torch.cat(sv, 2))
-            parts.append(("sink", int(sink.sum())))
-    mem_mask = None
+        if "sink_spans" not in ctx.memo:  # sinks are the first tokens of the cache and of the pass
+            ctx.memo["sink_spans"] = (_span(cc < ctx.sinks, ctx.memo, "sinks") if cached else slice(0, 0),
+                                      _span(ctx.chunk_of < ctx.sinks, ctx.memo, "sinks_now"))
+        ns, cur = ctx.memo["sink_spans"]
+        n_sink = ns.stop - ns.start + cur.stop - cur.start
+        if n_sink:
+            sk = ([kc_raw[:, :, ns]] if ns.stop > ns.start else []) + ([ks[:, :, cur]] if cur.stop > cur.start else [])
+            sv = ([vc[:, :, ns]] if ns.stop > ns.start else []) + ([vs[:, :, cur]] if cur.stop > cur.start else [])
+            out_k.append(sk[0] if len(sk) == 1 else torch.cat(sk, 2))
+            out_v.append(sv[0] if len(sv) == 1 else torch.cat(sv, 2))
+            parts.append(("sink", n_sink))
+    mem_bias = mem_mask = None
     if ctx.window and ctx.memory_topk:
         m = ctx.memory_tokens
-        mk, mv, mm, mc = [], [], [], []
-        if cache is not None and cache.mem_k[layer] is not None and len(cache.mem_chunk_of):
-            mk.append(cache.mem_k[layer]), mv.append(cache.mem_v[layer]), mm.append(cache.mem_kmean[layer])
-            mc.append(cache.mem_chunk_of.to(q.device))
-        if cached and len(ctx.chunk_of):  # retained chunks out of a later query chunk's window: pooled, as the bank will hold them
+        if "q_chunks" not in ctx.memo:
+            ctx.memo["q_chunks"] = torch.unique(ctx.chunk_of, return_inverse=True)
+        q_chunks, q_inv = ctx.memo["q_chunks"]
+        n_cur = len(q_chunks)
+        # memory candidates: the bank, retained chunks that are out of a later query chunk's window
+        # (pooled, as the bank will hold them), and in a multi-chunk pass its own earlier chunks
+        bank = cache is not None and cache.mem_k[layer] is not None and len(cache.mem_chunk_of) > 0
+        n_left, left = 0, slice(0, 0)
+        if cached and n_cur:
             if "left" not in ctx.memo:
-                left = (cc >= ctx.sinks) & (int(ctx.chunk_of.max()) - cc >= ctx.window)
-                ctx.memo["left"] = (_span(left, ctx.memo, "left_span"), torch.unique(cc[left]))
+                sel = (cc >= ctx.sinks) & (int(ctx.chunk_of.max()) - cc >= ctx.window)
+                ctx.memo["left"] = (_span(sel, ctx.memo, "left_span"), torch.unique(cc[sel]))
             left, left_chunks = ctx.memo["left"]
-            if len(left_chunks):
-                pk = pool_chunks(kc_raw[:, :, left], len(left_chunks), m)
-                mk.append(pk), mv.append(pool_chunks(vc[:, :, left], len(left_chunks), m)), mm.append(chunk_means(pk, m))
-                mc.append(left_chunks.repeat_interleave(m))
-        n_cur = len(ctx.chunk_of) // ctx.tokens_per_chunk if ctx.tokens_per_chunk else 0
-        if n_cur > 1:  # a multi-chunk pass: its own chunks are memory for its later chunks
-            pk = pool_chunks(ks, n_cur, m)
-            mk.append(pk), mv.append(pool_chunks(vs, n_cur, m)), mm.append(chunk_means(pk, m))
-            mc.append(ctx.chunk_of.view(n_cur, -1)[:, 0].repeat_interleave(m))
-        if mk:
-            one = len(mk) == 1  # (cat would copy the whole bank)
-            mkc, mvc, mmc, mcc = (x[0] if one else torch.cat(x, 2 if i < 3 else 0) for i, x in enumerate((mk, mv, mm, mc)))
-            if "q_chunks" not in ctx.memo:
-                ctx.memo["q_chunks"] = torch.unique(ctx.chunk_of, return_inverse=True)
-            q_chunks, q_inv = ctx.memo["q_chunks"]
-            near = _near(cache, q_chunks, mcc[::m], q.device) if len(q_chunks) else None
-            # a bounded bank holds the last ``memory_chunks`` chunks out of the window: a query chunk
-            # never reaches further back than that (only a two-chunk pass could)
-            horizon = cache.memory_chunks if cache is not None else 0
-            chosen = select_memory(ctx, qs, q_chunks, q_inv, mmc, mcc, near, horizon)  # (B, Kq, J)
-            if cached:  # streaming: gather the blocks some query chunk chose, attend to those only
-                idx, ok = _chosen_index(chosen.any(1))  # (B, kmax)
-                tok = (idx[..., None] * m + torch.arange(m, device=q.device)).flatten(1)  # (B, kmax * m)
-                g = tok[:, None, :, None].expand(B, H, -1, Dh)
-                mkc, mvc = mkc.gather(2, g), mvc.gather(2, g)
-                if len(q_chunks) == 1:
-                    rows = ok.repeat_interleave(m, 1)[:, None, :].expand(B, len(q_inv), -1)
-                else:  # each query chunk keeps its own choice among the gathered blocks
-                    mine = chosen.gather(2, idx[:, None].expand(B, len(q_chunks), -1)) & ok[:, None]
-                    rows = mine.repeat_interleave(m, dim=2)[:, q_inv]
-            else:  # training: every query chunk its own choice, as a mask
+            n_left = len(left_chunks)
+        if "mem_chunks" not in ctx.memo:  # candidate chunk ids, the same in every layer of the pass
+            mc = ([cache.mem_chunk_of.to(q.device)[::m]] if bank else []) + ([left_chunks] if n_left else [])
+            if n_cur > 1:
+                mc.append(q_chunks)
+            ctx.memo["mem_chunks"] = torch.cat(mc) if mc else None
+        mcc = ctx.memo["mem_chunks"]
+        if mcc is not None and n_cur:
+            if "eligible" not in ctx.memo:
+                # a bounded bank holds the last ``memory_chunks`` chunks out of the window: a query
+                # chunk never reaches further back than that (only a two-chunk pass could)
+                horizon = cache.memory_chunks if cache is not None else 0
+                near = _near(cache, q_chunks, mcc, q.device)
+                ctx.memo["eligible"] = (eligible_memory(ctx, q_chunks, mcc, horizon),
+                                        None if near is None else torch.nan_to_num(1e4 - near, nan=0.0))
+            eligible, near_bias = ctx.memo["eligible"]
+            bank_kv = (cache.mem_k[layer], cache.mem_v[layer], cache.mem_kmean[layer]) if bank else (None, None, None)
+            left_kv = (kc_raw[:, :, left], vc[:, :, left]) if n_left else (None, None)
+            if cached:  # streaming: gather the blocks each query chunk chose, attend to those only
+                mkc, mvc, mem_bias = (ctx.memory or streamed_memory)(
+                    qs, ks, vs, *bank_kv, *left_kv, eligible, near_bias, n_left, n_cur, m, ctx.memory_topk,
+                    ctx.memory_p, nt)
+            else:  # training: every query chunk its own choice, as a mask over all candidates
+                mk, mv, mm = _candidates(ks, vs, *bank_kv, *left_kv, n_left, n_cur, m)
+                order, valid = rank_memory(qs, mm, eligible, near_bias, ctx.memory_topk, ctx.memory_p, n_cur)
+                chosen = torch.zeros(B, *eligible.shape, dtype=torch.bool, device=q.device).scatter_(2, order, valid)
                 rows = chosen.repeat_interleave(m, dim=2)[:, q_inv]
-            mem_mask = torch.cat([torch.zeros(B, nt, rows.shape[2], dtype=torch.bool, device=q.device), rows], 1)
+                mkc, mvc = (x[0] if len(x) == 1 else torch.cat(x, 2) for x in (mk, mv))
+                mem_mask = torch.cat([torch.zeros(B, nt, rows.shape[2], dtype=torch.bool, device=q.device), rows], 1)
             out_k.append(mkc), out_v.append(mvc)
             parts.append(("memory", mkc.shape[2]))
     ko = torch.cat(out_k, 2) if out_k else ks[:, :, :0]
     vo = torch.cat(out_v, 2) if out_v else vs[:, :, :0]
-    q_win = torch.cat([q[:, :, :nt], ctx.rot_q(qs)], 2)
-    q_out = ctx.rot_outside(q)
     if not cached:  # one pass over a whole clip (training): widened queries and keys, one fused attention
+        ks_rot = ctx.rot_q(ks)
+        q_win = torch.cat([q[:, :, :nt], ctx.rot_q(qs)], 2)
+        q_out = ctx.rot_outside(q)
         Q = torch.cat([q_win, q_out], -1)
         K = torch.cat([torch.cat([ks_rot, zeros(ks_rot)], -1), torch.cat([zeros(ko), ko], -1)], 2)
         V = torch.cat([vs, vo], 2)
         mask = _mask(ctx, cache, cw, parts, mem_mask, B, N, q.device)
         return F.scaled_dot_product_attention(Q, K, V, attn_mask=mask, scale=Dh ** -0.5)
     # streaming (few queries, a long cache): the same widened attention, written out, because at 64
-    # queries the fused kernel is slower than three ops here; the retained window's widened keys are
-    # made once per chunk (``KVCache.rotated``) and shared by its every pass, and the mask is an
-    # additive bias made once per pass (a boolean masked_fill costs more than the matmuls)
+    # queries the fused kernel is slower than three ops here; the mask is an additive bias made once
+    # per pass (a boolean masked_fill costs more than the matmuls)
+    bias = _bias(ctx, cache, cw, parts, None, B, N, q.device)
+    rq, ro = ctx.rot_q, ctx.rot_outside
+    return (ctx.streamed or streamed_attention)(q, nt, kc_raw, vc, ks, vs, ko, vo, bias, mem_bias, rot_cached.cos,
+                                                rot_cached.sin, rq.cos, rq.sin, ro.cos, ro.sin)
+
+
+def streamed_attention(q: torch.Tensor, nt: int, kc: torch.Tensor, vc: torch.Tensor, ks: torch.Tensor,
+                       vs: torch.Tensor, ko: torch.Tensor, vo: torch.Tensor, bias: torch.Tensor,
+                       mem_bias: torch.Tensor | None, cos_c: torch.Tensor, sin_c: torch.Tensor, cos_q: torch.Tensor, sin_q: torch.Tensor,
+                       cos_o: torch.Tensor, sin_o: torch.Tensor) -> torch.Tensor:
+    """The widened attention of a streamed pass over [cached window | this pass | outside] keys:
+    q (B, H, N, Dh) with ``nt`` text tokens first; cached keys ``kc`` and this pass's stream keys
+    ``ks`` not yet rotated in time (by ``cos_c``/``sin_c`` and ``cos_q``/``sin_q``); queries rotated
+    by their own time for the window part and by ``outside`` (``cos_o``/``sin_o``) for the text,
+    sink and memory keys ``ko``; the view as an additive ``bias`` (and ``mem_bias`` for the memory
+    keys, which come last). Dense tensors only, so a
+    streaming copy compiles the whole of it into a few fused kernels (``Omni.compile_dense``)."""
     dt = q.dtype  # the cache may hold another precision (a prompt encoded outside autocast)
-    Q = torch.cat([q_win, q_out], -1)
-    K = torch.cat([kc_wide.to(dt), torch.cat([ks_rot, zeros(ks_rot)], -1), torch.cat([zeros(ko), ko], -1).to(dt)], 2)
+    q_win = torch.cat([q[:, :, :nt], rotate(q[:, :, nt:], cos_q, sin_q)], 2)
+    Q = torch.cat([q_win, rotate(q, cos_o, sin_o)], -1)
+    k_win = torch.cat([rotate(kc.to(dt), cos_c, sin_c), rotate(ks, cos_q, sin_q)], 2)
+    ko = ko.to(dt)
+    K = torch.cat([torch.cat([k_win, torch.zeros_like(k_win)], -1), torch.cat([torch.zeros_like(ko), ko], -1)], 2)
     V = torch.cat([vc.to(dt), vs, vo.to(dt)], 2)
+    if mem_bias is not None:
+        bias = torch.cat([bias, mem_bias], 3)
     # one op for the scale, the bias and the cast to fp32 (three passes over the scores otherwise)
-    scores = torch.add(_bias(ctx, cache, cw, parts, mem_mask, B, N, q.device), Q @ K.transpose(-1, -2), alpha=Dh ** -0.5)
+    scores = torch.add(bias, Q @ K.transpose(-1, -2), alpha=(q.shape[-1]) ** -0.5)
     return torch.softmax(scores, dim=-1).to(dt) @ V
+
+
+def _gather_tokens(pieces: list[torch.Tensor], tok: torch.Tensor) -> torch.Tensor:
+    """Tokens ``tok`` (B, S) of the concatenation of ``pieces`` (each (B, H, n_i, Dh)) along the
+    token axis, without making the concatenation: (B, H, S, Dh)."""
+    B, H, _, Dh = pieces[0].shape
+    out, start = None, 0
+    for x in pieces:
+        n = x.shape[2]
+        if len(pieces) == 1:
+            return x.gather(2, tok[:, None, :, None].expand(B, H, -1, Dh))
+        idx = (tok - start).clamp(0, n - 1)
+        got = x.gather(2, idx[:, None, :, None].expand(B, H, -1, Dh))
+        mine = ((tok >= start) & (tok < start + n))[:, None, :, None]
+        out = got if out is None else torch.where(mine, got, out)
+        start += n
+    return out
 
 
 def _span(sel: torch.Tensor, memo: dict, name: str) -> slice:
@@ -241,45 +280,83 @@ def _near(cache: KVCache | None, q_chunks: torch.Tensor, cand_chunks: torch.Tens
     return near.masked_fill(~(near <= cache.position_radius), float("nan"))
 
 
-def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, q_inv: torch.Tensor, k_mean: torch.Tensor,
-                  mem_chunk: torch.Tensor, near: torch.Tensor | None = None, horizon: int = 0) -> torch.Tensor:
-    """(B, Kq, J) bool: the memory chunks each query chunk attends to, among those that left its
-    window. Score: mean query . mean key, averaged over heads (a cheap block score, as in
-    MoBA / block-sparse attention). Fixed top-k, or with ``memory_p`` > 0 adaptive: the fewest
-    blocks whose softmax mass reaches p, at most ``memory_topk`` (concentrated scores keep few
-    blocks, flat scores keep the budget). ``near`` (B, Kq, J): distances of memory chunks within
-    the retrieval radius of each query chunk's position (NaN otherwise), when the source knows
-    positions: those come first, nearest first, and key similarity fills the rest of the budget.
-    ``horizon`` > 0: only chunks fewer than window + horizon
-    chunks back (what a bank of that size holds) are eligible."""
-    B, H, _, Dh = qs.shape
-    m = ctx.memory_tokens
-    Kq, J = len(q_chunks), k_mean.shape[2]
-    q_mean = torch.zeros(B, H, Kq, Dh, dtype=qs.dtype, device=qs.device).index_add_(2, q_inv, qs)
-    q_mean = q_mean / torch.bincount(q_inv, minlength=Kq).to(qs.dtype)[None, None, :, None]
-    score = torch.einsum("bhqd,bhjd->bqj", q_mean.float(), k_mean.float()) / H  # (B, Kq, J)
-    mc = mem_chunk.view(J, m)[:, 0]
-    eligible = (mc[None, :] >= ctx.sinks) & (q_chunks[:, None] - mc[None, :] >= ctx.window)  # (Kq, J)
+def eligible_memory(ctx: ViewContext, q_chunks: torch.Tensor, mem_chunks: torch.Tensor, horizon: int = 0) -> torch.Tensor:
+    """(Kq, J) bool: memory chunk j may be retrieved by query chunk q: it is no sink and has left
+    q's window; with ``horizon`` > 0, it is also fewer than window + horizon chunks back (what a
+    bank of that size holds)."""
+    d = q_chunks[:, None] - mem_chunks[None, :]
+    eligible = (mem_chunks[None, :] >= ctx.sinks) & (d >= ctx.window)
     if horizon:
-        eligible &= q_chunks[:, None] - mc[None, :] < ctx.window + horizon
-    if near is not None:
-        score = score + torch.nan_to_num(1e4 - near, nan=0.0)
+        eligible &= d < ctx.window + horizon
+    return eligible
+
+
+def rank_memory(qs: torch.Tensor, k_mean: torch.Tensor, eligible: torch.Tensor, near_bias: torch.Tensor | None,
+                topk: int, p: float, n_chunks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The memory chunks each query chunk attends to: (order (B, Kq, k), valid (B, Kq, k)), the
+    k = min(topk, J) best candidates by score, and which of them it keeps.
+
+    Score: mean query . mean key, averaged over heads (a cheap block score, as in MoBA /
+    block-sparse attention). Fixed top-k, or with ``p`` > 0 adaptive: the fewest blocks whose
+    softmax mass reaches p, at most ``topk`` (concentrated scores keep few blocks, flat scores keep
+    the budget). ``near_bias`` (B, Kq, J): a large bonus for memory chunks within the retrieval
+    radius of the query chunk's position, nearest first (when the source knows positions); key
+    similarity fills the rest of the budget. Only ``eligible`` (Kq, J) candidates are kept."""
+    Dh = qs.shape[-1]
+    J = k_mean.shape[2]
+    q_mean = qs.unflatten(2, (n_chunks, qs.shape[2] // max(n_chunks, 1))).float().mean(3)  # tokens come in chunk order
+    score = (q_mean @ k_mean.float().transpose(-1, -2)).mean(1)  # (B, Kq, J)
+    if near_bias is not None:
+        score = score + near_bias
     score = score.masked_fill(~eligible[None], float("-inf"))
-    k = min(ctx.memory_topk, J)
-    top, order = score.topk(k, dim=2)  # (B, Kq, k), best first
-    keep = torch.ones_like(top, dtype=torch.bool)
-    if ctx.memory_p > 0:
+    top, order = score.topk(min(topk, J), dim=2)  # (B, Kq, k), best first
+    valid = eligible[None].expand(score.shape[0], -1, -1).gather(2, order)
+    if p > 0:
         prob = torch.softmax(score * Dh ** -0.5, dim=2).gather(2, order)  # mass of each chosen block
-        before = prob.cumsum(2) - prob
-        keep = before < ctx.memory_p  # add blocks until the mass reaches p
-    chosen = torch.zeros(B, Kq, J, dtype=torch.bool, device=qs.device).scatter_(2, order, keep)
-    return chosen & eligible[None]
+        valid = valid & (prob.cumsum(2) - prob < p)  # add blocks until the mass reaches p
+    return order, valid
 
 
-def _chosen_index(chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, J) bool -> indices (B, kmax) of the chosen blocks and which of them are real (padding repeats)."""
-    n = chosen.sum(1)
-    kmax = max(1, int(n.max()))
-    order = torch.argsort((~chosen).to(torch.int8), dim=1, stable=True)[:, :kmax]
-    ok = torch.arange(kmax, device=chosen.device)[None] < n[:, None]
-    return order, ok
+def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, k_mean: torch.Tensor,
+                  mem_chunks: torch.Tensor, near: torch.Tensor | None = None, horizon: int = 0) -> torch.Tensor:
+    """(B, Kq, J) bool: the memory chunks (ids ``mem_chunks``, one per candidate) each query chunk
+    attends to (``rank_memory``); ``near`` (B, Kq, J): distances within the retrieval radius, NaN
+    beyond it."""
+    eligible = eligible_memory(ctx, q_chunks, mem_chunks, horizon)
+    near_bias = None if near is None else torch.nan_to_num(1e4 - near, nan=0.0)
+    order, valid = rank_memory(qs, k_mean, eligible, near_bias, ctx.memory_topk, ctx.memory_p, len(q_chunks))
+    return torch.zeros(qs.shape[0], *eligible.shape, dtype=torch.bool, device=qs.device).scatter_(2, order, valid)
+
+
+def _candidates(ks, vs, bank_k, bank_v, bank_mean, left_k, left_v, n_left: int, n_cur: int, m: int):
+    """Memory candidates' keys and values (lists of pieces, in candidate order: the bank, chunks
+    that left a later query chunk's window, the pass's own earlier chunks) and mean keys (B, H, J, Dh)."""
+    mk, mv, mm = [], [], []
+    if bank_k is not None:
+        mk.append(bank_k), mv.append(bank_v), mm.append(bank_mean)
+    for k, v, n in ((left_k, left_v, n_left), (ks, vs, n_cur if n_cur > 1 else 0)):
+        if n:
+            pk = pool_chunks(k, n, m)
+            mk.append(pk), mv.append(pool_chunks(v, n, m)), mm.append(chunk_means(pk, m))
+    return mk, mv, mm[0] if len(mm) == 1 else torch.cat(mm, 2)
+
+
+def streamed_memory(qs: torch.Tensor, ks: torch.Tensor, vs: torch.Tensor, bank_k: torch.Tensor | None,
+                    bank_v: torch.Tensor | None, bank_mean: torch.Tensor | None, left_k: torch.Tensor | None,
+                    left_v: torch.Tensor | None, eligible: torch.Tensor, near_bias: torch.Tensor | None, n_left: int,
+                    n_cur: int, m: int, topk: int, p: float, nt: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The memory part of a streamed pass, dense tensors only (``Omni.compile_dense`` compiles it):
+    rank the candidates for each query chunk, gather k = min(topk, J) blocks per query chunk into
+    slots of its own (chosen first, then unchosen padding it may not see), so the gathered memory has
+    a fixed size and needs no host sync, and two query chunks that chose one block each see it once.
+    Returns the gathered keys and values (B, H, Kq k m, Dh) and their additive bias (B, 1, nt + Nq, Kq k m)."""
+    mk, mv, mm = _candidates(ks, vs, bank_k, bank_v, bank_mean, left_k, left_v, n_left, n_cur, m)
+    order, valid = rank_memory(qs, mm, eligible, near_bias, topk, p, n_cur)  # (B, Kq, k)
+    B, Kq, k = order.shape
+    tok = (order.flatten(1)[..., None] * m + torch.arange(m, device=qs.device)).flatten(1)  # (B, Kq*k*m)
+    owner = torch.arange(Kq, device=qs.device).repeat_interleave(k * m)  # the query chunk each slot is for
+    q_chunk = torch.arange(Kq, device=qs.device).repeat_interleave(qs.shape[2] // Kq)
+    rows = (q_chunk[:, None] == owner[None])[None] & valid.repeat_interleave(m, 2).flatten(1)[:, None, :]
+    rows = torch.cat([torch.zeros(B, nt, rows.shape[2], dtype=torch.bool, device=qs.device), rows], 1)
+    bias = torch.zeros(rows.shape, device=qs.device).masked_fill(~rows, float("-inf"))[:, None]
+    return _gather_tokens(mk, tok), _gather_tokens(mv, tok), bias

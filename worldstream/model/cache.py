@@ -74,7 +74,6 @@ class KVCache:
         self.n_chunks = 0  # stream chunks committed so far (the next chunk's absolute index)
         self._pending: list[tuple | None] = [None for _ in L]
         self._pending_info: tuple | None = None
-        self._rot: list[tuple | None] = [None for _ in L]  # time-rotated window keys, for the passes of one chunk
 
     # -- what the attention reads -------------------------------------------------------------
     @property
@@ -86,15 +85,6 @@ class KVCache:
         """Tokens held per layer (text, retained chunks and memory): bounded for any stream length."""
         nt = 0 if self.text_valid is None else self.text_valid.shape[1]
         return nt + len(self.chunk_of) + len(self.mem_chunk_of)
-
-    def rotated(self, layer: int, t_ref: int, make) -> torch.Tensor:
-        """The retained keys rotated to time ``t_ref`` (widened for the attention): made once per chunk, reused by its every
-        denoising pass (and the commit pass)."""
-        key = (t_ref, len(self.chunk_of), self.n_chunks)
-        memo = self._rot[layer]
-        if memo is None or memo[0] != key:
-            memo = self._rot[layer] = (key, make())
-        return memo[1]
 
     def nbytes(self) -> int:
         ts = [t for pair in self.text if pair for t in pair] + [t for t in self.k + self.v + self.mem_k + self.mem_v if t is not None]
@@ -147,7 +137,6 @@ class KVCache:
             self.n_chunks = int(chunk_of.max()) + 1
         self._pending = [None] * self.n_layers
         self._pending_info = None
-        self._rot = [None] * self.n_layers
         self._evict()
 
     def _evict(self) -> None:
@@ -194,4 +183,3 @@ class KVCache:
                 self.k[i], self.v[i] = self.k[i][:, :, keep], self.v[i][:, :, keep]
         self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
         self.n_chunks = first
-        self._rot = [None] * self.n_layers

@@ -35,7 +35,7 @@ from torch import nn
 
 from .attention import ViewContext, attend
 from .cache import KVCache
-from .rope import Rotation, rope_angles
+from .rope import Rotation, rope_angles, rotate
 
 VIDEO, AUDIO, ACTION, TEXT = range(4)  # modality ids
 
@@ -112,16 +112,28 @@ class Block(nn.Module):
                 ctx: ViewContext, cache: KVCache | None, layer: int) -> torch.Tensor:
         """x (B, N, D); cond (B, G, D) per conditioning group, ``group`` (N,) each token's group
         (None: one group, broadcast)."""
+        q, k, v, mod = self.before_attention(x, cond, group, rot.cos, rot.sin)
+        a = attend(q, k, v, ctx, cache, layer)  # (B, H, N, Dh)
+        return self.after_attention(x, mod, a)
+
+    # The dense parts of a block, apart from the attention view's bookkeeping, so a streaming copy
+    # can compile them (``compile_dense``): on a 2-core CPU a streamed chunk is a few hundred
+    # small ops per block, and their dispatch, not the matmuls, is most of its time.
+    def before_attention(self, x: torch.Tensor, cond: torch.Tensor, group: torch.Tensor | None, cos: torch.Tensor,
+                         sin: torch.Tensor):
         B, N, D = x.shape
         H = self.heads
         mod = self.ada(F.silu(cond))
         if group is not None:
             mod = mod[:, group]
-        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # each (B, N or 1, D)
+        shift1, scale1 = mod[..., :D], mod[..., D : 2 * D]
         h = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.qkv(h).view(B, N, 3, H, D // H).permute(2, 0, 3, 1, 4)  # each (B, H, N, Dh)
-        q, k = rot(self.q_norm(q)), rot(self.k_norm(k))  # row/column only
-        a = attend(q, k, v, ctx, cache, layer)  # (B, H, N, Dh)
+        return rotate(self.q_norm(q), cos, sin), rotate(self.k_norm(k), cos, sin), v, mod  # row/column only
+
+    def after_attention(self, x: torch.Tensor, mod: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        gate1, shift2, scale2, gate2 = mod[..., 2 * D :].chunk(4, dim=-1)
         x = x + gate1 * self.proj(a.transpose(1, 2).reshape(B, N, D))
         h = self.norm2(x) * (1 + scale2) + shift2
         return x + gate2 * self.mlp(h)
@@ -140,6 +152,9 @@ class Omni(nn.Module):
         self.text_pool = nn.Linear(cfg.text_width, D)
         self.modality = nn.Embedding(4, D)
         self._layouts: dict = {}  # (K, h, w) -> token layout at start frame 0
+        self._rotations: dict = {}  # pass shape -> its rotary cos/sin, made once (``_context``, ``_blocks``)
+        self.streamed_attention = None  # a compiled ``attention.streamed_attention`` (``compile_dense``); None: eager
+        self.streamed_memory = None  # likewise ``attention.streamed_memory``
         self.t_mlp = nn.Sequential(nn.Linear(D, D), nn.SiLU(), nn.Linear(D, D))
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.depth)])
         self.out_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
@@ -242,11 +257,11 @@ class Omni(nn.Module):
             group = torch.cat([torch.zeros(n_text, dtype=g_stream.dtype, device=g_stream.device), g_stream + 1])
         first_chunk = cache.n_chunks if cache is not None else start_frame // cfg.chunk_frames
         ctx = self._context(first_chunk + chunk_of, pos[:, 0], start_frame, n_text,
-                            text_mask if n_text else None, B, x.device)
+                            text_mask if n_text else None, B, x.device, layout=(K, h, w))
         if cache is not None:
             cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
         pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
-        x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache)
+        x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache, layout=(K, h, w, n_text))
         x = x[:, x.shape[1] - n_stream :]
         mod = self.out_ada(F.silu(cond[:, cond.shape[1] - n_groups :]))
         if n_groups > 1:
@@ -272,7 +287,10 @@ class Omni(nn.Module):
         return tx, cond
 
     def _context(self, chunk_of: torch.Tensor, time_of: torch.Tensor, t_ref: int, n_text: int,
-                 text_mask: torch.Tensor | None, B: int, device) -> ViewContext:
+                 text_mask: torch.Tensor | None, B: int, device, layout: tuple | None = None) -> ViewContext:
+        """The view of one pass. ``layout`` (K, h, w): the pass's token layout, whose time rotations
+        (relative to the pass's first frame) are the same in every pass of that shape, so they are
+        made once (a stream makes the same pass forever)."""
         cfg = self.cfg
         Dh = cfg.width // cfg.heads
 
@@ -282,21 +300,59 @@ class Omni(nn.Module):
 
         if n_text and text_mask is None:
             text_mask = torch.ones(B, n_text, dtype=torch.bool, device=device)
-        n_chunks = len(torch.unique(chunk_of)) if len(chunk_of) else 0
-        return ViewContext(n_text=n_text, text_valid=text_mask, chunk_of=chunk_of, rot_q=Rotation(time_angles(time_of)),
-                           t_ref=t_ref, rot_outside=Rotation(time_angles(torch.tensor([t_ref - cfg.outside], device=device))),
+        key = ("time", layout, str(device))
+        if layout is None or key not in self._rotations:
+            n_chunks = len(torch.unique(chunk_of)) if len(chunk_of) else 0
+            made = (Rotation(time_angles(time_of)), Rotation(time_angles(torch.tensor([t_ref - cfg.outside], device=device))),
+                    len(chunk_of) // max(n_chunks, 1))
+            if layout is None:
+                rot_q, rot_outside, per_chunk = made
+            else:
+                self._rotations[key] = made
+        if layout is not None:
+            rot_q, rot_outside, per_chunk = self._rotations[key]
+        return ViewContext(n_text=n_text, text_valid=text_mask, chunk_of=chunk_of, rot_q=rot_q,
+                           t_ref=t_ref, rot_outside=rot_outside,
                            time_angles=time_angles, sinks=cfg.sinks, window=cfg.window, memory_tokens=cfg.memory_tokens,
-                           memory_topk=cfg.memory_topk, memory_p=cfg.memory_p, tokens_per_chunk=len(chunk_of) // max(n_chunks, 1))
+                           memory_topk=cfg.memory_topk, memory_p=cfg.memory_p, tokens_per_chunk=per_chunk,
+                           streamed=self.streamed_attention, memory=self.streamed_memory)
 
     def _blocks(self, x: torch.Tensor, cond: torch.Tensor, group: torch.Tensor | None, pos: torch.Tensor,
-                ctx: ViewContext, cache: KVCache | None) -> torch.Tensor:
-        """Run the blocks; ``pos`` rotates by row and column here, time is the attention view's job."""
-        pos = pos.clone()
-        pos[:, 0] = 0
-        rot = Rotation(rope_angles(pos, self.cfg.width // self.cfg.heads, self.cfg.rope_theta))
+                ctx: ViewContext, cache: KVCache | None, layout: tuple | None = None) -> torch.Tensor:
+        """Run the blocks; ``pos`` rotates by row and column here, time is the attention view's job.
+        ``layout`` (K, h, w, text tokens) names the pass's shape: its rotation is made once."""
+        key = ("space", layout, str(x.device))
+        rot = self._rotations.get(key) if layout is not None else None
+        if rot is None:
+            pos = pos.clone()
+            pos[:, 0] = 0
+            rot = Rotation(rope_angles(pos, self.cfg.width // self.cfg.heads, self.cfg.rope_theta))
+            if layout is not None:
+                self._rotations[key] = rot
         for i, block in enumerate(self.blocks):
             x = block(x, cond, group, rot, ctx, cache, i)
         return x
+
+    def compile_dense(self) -> "Omni":
+        """Compile the dense parts of every block and of a streamed pass's attention with
+        ``torch.compile`` (inductor), for streaming: they are shape-stable once a stream's cache
+        has filled, and fusing their small ops is what makes a chunk fast on a CPU. The attention
+        view's bookkeeping stays eager. Returns self; compilation happens at the first passes."""
+        import torch._dynamo
+
+        from .attention import streamed_attention, streamed_memory
+
+        # automatic dynamic shapes (``dynamic=None``): a size that changes (the window and the bank
+        # filling, a prompt's length) is compiled once as a symbol, so a new prompt or stream does not
+        # recompile (measured: 18 s of warm-up, then 37 ms for a first chunk with a new prompt; static
+        # shapes took 29 s and 3 s per new prompt length, at the same speed per chunk)
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self.streamed_attention = torch.compile(streamed_attention, dynamic=None)
+        self.streamed_memory = torch.compile(streamed_memory, dynamic=None)
+        for b in self.blocks:
+            b.before_attention = torch.compile(b.before_attention, dynamic=None)
+            b.after_attention = torch.compile(b.after_attention, dynamic=None)
+        return self
 
     def new_cache(self, memory_chunks: int = 256) -> KVCache:
         """An empty cache bounded by this model's attention view; ``memory_chunks`` caps the bank."""

@@ -39,8 +39,14 @@ class Rotation:
         """Rotate pairs (x1, x2) of x (..., N, Dh) to (x1 cos - x2 sin, x2 cos + x1 sin)."""
         if x.dtype not in self._cast:
             self._cast[x.dtype] = (self.cos.to(x.dtype), self.sin.to(x.dtype))
-        cos, sin = self._cast[x.dtype]
-        return x * cos + x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin
+        return rotate(x, *self._cast[x.dtype])
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """``Rotation`` as a pure function of tensors (what a compiled block takes); casts cos and sin
+    to x's precision."""
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return x * cos + x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2) * sin
 
 
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:

@@ -484,10 +484,14 @@ def overworld_start(width: int, height: int):
 
 def run(world: World, cfg: ServerConfig, device: str = "cpu", open_page: bool = False, warmup: int = 3,
         start=None) -> None:
-    """Warm the model up, start the server and (optionally) open the page; blocks until Ctrl-C."""
-    s = world.stream("", config=cfg.stream)
-    for _ in range(warmup):
-        s.step()
+    """Warm the model up, start the server and (optionally) open the page; blocks until Ctrl-C.
+    A compiled model warms up for as long as a stream takes to fill its window and memory, so no
+    session waits for compilation."""
+    if cfg.stream.compile:
+        print("worldstream: compiling the model for this machine (once per process) ...", flush=True)
+    seconds = world.warm_up(cfg.stream, chunks=max(warmup, 24 if cfg.stream.compile else 0))
+    if cfg.stream.compile:
+        print(f"worldstream: compiled and warmed up in {seconds:.1f} s", flush=True)
     server = Server(world, cfg, device, start)
     url = f"http://{cfg.host}:{cfg.port}/" + (f"?token={cfg.token}" if cfg.token else "")
 

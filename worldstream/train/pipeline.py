@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import load_json
+from ..weights import resolve, verify
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,7 @@ class PipelineConfig:
     omni: str = "default"
     teacher_steps: int = 1000
     teacher_chunks: int = 8
+    teacher_continuation: float = 0.1  # share of clean-history (continuation) batches in the teacher's mix
     view_steps: int = 120
     view_chunks: int = 16  # 32 with window 12 cost 15 s/step; 16 with window 8 cost 3.5 (log.md)
     view_continuation: float = 0.35  # share of clean-history batches in the view fine-tune
@@ -47,6 +49,10 @@ class PipelineConfig:
     student_rollout: int = 16
     student_teacher_steps: int = 6
     batch: int = 8
+    # "" trains everything from scratch; a bundle or run folder (e.g. "default", the shipped model)
+    # lends its autoencoders (their training is skipped) and starts the teacher from its world
+    # model's weights, so a longer recipe builds on what an earlier one learnt
+    start_from: str = ""
 
 
 PRESETS = {
@@ -55,6 +61,10 @@ PRESETS = {
                            teacher_chunks=4, view_steps=4, view_chunks=8, window=3, sinks=1, memory_topk=2,
                            student_steps=4, student_history=2, student_rollout=6, student_teacher_steps=2, batch=4),
     "default": PipelineConfig(),
+    # the shipped model, trained further: its autoencoders, its weights as the teacher's start, twice
+    # the recorded data and a continuation-heavy teacher (streaming is continuation) (log.md, 2026-11-30)
+    "refine": PipelineConfig(episodes=80, start_from="default", teacher_steps=1500, teacher_continuation=0.35,
+                             view_steps=120, student_steps=150),
 }
 
 
@@ -62,6 +72,26 @@ def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, .
     """The teacher's task shares with continuation (the last) set to ``share``, the rest scaled."""
     rest = sum(probs[:-1])
     return tuple(x * (1 - share) / rest for x in probs[:-1]) + (share,)
+
+
+def _adopt_autoencoders(source: str, runs: Path) -> None:
+    """Copy a bundle's (or run's) autoencoders into ``runs`` as the pipeline's own, once."""
+    import shutil
+
+    from ..engine.generate import load_autoencoders
+
+    src = resolve(source)
+    verify(src)
+    meta = load_json(src / "config.json")
+    load_autoencoders(meta, src)  # present and matching their recorded SHA-256
+    for key, info in meta["latents"].items():
+        dst = runs / key
+        if info is None or (dst / "model.safetensors").exists():
+            continue
+        p = Path(info["path"]) if Path(info["path"]).is_absolute() else src / info["path"]
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p / "config.json", dst / "config.json")
+        shutil.copyfile(p / "model.safetensors", dst / "model.safetensors")
 
 
 def _done(run: Path, steps: int) -> bool:
@@ -88,11 +118,13 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
     record(wide, RecordConfig(world=OverworldConfig(width=p.wide_size[0], height=p.wide_size[1]),
                               episodes=p.wide_episodes, frames=p.frames), workers=2, progress=progress)
     log("[2/7] autoencoders")
-    if not _done(runs / "video_ae", p.video_ae_steps):
+    if p.start_from:
+        _adopt_autoencoders(p.start_from, runs)
+    if not _done(runs / "video_ae", p.video_ae_steps) and not p.start_from:
         train_autoencoder(AETrainConfig(kind="video", preset=p.video_ae, dataset=str(data), steps=p.video_ae_steps,
                                         batch=8, clip_frames=4, eval_every=max(1, p.video_ae_steps // 6)),
                           runs / "video_ae", progress=progress)
-    if not _done(runs / "audio_ae", p.audio_ae_steps):
+    if not _done(runs / "audio_ae", p.audio_ae_steps) and not p.start_from:
         train_autoencoder(AETrainConfig(kind="audio", preset=p.audio_ae, dataset=str(data), steps=p.audio_ae_steps,
                                         batch=16, clip_frames=8, eval_every=max(1, p.audio_ae_steps // 5)),
                           runs / "audio_ae", progress=progress)
@@ -102,7 +134,9 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
     both = f"{data},{wide}"
     log("[4/7] teacher")
     tcfg = TeacherTrainConfig(dataset=both, latents="pipeline", preset=p.omni, steps=p.teacher_steps, batch=p.batch,
-                              chunks=p.teacher_chunks, eval_every=max(1, p.teacher_steps // 10))
+                              chunks=p.teacher_chunks, eval_every=max(1, p.teacher_steps // 10),
+                              task_probs=_with_continuation(TeacherTrainConfig.task_probs, p.teacher_continuation),
+                              init_from=str(resolve(p.start_from)) if p.start_from else "")
     if not _done(runs / "teacher", p.teacher_steps):
         train_teacher(tcfg, runs / "teacher", progress=progress)
     log("[5/7] teacher with the streaming view")
