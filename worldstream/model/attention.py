@@ -178,15 +178,14 @@ def streamed_attention(q: torch.Tensor, nt: int, kc: torch.Tensor, vc: torch.Ten
     streaming copy compiles the whole of it into a few fused kernels (``Omni.compile_dense``)."""
     dt = q.dtype  # the cache may hold another precision (a prompt encoded outside autocast)
     q_win = torch.cat([q[:, :, :nt], rotate(q[:, :, nt:], cos_q, sin_q)], 2)
-    Q = torch.cat([q_win, rotate(q, cos_o, sin_o)], -1)
     k_win = torch.cat([rotate(kc.to(dt), cos_c, sin_c), rotate(ks, cos_q, sin_q)], 2)
-    ko = ko.to(dt)
-    K = torch.cat([torch.cat([k_win, torch.zeros_like(k_win)], -1), torch.cat([torch.zeros_like(ko), ko], -1)], 2)
+    # the widened product [q_win | q_out] . [k_win | 0 ; 0 | k_out] in two halves, without the zeros
+    scores = torch.cat([q_win @ k_win.transpose(-1, -2), rotate(q, cos_o, sin_o) @ ko.to(dt).transpose(-1, -2)], 3)
     V = torch.cat([vc.to(dt), vs, vo.to(dt)], 2)
     if mem_bias is not None:
         bias = torch.cat([bias, mem_bias], 3)
     # one op for the scale, the bias and the cast to fp32 (three passes over the scores otherwise)
-    scores = torch.add(bias, Q @ K.transpose(-1, -2), alpha=(q.shape[-1]) ** -0.5)
+    scores = torch.add(bias, scores, alpha=(q.shape[-1]) ** -0.5)
     return torch.softmax(scores, dim=-1).to(dt) @ V
 
 

@@ -74,6 +74,7 @@ class KVCache:
         self.n_chunks = 0  # stream chunks committed so far (the next chunk's absolute index)
         self._pending: list[tuple | None] = [None for _ in L]
         self._pending_info: tuple | None = None
+        self._bufs: dict[tuple, tuple[torch.Tensor, int]] = {}  # the memory bank's buffers (``_append``)
 
     # -- what the attention reads -------------------------------------------------------------
     @property
@@ -87,8 +88,12 @@ class KVCache:
         return nt + len(self.chunk_of) + len(self.mem_chunk_of)
 
     def nbytes(self) -> int:
-        ts = [t for pair in self.text if pair for t in pair] + [t for t in self.k + self.v + self.mem_k + self.mem_v if t is not None]
-        return sum(t.numel() * t.element_size() for t in ts)
+        """Bytes of memory the cache keeps alive (the storage under its views: the bank's buffers,
+        the pass a text prefix was cut from)."""
+        ts = [t for pair in self.text if pair for t in pair] + [
+            t for t in self.k + self.v + self.mem_k + self.mem_v + self.mem_kmean if t is not None]
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in ts}
+        return sum(storages.values())
 
     # -- writing --------------------------------------------------------------------------------
     def stage(self, layer: int, k: torch.Tensor, v: torch.Tensor, n_text: int) -> None:
@@ -153,9 +158,10 @@ class KVCache:
                 pk = pool_chunks(self.k[i][:, :, old], len(old_chunks), m)
                 pv = pool_chunks(self.v[i][:, :, old], len(old_chunks), m)
                 pm = chunk_means(pk, m)
-                self.mem_k[i] = pk if self.mem_k[i] is None else torch.cat([self.mem_k[i], pk], dim=2)
-                self.mem_v[i] = pv if self.mem_v[i] is None else torch.cat([self.mem_v[i], pv], dim=2)
-                self.mem_kmean[i] = pm if self.mem_kmean[i] is None else torch.cat([self.mem_kmean[i], pm], dim=2)
+                cap = self.memory_chunks * m
+                self.mem_k[i] = self._append(("k", i), self.mem_k[i], pk, cap)
+                self.mem_v[i] = self._append(("v", i), self.mem_v[i], pv, cap)
+                self.mem_kmean[i] = self._append(("mean", i), self.mem_kmean[i], pm, self.memory_chunks)
             self.mem_chunk_of = torch.cat([self.mem_chunk_of, old_chunks.repeat_interleave(m)])
             B = self.k[0].shape[0]
             nan = torch.full((B, 2), float("nan"))
@@ -171,9 +177,36 @@ class KVCache:
         else:
             for c in old_chunks.tolist():
                 self.chunk_pos.pop(c, None)
+        span = _contiguous(old)
         for i in range(self.n_layers):
-            self.k[i], self.v[i] = self.k[i][:, :, keep], self.v[i][:, :, keep]
+            if span is None:
+                self.k[i], self.v[i] = self.k[i][:, :, keep], self.v[i][:, :, keep]
+            else:  # (tokens are in chunk order: the evicted chunks are one run after the sinks)
+                a, b = span
+                self.k[i] = torch.cat([self.k[i][:, :, :a], self.k[i][:, :, b:]], 2)
+                self.v[i] = torch.cat([self.v[i][:, :, :a], self.v[i][:, :, b:]], 2)
         self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
+
+    def _append(self, key: tuple, held: torch.Tensor | None, new: torch.Tensor, cap: int) -> torch.Tensor:
+        """``held`` (B, H, n, Dh) with ``new`` appended along the tokens, as a view into a buffer with
+        room for about two banks, so adding a chunk to the bank writes it instead of copying the
+        whole bank (8 layers x 3 tensors every chunk); the buffer is compacted when it runs out of
+        room. A ``held`` that is not the tail of this key's buffer (a bank split out of a batch) is
+        copied into a fresh one."""
+        n = 0 if held is None else held.shape[2]
+        buf, end = self._bufs.get(key, (None, 0))
+        tail = (buf is not None and held is not None and n <= end and held.dtype == buf.dtype
+                and held.shape[:2] == buf.shape[:2] and held.data_ptr() == buf[:, :, end - n : end].data_ptr())
+        if not tail or end + new.shape[2] > buf.shape[2]:
+            size = max(2 * cap, n + new.shape[2]) + new.shape[2]
+            fresh = new.new_empty(*new.shape[:2], size, new.shape[3])
+            if n:
+                fresh[:, :, :n] = held
+            buf, end = fresh, n
+        buf[:, :, end : end + new.shape[2]] = new
+        end += new.shape[2]
+        self._bufs[key] = (buf, end)
+        return buf[:, :, end - n - new.shape[2] : end]
 
     def drop_chunks_from(self, first: int) -> None:
         """Forget retained chunks with index >= first (to re-commit them, e.g. under a new prompt)."""
@@ -183,3 +216,12 @@ class KVCache:
                 self.k[i], self.v[i] = self.k[i][:, :, keep], self.v[i][:, :, keep]
         self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
         self.n_chunks = first
+
+
+def _contiguous(mask: torch.Tensor) -> tuple[int, int] | None:
+    """(a, b) when ``mask`` is True exactly on positions a..b-1, else None."""
+    idx = mask.nonzero().flatten()
+    if not len(idx):
+        return None
+    a, b = int(idx[0]), int(idx[-1]) + 1
+    return (a, b) if b - a == len(idx) else None
