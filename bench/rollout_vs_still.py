@@ -1,0 +1,88 @@
+"""Does a model make a world, or only a picture? Free-running rollouts against a still picture.
+
+From a real held-out frame, a model streams ``--frames`` frames with the episode's own actions and
+caption; each generated frame is compared (PSNR) with the true frame at that time, and so is the
+*start frame held still*. A model that keeps the place and moves it as the keys say beats the still
+picture once the view has scrolled; one that dissolves falls below it. Prints a table, writes JSON.
+
+    .venv/bin/python bench/rollout_vs_still.py --data pipeline/data/overworld --model new=pipeline/bundle \\
+        --model shipped=default --starts 12 --json docs/results/rollout_vs_still.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worldstream.data.format import Dataset
+from worldstream.engine.stream import StreamConfig, World
+
+AT = (1, 2, 5, 12, 24, 48)  # frames after the start at which PSNR is reported
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def starts(ds: Dataset, n: int, frames: int, seed: int = 0) -> list[tuple]:
+    """(frames[t0 : t0 + frames + 1], actions, caption) from held-out episodes, spread evenly."""
+    rng = np.random.default_rng(seed)
+    eps = ds.split("heldout")
+    out = []
+    for i in range(n):
+        ep = eps[i % len(eps)]
+        t0 = int(rng.integers(0, ep.n_frames - frames - 1))
+        recs = ep.records()
+        cap = next((r["caption"] for r in reversed(recs[: t0 + 1]) if r.get("caption")), "")
+        out.append((np.array(ep.frames()[t0 : t0 + frames + 1]), ep.actions()[t0 + 1 : t0 + frames + 1], cap))
+    return out
+
+
+@torch.no_grad()
+def run(world: World, clips: list[tuple], frames: int, compile: bool) -> dict:
+    names = world.vocab.names
+    model_p, still_p = [], []
+    for real, actions, caption in clips:
+        s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(compile=compile))
+        got = [s.step().frames[0, -1]]  # the start frame itself (through the autoencoder)
+        for f in range(frames):  # actions[f] made frame f + 1
+            got.append(s.step(names[int(actions[f])] if actions[f] >= 0 else None).frames[0, -1])
+        model_p.append([psnr(got[f], real[f]) for f in AT if f <= frames])
+        still_p.append([psnr(real[0], real[f]) for f in AT if f <= frames])
+    m, st = np.array(model_p), np.array(still_p)
+    return {"at": [f for f in AT if f <= frames], "model_psnr": m.mean(0).tolist(), "still_psnr": st.mean(0).tolist(),
+            "model_beats_still": (m > st).mean(0).tolist(), "starts": len(clips)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="dataset with held-out episodes (the model's resolution)")
+    ap.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT (default: the shipped model)")
+    ap.add_argument("--starts", type=int, default=12)
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    clips = starts(Dataset(a.data), a.starts, a.frames)
+    res = {}
+    for spec in a.model:
+        name, _, path = spec.partition("=")
+        res[name] = run(World.load(None if path in ("", "default") else path), clips, a.frames, a.compile)
+    at = next(iter(res.values()))["at"]
+    print("| model | " + " | ".join(f"frame {f}" for f in at) + " |")
+    print("|---|" + "---|" * len(at))
+    for name, r in res.items():
+        print(f"| {name}: PSNR dB | " + " | ".join(f"{x:.1f}" for x in r["model_psnr"]) + " |")
+        print(f"| {name}: beats the still picture | " + " | ".join(f"{x:.0%}" for x in r["model_beats_still"]) + " |")
+    print("| still picture: PSNR dB | " + " | ".join(f"{x:.1f}" for x in next(iter(res.values()))["still_psnr"]) + " |")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
