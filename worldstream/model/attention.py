@@ -159,7 +159,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     # streaming (few queries, a long cache): the same widened attention, written out, because at 64
     # queries the fused kernel is slower than three ops here; the mask is an additive bias made once
     # per pass (a boolean masked_fill costs more than the matmuls)
-    bias = _bias(ctx, cache, cw, parts, None, B, N, q.device)
+    bias = _bias(ctx, cache, cw, parts, B, N, q.device)
     rq, ro = ctx.rot_q, ctx.rot_outside
     return (ctx.streamed or streamed_attention)(q, nt, kc_raw, vc, ks, vs, ko, vo, bias, mem_bias, rot_cached.cos,
                                                 rot_cached.sin, rq.cos, rq.sin, ro.cos, ro.sin)
@@ -167,15 +167,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
 
 def streamed_attention(q: torch.Tensor, nt: int, kc: torch.Tensor, vc: torch.Tensor, ks: torch.Tensor,
                        vs: torch.Tensor, ko: torch.Tensor, vo: torch.Tensor, bias: torch.Tensor,
-                       mem_bias: torch.Tensor | None, cos_c: torch.Tensor, sin_c: torch.Tensor, cos_q: torch.Tensor, sin_q: torch.Tensor,
-                       cos_o: torch.Tensor, sin_o: torch.Tensor) -> torch.Tensor:
+                       mem_bias: torch.Tensor | None, cos_c: torch.Tensor, sin_c: torch.Tensor,
+                       cos_q: torch.Tensor, sin_q: torch.Tensor, cos_o: torch.Tensor, sin_o: torch.Tensor) -> torch.Tensor:
     """The widened attention of a streamed pass over [cached window | this pass | outside] keys:
     q (B, H, N, Dh) with ``nt`` text tokens first; cached keys ``kc`` and this pass's stream keys
     ``ks`` not yet rotated in time (by ``cos_c``/``sin_c`` and ``cos_q``/``sin_q``); queries rotated
     by their own time for the window part and by ``outside`` (``cos_o``/``sin_o``) for the text,
     sink and memory keys ``ko``; the view as an additive ``bias`` (and ``mem_bias`` for the memory
-    keys, which come last). Dense tensors only, so a
-    streaming copy compiles the whole of it into a few fused kernels (``Omni.compile_dense``)."""
+    keys, which come last). Dense tensors only, so a streaming copy compiles all of it
+    (``Omni.compile_dense``)."""
     dt = q.dtype  # the cache may hold another precision (a prompt encoded outside autocast)
     q_win = torch.cat([q[:, :, :nt], rotate(q[:, :, nt:], cos_q, sin_q)], 2)
     k_win = torch.cat([rotate(kc.to(dt), cos_c, sin_c), rotate(ks, cos_q, sin_q)], 2)
@@ -193,11 +193,11 @@ def _gather_tokens(pieces: list[torch.Tensor], tok: torch.Tensor) -> torch.Tenso
     """Tokens ``tok`` (B, S) of the concatenation of ``pieces`` (each (B, H, n_i, Dh)) along the
     token axis, without making the concatenation: (B, H, S, Dh)."""
     B, H, _, Dh = pieces[0].shape
+    if len(pieces) == 1:
+        return pieces[0].gather(2, tok[:, None, :, None].expand(B, H, -1, Dh))
     out, start = None, 0
-    for x in pieces:
+    for x in pieces:  # each token from the piece it falls in
         n = x.shape[2]
-        if len(pieces) == 1:
-            return x.gather(2, tok[:, None, :, None].expand(B, H, -1, Dh))
         idx = (tok - start).clamp(0, n - 1)
         got = x.gather(2, idx[:, None, :, None].expand(B, H, -1, Dh))
         mine = ((tok >= start) & (tok < start + n))[:, None, :, None]
@@ -218,18 +218,14 @@ def _span(sel: torch.Tensor, memo: dict, name: str) -> slice:
     return memo[name]
 
 
-def _bias(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_mask: torch.Tensor | None,
-          B: int, N: int, device) -> torch.Tensor:
-    """The mask as an additive bias (B, 1, N, S): 0 = may attend, -inf = may not."""
+def _bias(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, B: int, N: int,
+          device) -> torch.Tensor:
+    """The view but the memory as an additive bias (B, 1, N, S): 0 = may attend, -inf = may not."""
     key = ("bias", len(cw), tuple(p[:2] for p in parts if p[0] != "memory"))
     if key not in ctx.memo:
         static = _mask(ctx, cache, cw, parts, None, B, N, device)
         ctx.memo[key] = torch.zeros(static.shape, device=device).masked_fill(~static, float("-inf"))
-    bias = ctx.memo[key]
-    if mem_mask is not None:
-        mem = torch.zeros(mem_mask.shape, device=device).masked_fill(~mem_mask, float("-inf"))
-        bias = torch.cat([bias, mem[:, None]], 3)
-    return bias
+    return ctx.memo[key]
 
 
 def _mask(ctx: ViewContext, cache: KVCache | None, cw: torch.Tensor, parts: list, mem_mask: torch.Tensor | None,
