@@ -63,7 +63,7 @@ PRESETS = {
     "default": PipelineConfig(),
     # the shipped model, trained further: its autoencoders, its weights as the teacher's start, twice
     # the recorded data and a continuation-heavy teacher (streaming is continuation) (log.md, 2026-11-30)
-    "refine": PipelineConfig(episodes=80, start_from="default", teacher_steps=1200, teacher_continuation=0.35,
+    "refine": PipelineConfig(episodes=80, start_from="default", teacher_steps=1000, teacher_continuation=0.35,
                              view_steps=120, student_steps=150),
 }
 
