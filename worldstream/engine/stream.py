@@ -157,15 +157,17 @@ class World:
         m.cfg = self.model.cfg  # a view changed on the master (memory budget, window) applies
         return m
 
-    def warm_up(self, config: "StreamConfig | None" = None, chunks: int = 24) -> float:
-        """Stream ``chunks`` throwaway chunks so a compiled model has compiled the shapes a stream
-        meets while its window and memory fill (a server does this before taking sessions);
-        returns the seconds it took."""
+    def warm_up(self, config: "StreamConfig | None" = None, chunks: int = 40) -> float:
+        """Stream throwaway chunks so a compiled model has compiled what a stream meets: the window
+        and the memory bank filling (``chunks`` of one stream: sizes seen to change are compiled
+        as symbols from then on), and prompts of other lengths (a few chunks of two more streams).
+        A server does this before taking sessions. Returns the seconds it took."""
         t0 = time.perf_counter()
-        s = self.stream("", seed=0, config=config)
         names = [n for n in self.vocab.names if n.startswith("walk")] or list(self.vocab.names)
-        for i in range(chunks):
-            s.step(names[(i // 6) % len(names)])
+        for prompt, n in (("", chunks), ("a sunny meadow", min(chunks, 4)), ("snow falls on a quiet village at night", min(chunks, 4))):
+            s = self.stream(prompt, seed=0, config=config)
+            for i in range(n):
+                s.step(names[(i // 6) % len(names)])
         return time.perf_counter() - t0
 
     def image_latent(self, img: np.ndarray) -> torch.Tensor:

@@ -131,9 +131,9 @@ class KVCache:
             if nt:
                 self.text[i] = (k[:, :, :nt], v[:, :, :nt])
             ks, vs = k[:, :, nt : nt + n], v[:, :, nt : nt + n]
-            if ks.shape[2]:
-                self.k[i] = ks if self.k[i] is None else torch.cat([self.k[i], ks], dim=2)
-                self.v[i] = vs if self.v[i] is None else torch.cat([self.v[i], vs], dim=2)
+            if ks.shape[2]:  # (contiguous: a compiled stream then meets one memory layout)
+                self.k[i] = ks.contiguous() if self.k[i] is None else torch.cat([self.k[i], ks], dim=2)
+                self.v[i] = vs.contiguous() if self.v[i] is None else torch.cat([self.v[i], vs], dim=2)
         if text_valid is not None:
             self.text_valid = text_valid
         if len(chunk_of):

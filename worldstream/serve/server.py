@@ -489,7 +489,7 @@ def run(world: World, cfg: ServerConfig, device: str = "cpu", open_page: bool = 
     session waits for compilation."""
     if cfg.stream.compile:
         print("worldstream: compiling the model for this machine (once per process) ...", flush=True)
-    seconds = world.warm_up(cfg.stream, chunks=max(warmup, 24 if cfg.stream.compile else 0))
+    seconds = world.warm_up(cfg.stream, chunks=max(warmup, 40 if cfg.stream.compile else 0))
     if cfg.stream.compile:
         print(f"worldstream: compiled and warmed up in {seconds:.1f} s", flush=True)
     server = Server(world, cfg, device, start)
