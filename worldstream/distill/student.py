@@ -208,6 +208,14 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=cfg.steps, initial=step, desc="distil student", unit="step")
+    def meta() -> dict[str, Any]:  # config.json of the run as it stands now
+        return {"kind": "omni_student", "model": to_dict(student.cfg), "train": to_dict(cfg), "step": step,
+                "metrics": metrics, "latents": tmeta["latents"], "actions": tmeta["actions"], "fps": tmeta["fps"],
+                "latent_shape": tmeta["latent_shape"], "teacher": str(cfg.teacher),
+                "rollout": {"sampler": "x0", "steps": min(2, max(cfg.levels)), "text_scale": 1.0, "action_scale": 1.0},
+                "sampler_rng": train.rng.bit_generator.state, "draw_rng": rng.bit_generator.state,
+                "noise_rng": g.get_state().tolist()}
+
     t0 = t_save = time.perf_counter()
     while step < cfg.steps:
         own = step >= cfg.self_forcing_from and rng.random() < cfg.self_forcing_share
@@ -229,13 +237,6 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             log.write(json.dumps({"eval": metrics}) + "\n")
             log.flush()
         out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
-        meta = lambda: {  # noqa: E731
-            "kind": "omni_student", "model": to_dict(student.cfg), "train": to_dict(cfg), "step": step,
-            "metrics": metrics, "latents": tmeta["latents"], "actions": tmeta["actions"], "fps": tmeta["fps"],
-            "latent_shape": tmeta["latent_shape"], "teacher": str(cfg.teacher),
-            "rollout": {"sampler": "x0", "steps": min(2, max(cfg.levels)), "text_scale": 1.0, "action_scale": 1.0},
-            "sampler_rng": train.rng.bit_generator.state, "draw_rng": rng.bit_generator.state,
-            "noise_rng": g.get_state().tolist()}
         if step == cfg.self_forcing_from < cfg.steps:  # the regression-only student, for comparison (log.md)
             (out / REGRESSION).mkdir(exist_ok=True)
             save_run(out / REGRESSION, student, ema, opt, meta())

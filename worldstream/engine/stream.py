@@ -160,11 +160,15 @@ class World:
     def warm_up(self, config: "StreamConfig | None" = None, chunks: int = 40) -> float:
         """Stream throwaway chunks so a compiled model has compiled what a stream meets: the window
         and the memory bank filling (``chunks`` of one stream: sizes seen to change are compiled
-        as symbols from then on), and prompts of other lengths (a few chunks of two more streams).
+        as symbols from then on), and, when compiled, prompts of other lengths (a few chunks of two
+        more streams).
         A server does this before taking sessions. Returns the seconds it took."""
         t0 = time.perf_counter()
         names = [n for n in self.vocab.names if n.startswith("walk")] or list(self.vocab.names)
-        for prompt, n in (("", chunks), ("a sunny meadow", min(chunks, 4)), ("snow falls on a quiet village at night", min(chunks, 4))):
+        streams = [("", chunks)]
+        if config is not None and config.compile:  # (eager passes have nothing to compile per prompt length)
+            streams += [("a sunny meadow", min(chunks, 4)), ("snow falls on a quiet village at night", min(chunks, 4))]
+        for prompt, n in streams:
             s = self.stream(prompt, seed=0, config=config)
             for i in range(n):
                 s.step(names[(i // 6) % len(names)])

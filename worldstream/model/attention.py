@@ -43,16 +43,14 @@ class ViewContext:
     n_text: int  # text tokens in this pass (0 when the text comes from the cache)
     text_valid: torch.Tensor | None  # (B, Nt) for this pass's text
     chunk_of: torch.Tensor  # (Ns,) absolute chunk index of this pass's stream tokens
-    rot_q: Rotation  # time rotation of this pass's stream tokens (relative to t_ref)
-    t_ref: int  # frame time that angles are relative to
+    rot_q: Rotation  # time rotation of this pass's stream tokens (relative to the pass's first frame)
     rot_outside: Rotation  # rotation by `outside` frames
-    time_angles: object  # fn(times (N,) long) -> (N, Dh/2) relative to t_ref
+    time_angles: object  # fn(times (N,) long) -> (N, Dh/2) relative to the pass's first frame
     sinks: int
     window: int
     memory_tokens: int
     memory_topk: int
     memory_p: float
-    tokens_per_chunk: int
     memo: dict = dataclasses.field(default_factory=dict)  # masks shared by layers
     streamed: object = None  # the dense part of a streamed pass (``streamed_attention``, or a compiled copy)
     memory: object = None  # the memory part of a streamed pass (``streamed_memory``, or a compiled copy)
@@ -310,17 +308,6 @@ def rank_memory(qs: torch.Tensor, k_mean: torch.Tensor, eligible: torch.Tensor, 
         prob = torch.softmax(score * Dh ** -0.5, dim=2).gather(2, order)  # mass of each chosen block
         valid = valid & (prob.cumsum(2) - prob < p)  # add blocks until the mass reaches p
     return order, valid
-
-
-def select_memory(ctx: ViewContext, qs: torch.Tensor, q_chunks: torch.Tensor, k_mean: torch.Tensor,
-                  mem_chunks: torch.Tensor, near: torch.Tensor | None = None, horizon: int = 0) -> torch.Tensor:
-    """(B, Kq, J) bool: the memory chunks (ids ``mem_chunks``, one per candidate) each query chunk
-    attends to (``rank_memory``); ``near`` (B, Kq, J): distances within the retrieval radius, NaN
-    beyond it."""
-    eligible = eligible_memory(ctx, q_chunks, mem_chunks, horizon)
-    near_bias = None if near is None else torch.nan_to_num(1e4 - near, nan=0.0)
-    order, valid = rank_memory(qs, k_mean, eligible, near_bias, ctx.memory_topk, ctx.memory_p, len(q_chunks))
-    return torch.zeros(qs.shape[0], *eligible.shape, dtype=torch.bool, device=qs.device).scatter_(2, order, valid)
 
 
 def _candidates(ks, vs, bank_k, bank_v, bank_mean, left_k, left_v, n_left: int, n_cur: int, m: int):

@@ -39,7 +39,7 @@ def pool_chunks(x: torch.Tensor, n_chunks: int, tokens: int) -> torch.Tensor:
 
 def chunk_means(pooled: torch.Tensor, tokens: int) -> torch.Tensor:
     """(B, H, J * tokens, Dh) pooled memory -> (B, H, J, Dh): one mean key per chunk, the block
-    score's key (``attention.select_memory``), kept with the bank so it is made once."""
+    score's key (``attention.rank_memory``), kept with the bank so it is made once."""
     B, H, N, Dh = pooled.shape
     return pooled.reshape(B, H, N // tokens, tokens, Dh).mean(3)
 

@@ -301,20 +301,15 @@ class Omni(nn.Module):
         if n_text and text_mask is None:
             text_mask = torch.ones(B, n_text, dtype=torch.bool, device=device)
         key = ("time", layout, str(device))
-        if layout is None or key not in self._rotations:
-            n_chunks = len(torch.unique(chunk_of)) if len(chunk_of) else 0
-            made = (Rotation(time_angles(time_of)), Rotation(time_angles(torch.tensor([t_ref - cfg.outside], device=device))),
-                    len(chunk_of) // max(n_chunks, 1))
-            if layout is None:
-                rot_q, rot_outside, per_chunk = made
-            else:
-                self._rotations[key] = made
-        if layout is not None:
-            rot_q, rot_outside, per_chunk = self._rotations[key]
-        return ViewContext(n_text=n_text, text_valid=text_mask, chunk_of=chunk_of, rot_q=rot_q,
-                           t_ref=t_ref, rot_outside=rot_outside,
+        rot = self._rotations.get(key) if layout is not None else None
+        if rot is None:
+            outside = torch.tensor([t_ref - cfg.outside], device=device)
+            rot = (Rotation(time_angles(time_of)), Rotation(time_angles(outside)))
+            if layout is not None:
+                self._rotations[key] = rot
+        return ViewContext(n_text=n_text, text_valid=text_mask, chunk_of=chunk_of, rot_q=rot[0], rot_outside=rot[1],
                            time_angles=time_angles, sinks=cfg.sinks, window=cfg.window, memory_tokens=cfg.memory_tokens,
-                           memory_topk=cfg.memory_topk, memory_p=cfg.memory_p, tokens_per_chunk=per_chunk,
+                           memory_topk=cfg.memory_topk, memory_p=cfg.memory_p,
                            streamed=self.streamed_attention, memory=self.streamed_memory)
 
     def _blocks(self, x: torch.Tensor, cond: torch.Tensor, group: torch.Tensor | None, pos: torch.Tensor,
