@@ -139,9 +139,10 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
         _split(branches[j].cache, [s.branches[j].cache for s in streams], cf)
     vstate = _stack_state([s.vstate for s in streams])
     astate = _stack_state([s.astate for s in streams]) if w.aae is not None else None
+    vdecode, adecode = w.decoders(s0.config.compile)
     with s0._autocast():
-        x = w.vae.decode(v, vstate).float()
-        pcm = w.aae.decode(a, astate).float().clamp(-1, 1).numpy() if astate is not None and a is not None else None
+        x = vdecode(v, vstate).float()
+        pcm = adecode(a, astate).float().clamp(-1, 1).numpy() if astate is not None and a is not None else None
     _split_state(vstate, [s.vstate for s in streams])
     if astate is not None:
         _split_state(astate, [s.astate for s in streams])

@@ -81,6 +81,7 @@ class World:
 
         self.model, self.meta, self.vae, self.aae = model, meta, vae, aae
         self._runtime: dict[tuple[bool, bool], torch.nn.Module] = {}  # (bf16, compiled) -> the transformer streams run
+        self._decoders: dict[bool, tuple] = {}  # compiled -> (video decode, audio decode or None)
         self.prompts = prompts or PromptBank()
         self.vocab = ActionVocab(tuple(meta["actions"]["names"]), tuple(meta["actions"].get("axes", [])))
         self.fps = int(meta["fps"])
@@ -156,6 +157,18 @@ class World:
         m = self._runtime[key]
         m.cfg = self.model.cfg  # a view changed on the master (memory budget, window) applies
         return m
+
+    def decoders(self, compiled: bool = False) -> tuple:
+        """The autoencoders' streaming decode functions, (video, audio or None), each called as
+        ``decode(latents, state)``. ``compiled``: with ``torch.compile`` (inductor), which fuses the
+        decoders' norms, activations and state updates around their convolutions: 10.5 -> 7.7 ms a
+        frame for both at 128x128 (log.md, eighth session), to bf16 rounding of the same frames."""
+        if compiled not in self._decoders:
+            fns = (self.vae.decode, self.aae.decode if self.aae is not None else None)
+            if compiled:
+                fns = tuple(None if f is None else torch.compile(f, dynamic=None) for f in fns)
+            self._decoders[compiled] = fns
+        return self._decoders[compiled]
 
     def warm_up(self, config: "StreamConfig | None" = None, chunks: int = 40) -> float:
         """Stream throwaway chunks so a compiled model has compiled what a stream meets: the window
@@ -289,9 +302,10 @@ class Stream:
             v, a = generate_chunk(m, self.branches, self.rcfg, cond, self.chunk, w.latent_shape, self.generators,
                                   given=given, defer=True)
         v, a = v.float(), None if a is None else a.float()
+        vdecode, adecode = w.decoders(self.config.compile)
         with self._autocast():
-            x = w.vae.decode(v, self.vstate).float()
-            pcm = w.aae.decode(a, self.astate).float().clamp(-1, 1).numpy() if w.aae is not None and a is not None else None
+            x = vdecode(v, self.vstate).float()
+            pcm = adecode(a, self.astate).float().clamp(-1, 1).numpy() if adecode is not None and a is not None else None
         frames = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
         return self._finish(v, a, acts, frames, pcm, time.perf_counter() - t0)
 

@@ -64,7 +64,8 @@ def bench_engine(world: World, rollout: RolloutConfig, chunks: int = 200, latenc
     sync()
     ttff = time.perf_counter() - t0
     times, decode = [], []
-    vae_decode = world.vae.decode
+    decoders = world.decoders(compile)  # (video, audio): what the stream calls
+    vae_decode = decoders[0]
 
     def timed_decode(*a, **kw):  # how much of a chunk is latents -> pixels
         t = time.perf_counter()
@@ -73,7 +74,7 @@ def bench_engine(world: World, rollout: RolloutConfig, chunks: int = 200, latenc
         decode.append(time.perf_counter() - t)
         return out
 
-    world.vae.decode = timed_decode
+    world._decoders[compile] = (timed_decode, decoders[1])
     rng = np.random.default_rng(seed)
     acts = [n for n in world.vocab.names if n.startswith("walk")] or list(world.vocab.names)
     try:
@@ -99,7 +100,7 @@ def bench_engine(world: World, rollout: RolloutConfig, chunks: int = 200, latenc
             sync()
             lat.append(time.perf_counter() - pushed["t"])
     finally:
-        world.vae.decode = vae_decode
+        world._decoders[compile] = decoders
     ms = np.array(times) * 1000
     frames_per_chunk = world.frames_per_chunk
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")

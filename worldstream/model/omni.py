@@ -167,15 +167,20 @@ class Omni(nn.Module):
                 nn.init.zeros_(m.bias)
 
     # -- token layout ------------------------------------------------------------------------------
-    def layout(self, K: int, h: int, w: int, start_frame: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-token (modality, chunk index, position (t, row, col)) for K chunks of one sample."""
+    def layout(self, K: int, h: int, w: int, start_frame: int, groups: bool = False) -> tuple:
+        """Per-token (modality, chunk index, position (t, row, col)) for K chunks of one sample;
+        ``groups``: and the conditioning groups (one frame, one modality) as (each token's group,
+        each group's frame within the pass, whether it is audio)."""
         if (K, h, w) not in self._layouts:  # made once per shape: a stream asks for the same one every pass
-            self._layouts[(K, h, w)] = self._layout(K, h, w)
-        mods, chunks, pos = self._layouts[(K, h, w)]
+            mods, chunks, pos = self._layout(K, h, w)
+            key = pos[:, 0] * 2 + (mods == AUDIO).long()
+            g_key, g_stream = torch.unique(key, return_inverse=True)
+            self._layouts[(K, h, w)] = (mods, chunks, pos, (g_stream, g_key // 2, g_key % 2 == 1))
+        mods, chunks, pos, grp = self._layouts[(K, h, w)]
         if start_frame:
             pos = pos.clone()
             pos[:, 0] += start_frame
-        return mods, chunks, pos
+        return (mods, chunks, pos, grp) if groups else (mods, chunks, pos)
 
     def _layout(self, K: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg, p = self.cfg, self.cfg.patch
@@ -215,37 +220,13 @@ class Omni(nn.Module):
             raise ValueError(f"video latents {tuple(video.shape)} do not fit: need (B, K*{cfg.chunk_frames}, "
                              f"{cfg.latent_channels}, h, w) with h, w multiples of {p}")
         K = Fr // cfg.chunk_frames
-        gh, gw = h // p, w // p
-        D = cfg.width
-        # tokens per frame: video patches (B, F, gh*gw, D)
-        vt = video.view(B, Fr, C, gh, p, gw, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(B, Fr, gh * gw, C * p * p)
-        vt = self.video_in(vt)
-        action_ids = torch.where(actions < 0, cfg.n_actions, actions)
-        at = self.action_emb(action_ids)[:, :, None]  # (B, F, 1, D)
-        per_frame = [at, vt]
-        if cfg.audio_channels:
-            if audio is None:
-                raise ValueError("this model has audio tokens: pass audio latents (zeros and t_audio=1 to generate them)")
-            per_frame.append(self.audio_in(audio.view(B, Fr, cfg.audio_tokens_per_frame, -1)))
-        x = torch.cat(per_frame, dim=2).reshape(B, -1, D)  # (B, K * tokens_per_chunk, D)
-        mods, chunk_of, pos = self.layout(K, h, w, start_frame)
-        mods, chunk_of, pos = mods.to(x.device), chunk_of.to(x.device), pos.to(x.device)
-        x = x + self.modality(mods)[None]
-        # conditioning per group (one frame, one modality): its chunk's noise level for its modality
-        # (actions follow video), the frame's action, the pooled text
-        is_audio = (mods == AUDIO).long()
-        key = (pos[:, 0] - start_frame) * 2 + is_audio
-        g_key, g_stream = torch.unique(key, return_inverse=True)  # each stream token's group
-        g_frame, g_audio = g_key // 2, g_key % 2 == 1
-        g_chunk = g_frame // cfg.chunk_frames
-        t_g = t_video[:, g_chunk]
-        if cfg.audio_channels:
-            t_g = torch.where(g_audio[None], t_audio[:, g_chunk], t_g)
-        cond = self.t_mlp(timestep_embedding(t_g, D))  # (B, G, D)
-        if self.action_cond is not None:  # a token of frame f is modulated by the action of frame f
-            cond = cond + self.action_cond(action_ids)[:, g_frame]
-        if text_pooled is not None:
-            cond = cond + self.text_pool(text_pooled)[:, None]
+        if cfg.audio_channels and audio is None:
+            raise ValueError("this model has audio tokens: pass audio latents (zeros and t_audio=1 to generate them)")
+        mods, chunk_of, pos, groups = self.layout(K, h, w, start_frame, groups=True)
+        dev = video.device
+        mods, chunk_of, pos, groups = mods.to(dev), chunk_of.to(dev), pos.to(dev), tuple(g.to(dev) for g in groups)
+        g_stream = groups[0]
+        x, cond = self._embed(video, actions, audio, t_video, t_audio, text_pooled, mods, *groups[1:])
         n_stream, n_groups = x.shape[1], cond.shape[1]
         group = g_stream
         # the text prefix goes into this pass unless the cache already holds the prompt
@@ -262,9 +243,49 @@ class Omni(nn.Module):
             cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
         pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
         x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache, layout=(K, h, w, n_text))
-        x = x[:, x.shape[1] - n_stream :]
-        mod = self.out_ada(F.silu(cond[:, cond.shape[1] - n_groups :]))
-        if n_groups > 1:
+        return self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w)
+
+    # The pass's embedding of its tokens and its output head: pure tensor functions, so a streaming
+    # copy compiles them like the blocks' dense parts (``compile_dense``).
+    def _embed(self, video: torch.Tensor, actions: torch.Tensor, audio: torch.Tensor | None, t_video: torch.Tensor,
+               t_audio: torch.Tensor | None, text_pooled: torch.Tensor | None, mods: torch.Tensor,
+               g_frame: torch.Tensor, g_audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stream tokens x (B, N, D) and the conditioning of each group (B, G, D)."""
+        cfg, p = self.cfg, self.cfg.patch
+        B, Fr, C, h, w = video.shape
+        gh, gw = h // p, w // p
+        D = cfg.width
+        # tokens per frame: video patches (B, F, gh*gw, D)
+        vt = video.view(B, Fr, C, gh, p, gw, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(B, Fr, gh * gw, C * p * p)
+        vt = self.video_in(vt)
+        action_ids = torch.where(actions < 0, cfg.n_actions, actions)
+        at = self.action_emb(action_ids)[:, :, None]  # (B, F, 1, D)
+        per_frame = [at, vt]
+        if cfg.audio_channels:
+            per_frame.append(self.audio_in(audio.view(B, Fr, cfg.audio_tokens_per_frame, -1)))
+        x = torch.cat(per_frame, dim=2).reshape(B, -1, D)  # (B, K * tokens_per_chunk, D)
+        x = x + self.modality(mods)[None]
+        # conditioning per group (one frame, one modality): its chunk's noise level for its modality
+        # (actions follow video), the frame's action, the pooled text
+        g_chunk = g_frame // cfg.chunk_frames
+        t_g = t_video[:, g_chunk]
+        if cfg.audio_channels:
+            t_g = torch.where(g_audio[None], t_audio[:, g_chunk], t_g)
+        cond = self.t_mlp(timestep_embedding(t_g, D))  # (B, G, D)
+        if self.action_cond is not None:  # a token of frame f is modulated by the action of frame f
+            cond = cond + self.action_cond(action_ids)[:, g_frame]
+        if text_pooled is not None:
+            cond = cond + self.text_pool(text_pooled)[:, None]
+        return x, cond
+
+    def _head(self, x: torch.Tensor, cond: torch.Tensor, g_stream: torch.Tensor, Fr: int, h: int,
+              w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stream tokens' velocities: video (B, F, C, h, w), audio (B, F * tokens, Ca) or None."""
+        cfg, p = self.cfg, self.cfg.patch
+        B, _, D = x.shape
+        C, gh, gw = cfg.latent_channels, h // p, w // p
+        mod = self.out_ada(F.silu(cond))
+        if cond.shape[1] > 1:
             mod = mod[:, g_stream]
         shift, scale = mod.chunk(2, dim=-1)
         x = self.out_norm(x) * (1 + scale) + shift
@@ -329,8 +350,8 @@ class Omni(nn.Module):
         return x
 
     def compile_dense(self) -> "Omni":
-        """Compile the dense parts of every block and of a streamed pass's attention with
-        ``torch.compile`` (inductor), for streaming: they are shape-stable once a stream's cache
+        """Compile the dense parts of every block, of a streamed pass's attention, and the pass's
+        token embedding and output head with ``torch.compile`` (inductor), for streaming: they are shape-stable once a stream's cache
         has filled, and fusing their small ops is what makes a chunk fast on a CPU. The attention
         view's bookkeeping stays eager. Returns self; compilation happens at the first passes."""
         import torch._dynamo
@@ -344,6 +365,8 @@ class Omni(nn.Module):
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         self.streamed_attention = torch.compile(streamed_attention, dynamic=None)
         self.streamed_memory = torch.compile(streamed_memory, dynamic=None)
+        self._embed = torch.compile(self._embed, dynamic=None)
+        self._head = torch.compile(self._head, dynamic=None)
         for b in self.blocks:
             b.before_attention = torch.compile(b.before_attention, dynamic=None)
             b.after_attention = torch.compile(b.after_attention, dynamic=None)
