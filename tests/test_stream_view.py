@@ -71,6 +71,30 @@ def test_eviction_at_the_window_boundary_sinks_stay_memory_is_bounded():
     assert len(set(sizes[8:])) == 1  # flat once the memory bank is full
 
 
+def test_layer_buffer_appends_cuts_and_drops_like_a_list_of_tensors():
+    """The cache's one-buffer-for-all-layers store against plain per-layer concatenation: cuts that
+    move the head and cuts that move the tail, front drops, compaction and growth."""
+    from worldstream.model.cache import LayerBuffer
+
+    g = torch.Generator().manual_seed(0)
+    buf, ref = LayerBuffer(), [torch.zeros(1, 2, 0, 4) for _ in range(3)]
+    for step in range(40):
+        new = torch.randn(3, 1, 2, 5, 4, generator=g)
+        buf.append(new, room=12)
+        ref = [torch.cat([r, x], 2) for r, x in zip(ref, new)]
+        n = ref[0].shape[2]
+        if step % 3 == 0 and n > 8:  # cut a span out, near the front (head moves) or the back (tail moves)
+            a = 1 if step % 2 else n - 7
+            buf.cut(a, a + 4)
+            ref = [torch.cat([r[:, :, :a], r[:, :, a + 4 :]], 2) for r in ref]
+        if step % 5 == 4:
+            buf.drop_front(3)
+            ref = [r[:, :, 3:] for r in ref]
+        assert buf.holds(buf.views) and len(buf.views) == 3
+        for got, want in zip(buf.views, ref):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def _stream_one(m, x, cache, c):
     m(video=x["video"][:, c : c + 1], t_video=x["t_video"][:, c : c + 1], actions=x["actions"][:, c : c + 1],
       audio=x["audio"][:, 2 * c : 2 * c + 2], t_audio=x["t_audio"][:, c : c + 1], text=x["text"][:1],

@@ -44,6 +44,82 @@ def chunk_means(pooled: torch.Tensor, tokens: int) -> torch.Tensor:
     return pooled.reshape(B, H, N // tokens, tokens, Dh).mean(3)
 
 
+class LayerBuffer:
+    """Per-layer tensors (B, H, n, Dh) with the same n in every layer, held as views into one buffer
+    (layers, B, H, capacity, Dh), so that appending to every layer, cutting a span out of every
+    layer and pooling every layer are one op each instead of one per layer (a stream's cache
+    commit was ~100 small ops a chunk). Appends write into spare room at the end; the buffer is
+    compacted or grown when it runs out."""
+
+    def __init__(self):
+        self.buf: torch.Tensor | None = None
+        self.start = self.end = 0
+        self.views: list[torch.Tensor] = []
+
+    def holds(self, tensors: list) -> bool:
+        """Whether ``tensors`` are this buffer's current views (not replaced from outside, e.g. by
+        stacking streams into a batch or by ``drop_chunks_from``)."""
+        return (self.buf is not None and len(tensors) == len(self.views)
+                and all(a is b for a, b in zip(tensors, self.views)))
+
+    def adopt(self, tensors: list[torch.Tensor]) -> None:
+        """Hold (a copy of) these per-layer tensors."""
+        self.buf, self.start, self.end = torch.stack(tensors), 0, tensors[0].shape[2]
+        self._view()
+
+    def sync(self, tensors: list) -> None:
+        """Hold what ``tensors`` (the cache's per-layer lists) say is held: nothing when they are
+        None, a copy when they were replaced from outside, else no change."""
+        if tensors[0] is None:
+            self.buf, self.start, self.end, self.views = None, 0, 0, []
+        elif not self.holds(tensors):
+            self.adopt(tensors)
+
+    def stacked(self) -> torch.Tensor:
+        """(layers, B, H, n, Dh): every layer's tensor, one view."""
+        return self.buf[:, :, :, self.start : self.end]
+
+    def append(self, new: torch.Tensor, room: int = 0) -> None:
+        """Append ``new`` (layers, B, H, m, Dh) along the tokens; a new buffer gets ``room`` tokens
+        of spare capacity at least, and keeps its size when compacted (so a bounded cache settles
+        on one buffer size)."""
+        m = new.shape[3]
+        if self.buf is None:
+            self.buf, self.start, self.end = new.new_empty(*new.shape[:3], m + max(room, m), new.shape[4]), 0, 0
+        elif new.dtype != self.buf.dtype or new.shape[:3] != self.buf.shape[:3]:
+            raise ValueError(f"cache append of {tuple(new.shape)} {new.dtype} to {tuple(self.buf.shape)} {self.buf.dtype}")
+        if self.end + m > self.buf.shape[3]:
+            n = self.end - self.start
+            cap = self.buf.shape[3] if n + m <= self.buf.shape[3] else max(2 * (n + m), n + m + room)
+            fresh = self.buf.new_empty(*self.buf.shape[:3], cap, self.buf.shape[4])
+            fresh[:, :, :, :n] = self.stacked()
+            self.buf, self.start, self.end = fresh, 0, n
+        self.buf[:, :, :, self.end : self.end + m] = new
+        self.end += m
+        self._view()
+
+    def drop_front(self, n: int) -> None:
+        self.start += n
+        self._view()
+
+    def cut(self, a: int, b: int) -> None:
+        """Remove held tokens a..b-1 (counted from the first held one), moving the shorter side."""
+        s = self.start
+        if a <= self.end - s - b:  # the head is shorter: move it right
+            if a:
+                self.buf[:, :, :, s + b - a : s + b] = self.buf[:, :, :, s : s + a].clone()
+            self.start += b - a
+        else:
+            tail = self.end - s - b
+            if tail:
+                self.buf[:, :, :, s + a : s + a + tail] = self.buf[:, :, :, s + b : self.end].clone()
+            self.end -= b - a
+        self._view()
+
+    def _view(self) -> None:
+        self.views = list(self.stacked().unbind(0))
+
+
 class KVCache:
     def __init__(self, n_layers: int, sinks: int = 0, window: int = 0, memory_chunks: int = 0,
                  memory_tokens: int = 4):
@@ -74,7 +150,9 @@ class KVCache:
         self.n_chunks = 0  # stream chunks committed so far (the next chunk's absolute index)
         self._pending: list[tuple | None] = [None for _ in L]
         self._pending_info: tuple | None = None
-        self._bufs: dict[tuple, tuple[torch.Tensor, int]] = {}  # the memory bank's buffers (``_append``)
+        # the retained keys then values of every layer, the memory bank's likewise, and its mean keys,
+        # each in one buffer (``self.k`` etc. are views into them)
+        self._kv, self._mem, self._mean = LayerBuffer(), LayerBuffer(), LayerBuffer()
 
     # -- what the attention reads -------------------------------------------------------------
     @property
@@ -127,13 +205,22 @@ class KVCache:
         if chunks is not None and n:
             n = int((chunk_of < chunk_of.min() + chunks).sum())  # tokens come in chunk order
             chunk_of, time_of = chunk_of[:n], time_of[:n]
-        for i, (k, v, nt) in enumerate(self._pending):
+        nt = self._pending[0][2]
+        for i, (k, v, _) in enumerate(self._pending):
             if nt:
                 self.text[i] = (k[:, :, :nt], v[:, :, :nt])
-            ks, vs = k[:, :, nt : nt + n], v[:, :, nt : nt + n]
-            if ks.shape[2]:  # (contiguous: a compiled stream then meets one memory layout)
-                self.k[i] = ks.contiguous() if self.k[i] is None else torch.cat([self.k[i], ks], dim=2)
-                self.v[i] = vs.contiguous() if self.v[i] is None else torch.cat([self.v[i], vs], dim=2)
+        if n:
+            L = self.n_layers
+            self._kv.sync(self.k + self.v)
+            new = torch.stack([p[0][:, :, nt : nt + n] for p in self._pending]
+                              + [p[1][:, :, nt : nt + n] for p in self._pending])  # (2L, B, H, n, Dh)
+            if self._kv.buf is not None and new.dtype != self._kv.buf.dtype:  # (a pass outside the stream's autocast)
+                dt = torch.promote_types(new.dtype, self._kv.buf.dtype)
+                self._kv.adopt([t.to(dt) for t in self._kv.views])
+                new = new.to(dt)
+            # room for two views' worth: a bounded cache compacts its buffer every ~window chunks
+            self._kv.append(new, room=2 * n * (self.sinks + self.window + 1) if self.window else 0)
+            self.k, self.v = self._kv.views[:L], self._kv.views[L:]
         if text_valid is not None:
             self.text_valid = text_valid
         if len(chunk_of):
@@ -152,61 +239,42 @@ class KVCache:
             return
         keep = ~old
         old_chunks = torch.unique(self.chunk_of[old])
+        L = self.n_layers
+        span = _contiguous(old)  # tokens are in chunk order: the evicted chunks are one run after the sinks
+        if span is None:  # (for safety: tokens out of chunk order) the evicted ones first, then the rest
+            order = torch.cat([old.nonzero().flatten(), keep.nonzero().flatten()])
+            self._kv.adopt([t[:, :, order] for t in self.k + self.v])
+            self.chunk_of, self.time_of, old, keep = self.chunk_of[order], self.time_of[order], old[order], keep[order]
+            span = (0, int(old.sum()))
+        else:
+            self._kv.sync(self.k + self.v)
+        a, b = span
         if self.memory_chunks:
             m = self.memory_tokens
-            for i in range(self.n_layers):
-                pk = pool_chunks(self.k[i][:, :, old], len(old_chunks), m)
-                pv = pool_chunks(self.v[i][:, :, old], len(old_chunks), m)
-                pm = chunk_means(pk, m)
-                cap = self.memory_chunks * m
-                self.mem_k[i] = self._append(("k", i), self.mem_k[i], pk, cap)
-                self.mem_v[i] = self._append(("v", i), self.mem_v[i], pv, cap)
-                self.mem_kmean[i] = self._append(("mean", i), self.mem_kmean[i], pm, self.memory_chunks)
+            gone = self._kv.stacked()[:, :, :, a:b]  # (2L, B, H, n_old, Dh): keys then values
+            _, B, H, _, Dh = gone.shape
+            pooled = pool_chunks(gone.reshape(2 * L * B, H, -1, Dh), len(old_chunks), m).view(2 * L, B, H, -1, Dh)
+            means = chunk_means(pooled[:L].reshape(L * B, H, -1, Dh), m).view(L, B, H, -1, Dh)
+            for buf, held, new in ((self._mem, self.mem_k + self.mem_v, pooled), (self._mean, self.mem_kmean, means)):
+                buf.sync(held)
+                buf.append(new, room=2 * self.memory_chunks * new.shape[3] // len(old_chunks))
             self.mem_chunk_of = torch.cat([self.mem_chunk_of, old_chunks.repeat_interleave(m)])
-            B = self.k[0].shape[0]
             nan = torch.full((B, 2), float("nan"))
             pos = torch.stack([self.chunk_pos.pop(c, nan) for c in old_chunks.tolist()], 1)  # (B, n_old, 2)
             self.mem_pos = pos if self.mem_pos is None else torch.cat([self.mem_pos, pos], 1)
             excess = len(self.mem_chunk_of) - self.memory_chunks * m
             if excess > 0:  # first in, first out
-                for i in range(self.n_layers):
-                    self.mem_k[i], self.mem_v[i] = self.mem_k[i][:, :, excess:], self.mem_v[i][:, :, excess:]
-                    self.mem_kmean[i] = self.mem_kmean[i][:, :, excess // m :]
+                self._mem.drop_front(excess)
+                self._mean.drop_front(excess // m)
                 self.mem_chunk_of = self.mem_chunk_of[excess:]
                 self.mem_pos = self.mem_pos[:, excess // m :]
+            self.mem_k, self.mem_v, self.mem_kmean = self._mem.views[:L], self._mem.views[L:], self._mean.views
         else:
             for c in old_chunks.tolist():
                 self.chunk_pos.pop(c, None)
-        span = _contiguous(old)
-        for i in range(self.n_layers):
-            if span is None:
-                self.k[i], self.v[i] = self.k[i][:, :, keep], self.v[i][:, :, keep]
-            else:  # (tokens are in chunk order: the evicted chunks are one run after the sinks)
-                a, b = span
-                self.k[i] = torch.cat([self.k[i][:, :, :a], self.k[i][:, :, b:]], 2)
-                self.v[i] = torch.cat([self.v[i][:, :, :a], self.v[i][:, :, b:]], 2)
+        self._kv.cut(a, b)
+        self.k, self.v = self._kv.views[:L], self._kv.views[L:]
         self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
-
-    def _append(self, key: tuple, held: torch.Tensor | None, new: torch.Tensor, cap: int) -> torch.Tensor:
-        """``held`` (B, H, n, Dh) with ``new`` appended along the tokens, as a view into a buffer with
-        room for about two banks, so adding a chunk to the bank writes it instead of copying the
-        whole bank (8 layers x 3 tensors every chunk); the buffer is compacted when it runs out of
-        room. A ``held`` that is not the tail of this key's buffer (a bank split out of a batch) is
-        copied into a fresh one."""
-        n = 0 if held is None else held.shape[2]
-        buf, end = self._bufs.get(key, (None, 0))
-        tail = (buf is not None and held is not None and n <= end and held.dtype == buf.dtype
-                and held.shape[:2] == buf.shape[:2] and held.data_ptr() == buf[:, :, end - n : end].data_ptr())
-        if not tail or end + new.shape[2] > buf.shape[2]:
-            size = max(2 * cap, n + new.shape[2]) + new.shape[2]
-            fresh = new.new_empty(*new.shape[:2], size, new.shape[3])
-            if n:
-                fresh[:, :, :n] = held
-            buf, end = fresh, n
-        buf[:, :, end : end + new.shape[2]] = new
-        end += new.shape[2]
-        self._bufs[key] = (buf, end)
-        return buf[:, :, end - n - new.shape[2] : end]
 
     def drop_chunks_from(self, first: int) -> None:
         """Forget retained chunks with index >= first (to re-commit them, e.g. under a new prompt)."""
