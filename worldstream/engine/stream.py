@@ -174,7 +174,7 @@ class World:
         """Stream throwaway chunks so a compiled model has compiled what a stream meets: the window
         and the memory bank filling (``chunks`` of one stream: sizes seen to change are compiled
         as symbols from then on), and, when compiled, prompts of other lengths (a few chunks of two
-        more streams).
+        more streams) and two streams stepped as one batch.
         A server does this before taking sessions. Returns the seconds it took."""
         t0 = time.perf_counter()
         names = [n for n in self.vocab.names if n.startswith("walk")] or list(self.vocab.names)
@@ -185,6 +185,22 @@ class World:
             s = self.stream(prompt, seed=0, config=config)
             for i in range(n):
                 s.step(names[(i // 6) % len(names)])
+        if config is not None and config.compile:
+            # a server steps full streams together (``engine.batch``): a batch of two is another shape,
+            # which compiled mid-stream would stall every session for about a minute (measured: 58 s).
+            # Two streams with a small bank fill in a few chunks and compile it; the bank's size is a
+            # symbol by then, so full-size banks need nothing more
+            from .batch import signature, step_together
+
+            small = dataclasses.replace(config, memory_chunks=4)
+            pair = [self.stream("", seed=i, config=small) for i in range(2)]
+            c = self.model.cfg
+            for i in range(c.sinks + c.window + small.memory_chunks + 2):
+                for s in pair:
+                    s.step(names[(i // 6) % len(names)])
+            for _ in range(3):
+                if signature(pair[0]) is not None and signature(pair[0]) == signature(pair[1]):
+                    step_together(pair)
         return time.perf_counter() - t0
 
     def image_latent(self, img: np.ndarray) -> torch.Tensor:
