@@ -258,3 +258,16 @@ def test_prefill_and_a_new_prompt_flush_a_deferred_commit():
     assert branches[0].cache.chunk_of.unique().tolist() == [0, 1, 2]
     flush(m, branches)
     assert branches[0].pending is None and branches[0].cache.chunk_of.unique().tolist() == [0, 1, 2, 3]
+
+
+def test_layer_buffer_widens_to_a_wider_append_like_cat():
+    """A pass outside the stream's autocast commits fp32 keys into a bf16 cache: the cache holds both
+    in fp32 (as concatenation would), for the window and, through eviction, for the bank."""
+    from worldstream.model.cache import LayerBuffer
+
+    buf = LayerBuffer()
+    a, b = torch.randn(2, 1, 2, 3, 4).to(torch.bfloat16), torch.randn(2, 1, 2, 5, 4)
+    buf.append(a, room=4)
+    buf.append(b)
+    assert buf.buf.dtype == torch.float32
+    torch.testing.assert_close(buf.stacked(), torch.cat([a.float(), b], 3), rtol=0, atol=0)

@@ -86,8 +86,12 @@ class LayerBuffer:
         m = new.shape[3]
         if self.buf is None:
             self.buf, self.start, self.end = new.new_empty(*new.shape[:3], m + max(room, m), new.shape[4]), 0, 0
-        elif new.dtype != self.buf.dtype or new.shape[:3] != self.buf.shape[:3]:
-            raise ValueError(f"cache append of {tuple(new.shape)} {new.dtype} to {tuple(self.buf.shape)} {self.buf.dtype}")
+        elif new.shape[:3] != self.buf.shape[:3]:
+            raise ValueError(f"cache append of {tuple(new.shape)} to {tuple(self.buf.shape)}: layers, batch or heads differ")
+        elif new.dtype != self.buf.dtype:  # (a pass outside the stream's autocast) both in the wider type, as cat would
+            dt = torch.promote_types(new.dtype, self.buf.dtype)
+            self.adopt([t.to(dt) for t in self.views])
+            new = new.to(dt)
         if self.end + m > self.buf.shape[3]:
             n = self.end - self.start
             cap = self.buf.shape[3] if n + m <= self.buf.shape[3] else max(2 * (n + m), n + m + room)
@@ -214,10 +218,6 @@ class KVCache:
             self._kv.sync(self.k + self.v)
             new = torch.stack([p[0][:, :, nt : nt + n] for p in self._pending]
                               + [p[1][:, :, nt : nt + n] for p in self._pending])  # (2L, B, H, n, Dh)
-            if self._kv.buf is not None and new.dtype != self._kv.buf.dtype:  # (a pass outside the stream's autocast)
-                dt = torch.promote_types(new.dtype, self._kv.buf.dtype)
-                self._kv.adopt([t.to(dt) for t in self._kv.views])
-                new = new.to(dt)
             # room for two views' worth: a bounded cache compacts its buffer every ~window chunks
             self._kv.append(new, room=2 * n * (self.sinks + self.window + 1) if self.window else 0)
             self.k, self.v = self._kv.views[:L], self._kv.views[L:]
