@@ -87,6 +87,7 @@ def _split(batched: KVCache, caches: list[KVCache], frames_per_chunk: int) -> No
             c.mem_pos = batched.mem_pos[r : r + 1]
         c.n_chunks = batched.n_chunks + d
         c._rot = [None] * c.n_layers
+        c.hold()  # its own buffers again: a stream stepping alone next must not meet new strides
 
 
 def _stack_state(states: list[dict]) -> dict:

@@ -201,6 +201,9 @@ class World:
             for _ in range(3):
                 if signature(pair[0]) is not None and signature(pair[0]) == signature(pair[1]):
                     step_together(pair)
+            for _ in range(2):  # and alone again after a batch: a pass with no deferred commit, full bank
+                for s in pair:
+                    s.step(names[0])
         return time.perf_counter() - t0
 
     def image_latent(self, img: np.ndarray) -> torch.Tensor:
