@@ -199,7 +199,8 @@ class World:
                 for s in pair:
                     s.step(names[(i // 6) % len(names)])
             for _ in range(3):
-                if signature(pair[0]) is not None and signature(pair[0]) == signature(pair[1]):
+                sig = signature(pair[0])
+                if sig is not None and sig == signature(pair[1]):
                     step_together(pair)
             for _ in range(2):  # and alone again after a batch: a pass with no deferred commit, full bank
                 for s in pair:

@@ -69,21 +69,21 @@ class LayerBuffer:
 
     def sync(self, tensors: list) -> None:
         """Hold what ``tensors`` (the cache's per-layer lists) say is held: nothing when they are
-        None, a copy when they were replaced from outside, else no change. A copy goes into the
-        buffer already held when it fits, so the views keep their strides: a compiled stream
-        specializes on them, and a new layout (after a batch split) recompiled for 26 s."""
+        None, a copy when they were replaced from outside, else no change. A copy gets a buffer of
+        the size already held when it fits, so the views keep their strides (a compiled stream
+        specializes on them: a new layout after a batch split recompiled for 26 s); a fresh one, as
+        views of the old buffer may still be read (``Stream._recache`` restores rows from them)."""
         if tensors[0] is None:
             self.buf, self.start, self.end, self.views = None, 0, 0, []
         elif not self.holds(tensors):
-            new = torch.stack(tensors)
-            b = self.buf
-            if b is not None and b.dtype == new.dtype and b.shape[:3] == new.shape[:3] and b.shape[3] >= new.shape[3]:
-                b[:, :, :, : new.shape[3]] = new
-                self.start, self.end = 0, new.shape[3]
-                self._view()
-            else:
-                self.buf, self.start, self.end = new, 0, new.shape[3]
-                self._view()
+            new, b = torch.stack(tensors), self.buf
+            n = new.shape[3]
+            if b is not None and b.dtype == new.dtype and b.shape[:3] == new.shape[:3] and b.shape[3] >= n:
+                fresh = b.new_empty(b.shape)
+                fresh[:, :, :, :n] = new
+                new = fresh
+            self.buf, self.start, self.end = new, 0, n
+            self._view()
 
     def stacked(self) -> torch.Tensor:
         """(layers, B, H, n, Dh): every layer's tensor, one view."""
@@ -220,17 +220,15 @@ class KVCache:
             n = int((chunk_of < chunk_of.min() + chunks).sum())  # tokens come in chunk order
             chunk_of, time_of = chunk_of[:n], time_of[:n]
         nt = self._pending[0][2]
-        for i, (k, v, _) in enumerate(self._pending):
-            if nt:
-                self.text[i] = (k[:, :, :nt], v[:, :, :nt])
+        if nt:
+            self.text = [(k[:, :, :nt], v[:, :, :nt]) for k, v, _ in self._pending]
         if n:
-            L = self.n_layers
-            self._kv.sync(self.k + self.v)
+            self.hold()
             new = torch.stack([p[0][:, :, nt : nt + n] for p in self._pending]
                               + [p[1][:, :, nt : nt + n] for p in self._pending])  # (2L, B, H, n, Dh)
             # room for two views' worth: a bounded cache compacts its buffer every ~window chunks
             self._kv.append(new, room=2 * n * (self.sinks + self.window + 1) if self.window else 0)
-            self.k, self.v = self._kv.views[:L], self._kv.views[L:]
+            self._expose()
         if text_valid is not None:
             self.text_valid = text_valid
         if len(chunk_of):
@@ -250,14 +248,13 @@ class KVCache:
         keep = ~old
         old_chunks = torch.unique(self.chunk_of[old])
         L = self.n_layers
+        self.hold()
         span = _contiguous(old)  # tokens are in chunk order: the evicted chunks are one run after the sinks
         if span is None:  # (for safety: tokens out of chunk order) the evicted ones first, then the rest
             order = torch.cat([old.nonzero().flatten(), keep.nonzero().flatten()])
             self._kv.adopt([t[:, :, order] for t in self.k + self.v])
             self.chunk_of, self.time_of, old, keep = self.chunk_of[order], self.time_of[order], old[order], keep[order]
             span = (0, int(old.sum()))
-        else:
-            self._kv.sync(self.k + self.v)
         a, b = span
         if self.memory_chunks:
             m = self.memory_tokens
@@ -265,8 +262,7 @@ class KVCache:
             _, B, H, _, Dh = gone.shape
             pooled = pool_chunks(gone.reshape(2 * L * B, H, -1, Dh), len(old_chunks), m).view(2 * L, B, H, -1, Dh)
             means = chunk_means(pooled[:L].reshape(L * B, H, -1, Dh), m).view(L, B, H, -1, Dh)
-            for buf, held, new in ((self._mem, self.mem_k + self.mem_v, pooled), (self._mean, self.mem_kmean, means)):
-                buf.sync(held)
+            for buf, new in ((self._mem, pooled), (self._mean, means)):
                 buf.append(new, room=2 * self.memory_chunks * new.shape[3] // len(old_chunks))
             self.mem_chunk_of = torch.cat([self.mem_chunk_of, old_chunks.repeat_interleave(m)])
             nan = torch.full((B, 2), float("nan"))
@@ -278,24 +274,28 @@ class KVCache:
                 self._mean.drop_front(excess // m)
                 self.mem_chunk_of = self.mem_chunk_of[excess:]
                 self.mem_pos = self.mem_pos[:, excess // m :]
-            self.mem_k, self.mem_v, self.mem_kmean = self._mem.views[:L], self._mem.views[L:], self._mean.views
         else:
             for c in old_chunks.tolist():
                 self.chunk_pos.pop(c, None)
         self._kv.cut(a, b)
-        self.k, self.v = self._kv.views[:L], self._kv.views[L:]
+        self._expose()
         self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
 
     def hold(self) -> None:
-        """Copy per-layer tensors set from outside (``engine.batch`` splitting a batch) into this
-        cache's own buffers now, so the next pass reads views of the usual layout."""
+        """Copy per-layer tensors set from outside (``engine.batch`` splitting a batch,
+        ``drop_chunks_from``) into this cache's own buffers, so every pass reads views of the usual
+        layout; nothing to do when they are the buffers' views already."""
+        self._kv.sync(self.k + self.v)
+        self._mem.sync(self.mem_k + self.mem_v)
+        self._mean.sync(self.mem_kmean)
+        self._expose()
+
+    def _expose(self) -> None:
+        """Point the per-layer lists the attention reads at the buffers' current views."""
         L = self.n_layers
-        if self.k[0] is not None:
-            self._kv.sync(self.k + self.v)
+        if self._kv.buf is not None:
             self.k, self.v = self._kv.views[:L], self._kv.views[L:]
-        if self.mem_k[0] is not None:
-            self._mem.sync(self.mem_k + self.mem_v)
-            self._mean.sync(self.mem_kmean)
+        if self._mem.buf is not None:
             self.mem_k, self.mem_v, self.mem_kmean = self._mem.views[:L], self._mem.views[L:], self._mean.views
 
     def drop_chunks_from(self, first: int) -> None:

@@ -167,10 +167,10 @@ class Omni(nn.Module):
                 nn.init.zeros_(m.bias)
 
     # -- token layout ------------------------------------------------------------------------------
-    def layout(self, K: int, h: int, w: int, start_frame: int, groups: bool = False) -> tuple:
-        """Per-token (modality, chunk index, position (t, row, col)) for K chunks of one sample;
-        ``groups``: and the conditioning groups (one frame, one modality) as (each token's group,
-        each group's frame within the pass, whether it is audio)."""
+    def layout(self, K: int, h: int, w: int, start_frame: int) -> tuple:
+        """Per-token (modality, chunk index, position (t, row, col)) for K chunks of one sample, and
+        the conditioning groups (one frame, one modality) as (each token's group, each group's frame
+        within the pass, whether it is audio)."""
         if (K, h, w) not in self._layouts:  # made once per shape: a stream asks for the same one every pass
             mods, chunks, pos = self._layout(K, h, w)
             key = pos[:, 0] * 2 + (mods == AUDIO).long()
@@ -180,7 +180,7 @@ class Omni(nn.Module):
         if start_frame:
             pos = pos.clone()
             pos[:, 0] += start_frame
-        return (mods, chunks, pos, grp) if groups else (mods, chunks, pos)
+        return mods, chunks, pos, grp
 
     def _layout(self, K: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg, p = self.cfg, self.cfg.patch
@@ -222,7 +222,7 @@ class Omni(nn.Module):
         K = Fr // cfg.chunk_frames
         if cfg.audio_channels and audio is None:
             raise ValueError("this model has audio tokens: pass audio latents (zeros and t_audio=1 to generate them)")
-        mods, chunk_of, pos, groups = self.layout(K, h, w, start_frame, groups=True)
+        mods, chunk_of, pos, groups = self.layout(K, h, w, start_frame)
         dev = video.device
         mods, chunk_of, pos, groups = mods.to(dev), chunk_of.to(dev), pos.to(dev), tuple(g.to(dev) for g in groups)
         g_stream = groups[0]
@@ -351,9 +351,9 @@ class Omni(nn.Module):
 
     def compile_dense(self) -> "Omni":
         """Compile the dense parts of every block, of a streamed pass's attention, and the pass's
-        token embedding and output head with ``torch.compile`` (inductor), for streaming: they are shape-stable once a stream's cache
-        has filled, and fusing their small ops is what makes a chunk fast on a CPU. The attention
-        view's bookkeeping stays eager. Returns self; compilation happens at the first passes."""
+        token embedding and output head with ``torch.compile`` (inductor), for streaming: they are
+        shape-stable once a stream's cache has filled, and fusing their small ops is what makes a
+        chunk fast on a CPU. The attention view's bookkeeping stays eager. Returns self; compilation happens at the first passes."""
         import torch._dynamo
 
         from .attention import streamed_attention, streamed_memory

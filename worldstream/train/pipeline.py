@@ -8,7 +8,8 @@ Every stage is a trainer that resumes by itself, so re-running the same command 
 interruption carries on where it stopped; finished stages are skipped. ``tiny`` runs the whole
 chain in about two minutes (the smoke test); ``default`` trains everything from scratch (hours on
 the 2-core CPU, much less on one GPU); ``refine`` trains the shipped model further: it adopts the
-bundle's autoencoders and starts the teacher from its weights (the current default was made so).
+bundle's autoencoders and starts the teacher from its weights (the current default was made so,
+twice).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from ..weights import resolve, verify
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    """The defaults are the first shipped model's recipe (the current one is that, then ``refine``),
+    """The defaults are the first shipped model's recipe (the current one is that, then ``refine`` twice),
     sized to about two hours on the 2-core CPU
     (log.md, 2026-11-25, fourth session: video AE ~0.28 s/step, audio AE ~0.19, teacher ~2.1,
     view ~7, student ~9)."""
