@@ -6,11 +6,12 @@ caption; each generated frame is compared (PSNR) with the true frame at that tim
 picture once the view has scrolled; one that dissolves falls below it. Prints a table, writes JSON.
 
     .venv/bin/python bench/rollout_vs_still.py --data pipeline/data/overworld --model new=pipeline/bundle \\
-        --model shipped=default --starts 12 --json docs/results/rollout_vs_still.json
+        --model shipped=default --starts 12 --json docs/results/rollout_vs_still.json --sheet rollouts.png
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,9 +19,12 @@ import numpy as np
 import torch
 
 from worldstream.data.format import Dataset
-from worldstream.engine.stream import StreamConfig, World
+from worldstream.data.png import grid, save_png
+from worldstream.engine.stream import StreamConfig, World, recommended_rollout
+from worldstream.eval.stream import sharpness
 
 AT = (1, 2, 5, 12, 24, 48)  # frames after the start at which PSNR is reported
+SHEET = (0, 2, 5, 8, 12, 18, 24, 36, 48)  # frames shown in the contact sheet
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -43,19 +47,25 @@ def starts(ds: Dataset, n: int, frames: int, seed: int = 0) -> list[tuple]:
 
 
 @torch.no_grad()
-def run(world: World, clips: list[tuple], frames: int, compile: bool) -> dict:
+def run(world: World, clips: list[tuple], frames: int, compile: bool, **rollout) -> dict:
+    """``rollout``: overrides of the checkpoint's recommended sampler (steps, history_noise, ...)."""
     names = world.vocab.names
-    model_p, still_p = [], []
+    rcfg = dataclasses.replace(recommended_rollout(world.meta), **rollout)
+    model_p, still_p, sharp, shown = [], [], [], []
     for real, actions, caption in clips:
-        s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(compile=compile))
+        s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(rollout=rcfg, compile=compile))
         got = [s.step().frames[0, -1]]  # the start frame itself (through the autoencoder)
         for f in range(frames):  # actions[f] made frame f + 1
             got.append(s.step(names[int(actions[f])] if actions[f] >= 0 else None).frames[0, -1])
         model_p.append([psnr(got[f], real[f]) for f in AT if f <= frames])
+        sharp.append([sharpness(got[f][None]) for f in AT if f <= frames])
         still_p.append([psnr(real[0], real[f]) for f in AT if f <= frames])
+        shown.append([got[f] for f in SHEET if f <= frames])
     m, st = np.array(model_p), np.array(still_p)
     return {"at": [f for f in AT if f <= frames], "model_psnr": m.mean(0).tolist(), "still_psnr": st.mean(0).tolist(),
-            "model_beats_still": (m > st).mean(0).tolist(), "starts": len(clips)}
+            "model_beats_still": (m > st).mean(0).tolist(), "model_sharpness": np.array(sharp).mean(0).tolist(),
+            "real_sharpness": sharpness(np.stack([c[0][0] for c in clips])), "starts": len(clips),
+            "rollout": dataclasses.asdict(rcfg), "frames": shown}
 
 
 def main() -> None:
@@ -65,20 +75,38 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=12)
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
+    ap.add_argument("--history-noise", type=float, help="commit generated chunks at this noise level")
+    ap.add_argument("--sheet", help="PNG: for the first --sheet-starts starts, the truth and each model's frames")
+    ap.add_argument("--sheet-starts", type=int, default=3)
     ap.add_argument("--json")
     a = ap.parse_args()
     clips = starts(Dataset(a.data), a.starts, a.frames)
     res = {}
     for spec in a.model:
         name, _, path = spec.partition("=")
-        res[name] = run(World.load(None if path in ("", "default") else path), clips, a.frames, a.compile)
+        over = {k: v for k, v in (("steps", a.steps), ("history_noise", a.history_noise)) if v is not None}
+        res[name] = run(World.load(None if path in ("", "default") else path), clips, a.frames, a.compile, **over)
     at = next(iter(res.values()))["at"]
     print("| model | " + " | ".join(f"frame {f}" for f in at) + " |")
     print("|---|" + "---|" * len(at))
     for name, r in res.items():
         print(f"| {name}: PSNR dB | " + " | ".join(f"{x:.1f}" for x in r["model_psnr"]) + " |")
         print(f"| {name}: beats the still picture | " + " | ".join(f"{x:.0%}" for x in r["model_beats_still"]) + " |")
-    print("| still picture: PSNR dB | " + " | ".join(f"{x:.1f}" for x in next(iter(res.values()))["still_psnr"]) + " |")
+        print(f"| {name}: sharpness | " + " | ".join(f"{x:.3f}" for x in r["model_sharpness"]) + " |")
+    first = next(iter(res.values()))
+    print("| still picture: PSNR dB | " + " | ".join(f"{x:.1f}" for x in first["still_psnr"]) + " |")
+    print(f"real start frames' sharpness: {first['real_sharpness']:.3f}")
+    if a.sheet:  # rows: the truth, then each model, per start; columns: frames SHEET after the start
+        rows = []
+        for i in range(min(a.sheet_starts, len(clips))):
+            rows += [clips[i][0][f] for f in SHEET if f <= a.frames]
+            for r in res.values():
+                rows += r["frames"][i]
+        save_png(a.sheet, grid(rows, cols=len([f for f in SHEET if f <= a.frames])))
+        print(f"wrote {a.sheet}: per start, rows truth, " + ", ".join(res) + f"; frames {SHEET}")
+    for r in res.values():
+        del r["frames"]
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(res, indent=1))
