@@ -47,3 +47,47 @@ def test_the_whole_pipeline_runs_and_resumes_on_the_tiny_preset(tmp_path):
     t = (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime
     assert main(["train", "all", "--preset", "tiny", "--out", str(tmp_path)]) == 0  # re-run: every stage done
     assert (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime == t
+
+
+def test_a_student_trains_further_only_with_a_teacher_of_its_shape(tiny_teacher, latent_dataset, tmp_path):
+    import dataclasses
+
+    import pytest
+
+    from worldstream.train.teacher import TeacherTrainConfig, train_teacher
+
+    torch.set_num_threads(1)
+    cfg = _cfg(tiny_teacher, latent_dataset, 2)
+    train_student(cfg, tmp_path / "a", progress=False)
+    further = dataclasses.replace(cfg, steps=1, init_from=str(tmp_path / "a"), lr=0.0)  # lr 0: the weights stay
+    train_student(further, tmp_path / "b", progress=False)
+    a, b = load_tensors(tmp_path / "a" / "model.safetensors"), load_tensors(tmp_path / "b" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    other = tmp_path / "teacher_other"
+    train_teacher(TeacherTrainConfig(dataset=str(latent_dataset), preset="tiny", steps=1, batch=2, chunks=4,
+                                     eval_every=1, warmup=1, window=3, sinks=1, samples=False), other, progress=False)
+    with pytest.raises(ValueError, match="model config differs"):
+        train_student(dataclasses.replace(further, teacher=str(other)), tmp_path / "c", progress=False)
+
+
+def test_distribution_matching_runs_and_resumes_exactly(tiny_teacher, latent_dataset, tmp_path):
+    """DMD on own rollouts: the student and its fake score train, and a cut run resumes to the same
+    weights (the fake score and its optimizer are saved with the student)."""
+    torch.set_num_threads(1)
+    import dataclasses
+
+    cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 4, objective="dmd"), self_forcing_from=0)
+    m = train_student(cfg, tmp_path / "a", progress=False)
+    assert m["step"] == 4
+    train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)
+    train_student(cfg, tmp_path / "b", progress=False)
+    for f in ("model.safetensors", "fake_score/model.safetensors"):
+        a, b = load_tensors(tmp_path / "a" / f), load_tensors(tmp_path / "b" / f)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{f}: {k}")
+    teacher = load_tensors(tiny_teacher / "model.safetensors")
+    fake = load_tensors(tmp_path / "a" / "fake_score" / "model.safetensors")
+    assert any(not torch.equal(teacher[k], fake[k]) for k in teacher)  # the fake score moved off the teacher
+    log = [__import__("json").loads(l) for l in open(tmp_path / "a" / "log.jsonl") if '"dmd": true' in l]
+    assert log and all(np.isfinite(r["fake"]) and np.isfinite(r["video"]) for r in log)

@@ -210,7 +210,10 @@ def cmd_train(a: argparse.Namespace) -> int:
         cfg = StudentTrainConfig(teacher=a.teacher, dataset=a.data, latents=a.latents, steps=a.steps, batch=a.batch,
                                  history=a.history, levels=tuple(a.levels), teacher_steps=a.teacher_steps,
                                  text_scale=a.text_scale, action_scale=a.action_scale,
-                                 self_forcing_from=a.self_forcing_from, rollout_chunks=a.rollout_chunks, lr=a.lr,
+                                 self_forcing_from=a.self_forcing_from, self_forcing_share=a.self_forcing_share,
+                                 rollout_chunks=a.rollout_chunks, rollout_steps=a.rollout_steps,
+                                 init_from=a.init_from, lr=a.lr,
+                                 objective=a.objective, fake_lr=a.fake_lr, fake_updates=a.fake_updates,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
         metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     else:
@@ -450,7 +453,14 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--text-scale", type=float, default=1.5, help="the teacher's prompt guidance, folded into the student")
     ts.add_argument("--action-scale", type=float, default=2.0, help="the teacher's action guidance, folded in")
     ts.add_argument("--self-forcing-from", type=int, default=200, help="step from which half the batches are own rollouts")
+    ts.add_argument("--self-forcing-share", type=float, default=0.5, help="share of own-rollout batches from then on")
     ts.add_argument("--rollout-chunks", type=int, default=16)
+    ts.add_argument("--rollout-steps", type=int, default=1, help="student steps per chunk in its own rollouts")
+    ts.add_argument("--objective", choices=("regression", "dmd"), default="regression",
+                    help="own-rollout batches: regression onto the teacher's ODE endpoint, or distribution matching")
+    ts.add_argument("--fake-lr", type=float, default=1e-4, help="dmd: the fake score's learning rate")
+    ts.add_argument("--fake-updates", type=int, default=1, help="dmd: fake-score steps per student step")
+    ts.add_argument("--init-from", default="", help="start from this student checkpoint instead of the teacher (train further)")
     ts.add_argument("--lr", type=float, default=5e-5)
     ts.add_argument("--eval-every", type=int, default=100)
     ts.add_argument("--fp32", action="store_true")

@@ -16,6 +16,16 @@ autoregressive rollouts, made by the engine's rollout function with the student'
 the student's own history, so the student learns to correct its own drift (as Self-Forcing,
 Huang et al. 2025, trains on its own rollouts; here with the teacher's ODE endpoint as target
 instead of a distribution-matching score).
+
+Distribution matching (``objective="dmd"``). On own-rollout batches the 1-step student's
+prediction is pushed along the difference of two scores instead of regressed onto one answer
+(DMD, Yin et al. 2024; DMD2's two-time-scale form; on autoregressive rollouts as in Self-Forcing):
+the sample is noised to a random level, the guided teacher says where the data would take it and
+a "fake" score model, trained alongside on the student's own samples, says where the student's
+samples would; the student moves toward the first and away from the second. Regression keeps the
+conditional mean, which is blurred wherever the future is uncertain; matching distributions asks
+for samples as sharp as the teacher's. Teacher-forced batches keep the regression (and the 2-
+and 4-step levels).
 """
 from __future__ import annotations
 
@@ -31,14 +41,15 @@ import torch
 
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
-from ..diffusion.flow import interpolate, randn
+from ..diffusion.flow import interpolate, randn, velocity_target
 from ..engine.generate import load_world_model
-from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, prefill
+from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
 from ..model.omni import Omni
 from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run
 
 LEVELS = {1: (1.0,), 2: (1.0, 0.5), 4: (1.0, 0.75, 0.5, 0.25)}
 REGRESSION = "regression"  # sub-folder: the student as it was when self-forcing began (a run of its own)
+FAKE = "fake_score"  # sub-folder: the distribution-matching fake score and its optimizer (to resume)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +68,11 @@ class StudentTrainConfig:
     self_forcing_from: int = 200
     self_forcing_share: float = 0.5
     rollout_chunks: int = 16  # own-rollout length (longer than the window: exercises eviction)
-    rollout_steps: int = 2  # student steps per chunk while rolling out
+    rollout_steps: int = 1  # student steps per chunk while rolling out (as the shipped student streams)
+    init_from: str = ""  # start from this student's (EMA) weights instead of the teacher's (train further)
+    objective: str = "regression"  # own-rollout batches: "regression" onto the teacher's ODE endpoint, or "dmd"
+    fake_lr: float = 1e-4  # dmd: the fake score's learning rate
+    fake_updates: int = 1  # dmd: fake-score steps per student step (DMD2 uses 5 on GPUs; each costs a pass here)
     audio_weight: float = 0.5
     lr: float = 5e-5
     warmup: int = 50
@@ -81,23 +96,6 @@ def teacher_target(teacher: Omni, cfg: StudentTrainConfig, cond: Conditioning, h
     branches = make_branches(teacher, rcfg)
     n = prefill(teacher, branches, cond, hist_v, hist_a)
     return generate_chunk(teacher, branches, rcfg, cond, n, tuple(hist_v.shape[2:]), noise=noise, commit=False)
-
-
-@torch.no_grad()
-def own_rollout(student: Omni, cond: Conditioning, first_v: torch.Tensor, first_a: torch.Tensor | None,
-                n_chunks: int, steps: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The student's own history: one real chunk, then ``n_chunks - 1`` of its own, through the
-    engine's rollout function with its bounded view."""
-    rcfg = RolloutConfig(sampler="x0", steps=steps, text_scale=1.0, action_scale=1.0)
-    branches = make_branches(student, rcfg)
-    prefill(student, branches, cond, first_v, first_a)
-    vs, as_ = [first_v], [] if first_a is None else [first_a]
-    for c in range(1, n_chunks):
-        v, a = generate_chunk(student, branches, rcfg, cond, c, tuple(first_v.shape[2:]), generator)
-        vs.append(v)
-        if a is not None:
-            as_.append(a)
-    return torch.cat(vs, 1), (torch.cat(as_, 1) if as_ else None)
 
 
 def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, hist_a, target_v, target_a, noise,
@@ -133,13 +131,96 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     return loss, parts
 
 
+def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa, t: torch.Tensor,
+                   use_text: bool = True, use_actions: bool = True):
+    """The model's velocity for the chunk after a clean history: one pass over the whole sequence
+    (the same block-causal view as streaming), the chunk at level t (B,)."""
+    B, F = hist_v.shape[0], hist_v.shape[1] + xv.shape[1]
+    mc = model.module.cfg if hasattr(model, "module") else model.cfg
+    t_chunks = torch.zeros(B, F // mc.chunk_frames)
+    t_chunks[:, -1] = t
+    actions = cond.actions[:, :F] if use_actions else torch.full_like(cond.actions[:, :F], -1)
+    text = dict(text=cond.text, text_mask=cond.text_mask, text_pooled=cond.text_pooled) if use_text else \
+        dict(text=None, text_mask=None, text_pooled=None)
+    kw = {} if xa is None else dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and xv.device.type == "cpu"):
+        pv, pa = model(video=torch.cat([hist_v, xv], 1), t_video=t_chunks, actions=actions, **text, **kw)
+    return pv[:, -xv.shape[1]:].float(), None if xa is None else pa[:, -xa.shape[1]:].float()
+
+
+def _split(z: torch.Tensor, like_v: torch.Tensor, like_a: torch.Tensor | None):
+    nv = like_v[0].numel()
+    return z[:, :nv].view_as(like_v), None if like_a is None else z[:, nv:].view_as(like_a)
+
+
+def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning, hist_v, hist_a, noise,
+             g: torch.Generator):
+    """The student's 1-step sample after its own history, and the distribution-matching loss on it;
+    returns (loss, parts, the detached sample for the fake score's update)."""
+    B = hist_v.shape[0]
+    cf = teacher.cfg.chunk_frames
+    xv = noise[:, : cf * hist_v[0, 0].numel()].view(B, cf, *hist_v.shape[2:])
+    xa = None if hist_a is None else noise[:, xv[0].numel():].view(B, -1, hist_a.shape[2])
+    one = torch.ones(B)
+    pv, pa = _last_velocity(student, cfg.bf16, cond, hist_v, hist_a, xv, xa, one)
+    x0v, x0a = xv - pv, None if xa is None else xa - pa  # the sample (with grad)
+    with torch.no_grad():
+        t = 0.02 + 0.96 * torch.rand(B, generator=g)
+        eps_v = randn(x0v.shape, generator=g)
+        eps_a = None if xa is None else randn(x0a.shape, generator=g)
+        tv, ta = t.view(B, 1, 1, 1, 1), t.view(B, 1, 1)
+        ntv = interpolate(x0v.detach(), eps_v, tv)
+        nta = None if xa is None else interpolate(x0a.detach(), eps_a, ta)
+        args = (cond, hist_v, hist_a, ntv, nta, t)
+        vu, vt, vb = (_last_velocity(teacher, cfg.bf16, *args, use_text=ut, use_actions=ua)
+                      for ut, ua in ((False, False), (True, False), (True, True)))
+        real = [None if u is None else u + cfg.text_scale * (b_ - u) + cfg.action_scale * (c - b_)
+                for u, b_, c in zip(vu, vt, vb)]  # the guided teacher (diffusion.flow.guided)
+        fk = _last_velocity(fake, cfg.bf16, *args)
+        grads = []
+        for x0, xt, tt, vr, vf in ((x0v, ntv, tv, real[0], fk[0]), (x0a, nta, ta, real[1], fk[1])):
+            if x0 is None:
+                grads.append(None)
+                continue
+            x0_real, x0_fake = xt - tt * vr, xt - tt * vf
+            dims = tuple(range(1, x0.dim()))
+            w = 1.0 / (x0.detach() - x0_real).abs().mean(dims, keepdim=True).clamp_min(1e-4)  # DMD eq. 8's normaliser
+            grads.append((x0_fake - x0_real) * w)
+    lv = 0.5 * ((x0v - (x0v.detach() - grads[0])) ** 2).mean()
+    loss, parts = lv, {"video": lv.item()}
+    if x0a is not None:
+        la = 0.5 * ((x0a - (x0a.detach() - grads[1])) ** 2).mean()
+        loss = loss + cfg.audio_weight * la
+        parts["audio"] = la.item()
+    return loss, parts, (x0v.detach(), None if x0a is None else x0a.detach())
+
+
+def fake_score_loss(fake, cfg: StudentTrainConfig, cond: Conditioning, hist_v, hist_a, sample_v, sample_a,
+                    g: torch.Generator) -> torch.Tensor:
+    """Flow matching of the fake score on the student's own samples (after the same history)."""
+    B = hist_v.shape[0]
+    t = 0.02 + 0.96 * torch.rand(B, generator=g)
+    eps_v = randn(sample_v.shape, generator=g)
+    xv = interpolate(sample_v, eps_v, t.view(B, 1, 1, 1, 1))
+    xa = eps_a = None
+    if sample_a is not None:
+        eps_a = randn(sample_a.shape, generator=g)
+        xa = interpolate(sample_a, eps_a, t.view(B, 1, 1))
+    pv, pa = _last_velocity(fake, cfg.bf16, cond, hist_v, hist_a, xv, xa, t)
+    loss = ((pv - velocity_target(sample_v, eps_v)) ** 2).mean()
+    if sample_a is not None:
+        loss = loss + cfg.audio_weight * ((pa - velocity_target(sample_a, eps_a)) ** 2).mean()
+    return loss
+
+
 def _cond(prompts: PromptBank, clip, frames: int) -> Conditioning:
     text, mask, pooled = prompts.batch(clip.captions)
     return Conditioning(text, mask, pooled, clip.actions[:, :frames])
 
 
-def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool):
-    """History (real or the student's own), the teacher's target after it, noise, levels."""
+def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool = True):
+    """History (real or the student's own), the teacher's continuation after it (``target=False``:
+    none, for distribution matching), noise, levels."""
     mc = student.cfg
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     n_hist = cfg.rollout_chunks if own else cfg.history
@@ -154,7 +235,10 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool):
     shape_v = (B, cf, *hist_v.shape[2:])
     n_noise = int(np.prod(shape_v[1:])) + (0 if hist_a is None else cf * tpf * hist_a.shape[2])
     noise = randn((B, n_noise), generator=g)
-    target_v, target_a = teacher_target(teacher, cfg, cond, hist_v, hist_a, noise)
+    if not target:
+        target_v = target_a = None
+    else:
+        target_v, target_a = teacher_target(teacher, cfg, cond, hist_v, hist_a, noise)
     levels = _levels(cfg)
     t = levels[torch.from_numpy(rng.integers(len(levels), size=B))]
     return cond, hist_v, hist_a, target_v, target_a, noise, t
@@ -181,8 +265,24 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     teacher, tmeta = load_world_model(cfg.teacher)
     teacher.requires_grad_(False)
     student = Omni(teacher.cfg)
-    student.load_state_dict(teacher.state_dict())
+    if cfg.init_from:
+        init, _ = load_world_model(cfg.init_from)
+        if init.cfg != teacher.cfg:
+            raise ValueError(f"init_from {cfg.init_from}: its model config differs from the teacher's; a student "
+                             "trains further only with the teacher it was distilled from (or one of the same shape)")
+        student.load_state_dict(init.state_dict())
+    else:
+        student.load_state_dict(teacher.state_dict())
     ema = copy.deepcopy(student).requires_grad_(False)
+    if cfg.objective not in ("regression", "dmd"):
+        raise ValueError(f"objective {cfg.objective!r}: use 'regression' or 'dmd'")
+    if cfg.objective == "dmd" and cfg.fake_updates < 1:
+        raise ValueError("dmd needs fake_updates >= 1: the fake score must follow the student's samples")
+    fake = fake_opt = None
+    if cfg.objective == "dmd":  # the fake score starts as the teacher (DMD2) and follows the student's samples
+        fake = Omni(teacher.cfg)
+        fake.load_state_dict(teacher.state_dict())
+        fake_opt = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, betas=(0.9, 0.95), weight_decay=0.0)
     cf = teacher.cfg.chunk_frames
     frames = (max(cfg.history, cfg.rollout_chunks) + 1) * cf
     train = LatentClips(cfg.dataset, cfg.latents, "train", frames, seed=cfg.seed)
@@ -197,6 +297,8 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     step, metrics = 0, {}
     out.mkdir(parents=True, exist_ok=True)
     if has_run(out):
+        if fake is not None:
+            resume_run(out / FAKE, to_dict(cfg), fake, fake, fake_opt)
         meta = resume_run(out, to_dict(cfg), student, ema, opt)
         train.rng.bit_generator.state = meta["sampler_rng"]
         rng.bit_generator.state = meta["draw_rng"]
@@ -219,18 +321,30 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     t0 = t_save = time.perf_counter()
     while step < cfg.steps:
         own = step >= cfg.self_forcing_from and rng.random() < cfg.self_forcing_share
+        dmd = own and cfg.objective == "dmd"
         clip = train.sample(cfg.batch)
         student.eval()  # the rollout and the teacher target run without dropout / grad
-        batch = _batch(cfg, student, teacher, clip, prompts, rng, g, own)
+        batch = _batch(cfg, student, teacher, clip, prompts, rng, g, own, target=not dmd)
         student.train()
-        loss, parts = student_loss(student, cfg, *batch)
         lr = cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step)
-        optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
+        if dmd:
+            cond, hist_v, hist_a, _, _, noise, _ = batch
+            loss, parts, sample = dmd_loss(student, fake, teacher, cfg, cond, hist_v, hist_a, noise, g)
+            optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
+            fake.train()
+            for _ in range(cfg.fake_updates):
+                fl = fake_score_loss(fake, cfg, cond, hist_v, hist_a, *sample, g)
+                optimizer_step(fake, fake_opt, fl, cosine_lr(cfg.fake_lr, cfg.warmup, cfg.steps, step))
+            parts["fake"] = fl.item()
+        else:
+            loss, parts = student_loss(student, cfg, *batch)
+            optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
         step += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", own=int(own))
-        log.write(json.dumps({"step": step, "loss": loss.item(), "own": own, **parts, "lr": lr}) + "\n")
+            bar.set_postfix(loss=f"{loss.item():.4f}", own=int(own) + int(dmd))
+        log.write(json.dumps({"step": step, "loss": loss.item(), "own": own, "dmd": dmd, **parts,
+                              "lr": lr}) + "\n")
         last = step == cfg.steps
         if step % cfg.eval_every == 0 or last:
             metrics = {"step": step, **heldout_error(ema, teacher, cfg, eval_clip, prompts)}
@@ -241,6 +355,9 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             (out / REGRESSION).mkdir(exist_ok=True)
             save_run(out / REGRESSION, student, ema, opt, meta())
         if last or out_of_time or time.perf_counter() - t_save > cfg.save_every_s:
+            if fake is not None:  # first, so a run cut between the two saves resumes from the older student
+                (out / FAKE).mkdir(exist_ok=True)
+                save_run(out / FAKE, fake, fake, fake_opt, {"kind": "dmd_fake_score", "train": to_dict(cfg), "step": step})
             save_run(out, student, ema, opt, meta())
             t_save = time.perf_counter()
         if out_of_time:

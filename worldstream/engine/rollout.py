@@ -269,3 +269,21 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
                   cache=b.cache, start_frame=c * cf, **b.kwargs(cond, frames))
             b.cache.commit()
     return n
+
+
+@torch.no_grad()
+def own_rollout(student: Omni, cond: Conditioning, first_v: torch.Tensor, first_a: torch.Tensor | None,
+                n_chunks: int, steps: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A few-step student's own history for training: one real chunk, then ``n_chunks - 1`` of its
+    own, as it streams them (its bounded view, ``steps`` x0 steps, the deferred commit): the history
+    self-forcing distillation trains on."""
+    rcfg = RolloutConfig(sampler="x0", steps=steps, text_scale=1.0, action_scale=1.0)
+    branches = make_branches(student, rcfg)
+    prefill(student, branches, cond, first_v, first_a)
+    vs, as_ = [first_v], [] if first_a is None else [first_a]
+    for c in range(1, n_chunks):
+        v, a = generate_chunk(student, branches, rcfg, cond, c, tuple(first_v.shape[2:]), generator, defer=True)
+        vs.append(v)
+        if a is not None:
+            as_.append(a)
+    return torch.cat(vs, 1), (torch.cat(as_, 1) if as_ else None)

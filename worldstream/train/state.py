@@ -25,15 +25,16 @@ def cosine_lr(base: float, warmup: int, total: int, step: int) -> float:
 
 
 def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
-                   ema: torch.nn.Module, ema_decay: float, step: int, clip: float = 1.0) -> None:
-    """One update: set the learning rate, backward, clip the gradient norm, step, update the EMA."""
+                   ema: torch.nn.Module | None = None, ema_decay: float = 0.0, step: int = 0, clip: float = 1.0) -> None:
+    """One update: set the learning rate, backward, clip the gradient norm, step, update the EMA (if any)."""
     for g in opt.param_groups:
         g["lr"] = lr
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
-    ema_update(ema, model, ema_decay, step)
+    if ema is not None:
+        ema_update(ema, model, ema_decay, step)
 
 
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
