@@ -1,5 +1,7 @@
 """Distillation: the student step runs on a tiny config in seconds, resumes exactly, and its
 1-, 2- and 4-step samplers run through the engine."""
+import json
+
 import numpy as np
 import torch
 
@@ -74,9 +76,9 @@ def test_a_student_trains_further_only_with_a_teacher_of_its_shape(tiny_teacher,
 def test_distribution_matching_runs_and_resumes_exactly(tiny_teacher, latent_dataset, tmp_path):
     """DMD on own rollouts: the student and its fake score train, and a cut run resumes to the same
     weights (the fake score and its optimizer are saved with the student)."""
-    torch.set_num_threads(1)
     import dataclasses
 
+    torch.set_num_threads(1)
     cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 4, objective="dmd"), self_forcing_from=0)
     m = train_student(cfg, tmp_path / "a", progress=False)
     assert m["step"] == 4
@@ -89,5 +91,5 @@ def test_distribution_matching_runs_and_resumes_exactly(tiny_teacher, latent_dat
     teacher = load_tensors(tiny_teacher / "model.safetensors")
     fake = load_tensors(tmp_path / "a" / "fake_score" / "model.safetensors")
     assert any(not torch.equal(teacher[k], fake[k]) for k in teacher)  # the fake score moved off the teacher
-    log = [__import__("json").loads(l) for l in open(tmp_path / "a" / "log.jsonl") if '"dmd": true' in l]
+    log = [json.loads(l) for l in open(tmp_path / "a" / "log.jsonl") if '"dmd": true' in l]
     assert log and all(np.isfinite(r["fake"]) and np.isfinite(r["video"]) for r in log)

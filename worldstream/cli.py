@@ -452,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--teacher-steps", type=int, default=8, help="Heun steps of the teacher's targets")
     ts.add_argument("--text-scale", type=float, default=1.5, help="the teacher's prompt guidance, folded into the student")
     ts.add_argument("--action-scale", type=float, default=2.0, help="the teacher's action guidance, folded in")
-    ts.add_argument("--self-forcing-from", type=int, default=200, help="step from which half the batches are own rollouts")
+    ts.add_argument("--self-forcing-from", type=int, default=200, help="step from which a share of the batches are own rollouts")
     ts.add_argument("--self-forcing-share", type=float, default=0.5, help="share of own-rollout batches from then on")
     ts.add_argument("--rollout-chunks", type=int, default=16)
     ts.add_argument("--rollout-steps", type=int, default=1, help="student steps per chunk in its own rollouts")

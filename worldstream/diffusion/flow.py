@@ -110,7 +110,11 @@ def guided(fn_uncond: VelocityFn, fn_text: VelocityFn, fn_both: VelocityFn, text
     """
 
     def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        vu, vt, vb = fn_uncond(x, t), fn_text(x, t), fn_both(x, t)
-        return vu + text_scale * (vt - vu) + action_scale * (vb - vt)
+        return guide(fn_uncond(x, t), fn_text(x, t), fn_both(x, t), text_scale, action_scale)
 
     return fn
+
+
+def guide(vu: torch.Tensor, vt: torch.Tensor, vb: torch.Tensor, text_scale: float, action_scale: float) -> torch.Tensor:
+    """The guided velocity from the three branches' predictions (``guided``'s formula)."""
+    return vu + text_scale * (vt - vu) + action_scale * (vb - vt)

@@ -41,7 +41,7 @@ import torch
 
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
-from ..diffusion.flow import interpolate, randn, velocity_target
+from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from_velocity
 from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
 from ..model.omni import Omni
@@ -148,11 +148,6 @@ def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa
     return pv[:, -xv.shape[1]:].float(), None if xa is None else pa[:, -xa.shape[1]:].float()
 
 
-def _split(z: torch.Tensor, like_v: torch.Tensor, like_a: torch.Tensor | None):
-    nv = like_v[0].numel()
-    return z[:, :nv].view_as(like_v), None if like_a is None else z[:, nv:].view_as(like_a)
-
-
 def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning, hist_v, hist_a, noise,
              g: torch.Generator):
     """The student's 1-step sample after its own history, and the distribution-matching loss on it;
@@ -163,7 +158,8 @@ def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning
     xa = None if hist_a is None else noise[:, xv[0].numel():].view(B, -1, hist_a.shape[2])
     one = torch.ones(B)
     pv, pa = _last_velocity(student, cfg.bf16, cond, hist_v, hist_a, xv, xa, one)
-    x0v, x0a = xv - pv, None if xa is None else xa - pa  # the sample (with grad)
+    x0v = x0_from_velocity(xv, pv, 1.0)  # the sample (with grad)
+    x0a = None if xa is None else x0_from_velocity(xa, pa, 1.0)
     with torch.no_grad():
         t = 0.02 + 0.96 * torch.rand(B, generator=g)
         eps_v = randn(x0v.shape, generator=g)
@@ -174,15 +170,15 @@ def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning
         args = (cond, hist_v, hist_a, ntv, nta, t)
         vu, vt, vb = (_last_velocity(teacher, cfg.bf16, *args, use_text=ut, use_actions=ua)
                       for ut, ua in ((False, False), (True, False), (True, True)))
-        real = [None if u is None else u + cfg.text_scale * (b_ - u) + cfg.action_scale * (c - b_)
-                for u, b_, c in zip(vu, vt, vb)]  # the guided teacher (diffusion.flow.guided)
+        real = [None if u is None else guide(u, b_, c, cfg.text_scale, cfg.action_scale)
+                for u, b_, c in zip(vu, vt, vb)]  # the guided teacher
         fk = _last_velocity(fake, cfg.bf16, *args)
         grads = []
         for x0, xt, tt, vr, vf in ((x0v, ntv, tv, real[0], fk[0]), (x0a, nta, ta, real[1], fk[1])):
             if x0 is None:
                 grads.append(None)
                 continue
-            x0_real, x0_fake = xt - tt * vr, xt - tt * vf
+            x0_real, x0_fake = x0_from_velocity(xt, vr, tt), x0_from_velocity(xt, vf, tt)
             dims = tuple(range(1, x0.dim()))
             w = 1.0 / (x0.detach() - x0_real).abs().mean(dims, keepdim=True).clamp_min(1e-4)  # DMD eq. 8's normaliser
             grads.append((x0_fake - x0_real) * w)
