@@ -223,7 +223,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  batch=a.batch or 8, chunks=a.chunks, lr=a.lr or 3e-4, warmup=a.warmup,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, window=a.window,
                                  sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
-                                 **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
+                                 compile=a.compile, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -427,15 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--sinks", type=int, default=0, help="first chunks always attended")
     tt.add_argument("--memory-topk", type=int, default=0, help="evicted chunks each chunk retrieves from memory")
     tt.add_argument("--init-from", help="start from this run's weights (fine-tuning)")
+    tt.add_argument("--compile", action="store_true",
+                    help="torch.compile the blocks' dense parts: ~20%% faster steps after a minute of compiling")
     tt.add_argument("--task-probs", type=float, nargs=5, metavar="P",
                     help="shares of joint, video|audio, audio|video, image->world, continuation (default .5 .15 .15 .1 .1)")
     tt.set_defaults(fn=cmd_train)
 
     tl = tsub.add_parser("all", help="the whole pipeline on overworld data: record, autoencoders, teacher, "
                                       "streaming view, student, evaluation (re-run to resume)")
-    tl.add_argument("--preset", default="default", choices=("tiny", "default", "refine"),
+    tl.add_argument("--preset", default="default", choices=("tiny", "default", "refine", "refine_long"),
                     help="tiny: a minute-long smoke test; default: the shipped recipe from scratch; refine: the shipped "
-                         "model trained further (its autoencoders, its weights as the teacher's start)")
+                         "model trained further (its autoencoders, its weights as the teacher's start); refine_long: "
+                         "the same with a teacher trained three times as long")
     tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
     tl.add_argument("--threads", type=int, default=0)
     tl.set_defaults(fn=cmd_train)

@@ -153,7 +153,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
         K = torch.cat([torch.cat([ks_rot, zeros(ks_rot)], -1), torch.cat([zeros(ko), ko], -1)], 2)
         V = torch.cat([vs, vo], 2)
         mask = _mask(ctx, cache, cw, parts, mem_mask, B, N, q.device)
-        return F.scaled_dot_product_attention(Q, K, V, attn_mask=mask, scale=Dh ** -0.5)
+        # values padded to the widened head size: the fused (flash) CPU kernel needs one head size for
+        # q, k and v, and otherwise PyTorch falls back to the math path (bmm, a materialised score
+        # matrix, safe softmax), 1.8x slower forward and backward at a training clip's shapes (log.md)
+        out = F.scaled_dot_product_attention(Q, K, F.pad(V, (0, Q.shape[-1] - Dh)), attn_mask=mask, scale=Dh ** -0.5)
+        return out[..., :Dh]
     # streaming (few queries, a long cache): the same widened attention, written out, because at 64
     # queries the fused kernel is slower than three ops here; the mask is an additive bias made once
     # per pass (a boolean masked_fill costs more than the matmuls)

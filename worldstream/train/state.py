@@ -62,14 +62,14 @@ def save_run(out: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch
 
 def resume_run(out: Path, train_cfg: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
                opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load a run saved by ``save_run``; refuses a run with other settings (except ``steps`` and
-    ``eval_every``)."""
+    """Load a run saved by ``save_run``; refuses a run with other settings (except ``steps``,
+    ``eval_every`` and ``compile``)."""
     meta = load_json(out / "config.json")
     train_cfg = json.loads(json.dumps(train_cfg))  # compare as stored: tuples become lists
     # only the stopping point (and how often it is evaluated) may change between runs: raising
     # --steps extends a run (the cosine schedule then stretches to the new end), lowering it ends
     # it sooner; anything else means a different experiment
-    free = ("steps", "eval_every")
+    free = ("steps", "eval_every", "compile")  # compiling changes how a step runs, not what it computes
     diff = {k: (meta["train"].get(k), v) for k, v in train_cfg.items() if meta["train"].get(k) != v and k not in free}
     if diff:
         raise CheckpointError(f"{out} was trained with other settings {diff} (saved, now); use another --out or "
