@@ -70,12 +70,11 @@ PRESETS = {
     # the recorded data and a continuation-heavy teacher (streaming is continuation) (log.md, 2026-11-30)
     "refine": PipelineConfig(episodes=80, start_from="default", teacher_steps=1000, teacher_continuation=0.35,
                              view_steps=120, student_steps=150),
-    # refine with a teacher trained 3x as long: its held-out loss was still falling ~0.01 per 100 steps
-    # at the end of both refine rounds, and the teacher itself dissolves in free-running (log.md,
-    # ninth and tenth sessions)
-    "refine_long": PipelineConfig(episodes=80, start_from="default", teacher_steps=3000, teacher_continuation=0.35,
-                                  view_steps=120, student_steps=150),
 }
+# refine with a teacher trained 3x as long: its held-out loss was still falling ~0.01 per 100 steps
+# at the end of both refine rounds, and the teacher itself dissolves in free-running (log.md,
+# ninth and tenth sessions)
+PRESETS["refine_long"] = dataclasses.replace(PRESETS["refine"], teacher_steps=3000)
 
 
 def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
