@@ -76,6 +76,7 @@ def load(spec: ModelSpec):
 class SuiteConfig:
     clips: int = 8  # held-out clips for next-frame PSNR (and a third of it for sound)
     walk_frames: int = 48
+    walk_starts: int = 4  # starts per walking direction (8 directions; 11 spans each at 48 frames)
     prompt_frames: int = 72
     revisit_episodes: int = 2
     revisit_data: str = ""  # a dataset with long held-out episodes (loop-backs up to 75 s); default: the main one
@@ -102,7 +103,7 @@ def evaluate_model(spec: ModelSpec, dataset: str, cfg: SuiteConfig, judge, progr
     if cfg.speed_chunks:
         res["speed"] = bench_engine(world, rcfg, chunks=cfg.speed_chunks, latency_trials=10)
     res["quality"] = eval_teacher(world, dataset, rcfg, clips=cfg.clips, walk_frames=cfg.walk_frames,
-                                  prompt_frames=cfg.prompt_frames, judge=judge, audio_frames=cfg.audio_frames)
+                                  walk_starts=cfg.walk_starts, prompt_frames=cfg.prompt_frames, judge=judge, audio_frames=cfg.audio_frames)
     if cfg.revisit_episodes:
         res["revisits"] = revisits(world, cfg.revisit_data or dataset_paths(dataset)[0], rcfg, episodes=cfg.revisit_episodes, seconds=cfg.revisit_seconds,
                                    progress=progress, modes=("memory_on",))["summary"]
@@ -142,6 +143,18 @@ def _f(x, fmt: str = "{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+def _following(q: dict[str, Any]) -> str:
+    """Action following with its 95% interval and, where the game could be replayed, the stop spans."""
+    lo, hi = q.get("action_following_ci95", (None, None))
+    txt = f"{q['action_following']:.0%} of {q['action_following_spans']}"
+    if lo is not None:
+        txt += f" ({lo:.0%}-{hi:.0%})"
+    stop = q.get("action_following_stopped")
+    if stop and stop[1]:
+        txt += f", stops {stop[0]}/{stop[1]}"
+    return txt
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
     head = ("| model | sampler | ms/chunk p50 / p95 | fps | next-frame PSNR dB (AE ceiling) | SSIM | action following | "
             "prompt adherence, with / without | revisit dB 5-20 / 20-40 / 40-75 s | drift: sharpness min 1 → last (real) | "
@@ -169,7 +182,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
             f"| {r['name']} | {sampler} | "
             + (f"{sp['ms_per_chunk']['p50']:.1f} / {sp['ms_per_chunk']['p95']:.1f} | {sp['fps']:.1f} | " if sp else "– | – | ")
             + f"{q['next_frame_psnr_db']:.2f} ({q['next_frame_psnr_ae_ceiling_db']:.2f}) | "
-            f"{_f(q.get('next_frame_ssim'), '{:.3f}')} | {q['action_following']:.0%} of {q['action_following_spans']} | "
+            f"{_f(q.get('next_frame_ssim'), '{:.3f}')} | {_following(q)} | "
             f"{_f(with_, '{:.0%}')} / {_f(without, '{:.0%}')} | {rev} | {sharp} | {col} | "
             f"{_f(q.get('audio_spectral_distance_db'), '{:.1f}')} ({_f(q.get('audio_spectral_distance_ae_ceiling_db'), '{:.1f}')}) |")
     return "\n".join(lines)

@@ -4,9 +4,11 @@
   cache, the model makes the next chunk (true action and prompt), and the decoded frame is
   compared with the real frame. The autoencoder's own reconstruction of that frame (same
   streaming context) is reported next to it: the ceiling.
-* Action following: from real history, walk one way for 2 s; the judge (`motion.scroll`) reads
-  which way the view moved in each 4-frame span of the generated video (99% agreement with
-  the true actions on real held-out frames).
+* Action following: from real history, walk each of 8 ways for 2 s from ``walk_starts`` starts
+  each; the judge (`motion.scroll`) reads how the view moved in each 4-frame span, and the span
+  counts if it moved as the game itself moves from the same start (stopping at water and rocks
+  included; `walks`). Reported with its 95% interval, split into spans where the game moves and
+  where it stops, and next to the judge's agreement on the game's own frames (the ceiling).
 * Prompt adherence: from real history under the episode's prompt, switch the prompt to a
   condition ("it begins to snow", "night falls", ...) and generate 3 s; a condition classifier
   trained on real frames says how many of the last 2 s show it, next to the rate without the
@@ -37,7 +39,8 @@ from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_b
 from ..tokenizers.actions import ActionVocab
 from ..tokenizers.losses import psnr, spectral_distance, ssim
 from ..worlds.overworld.conditions import TIMES, WEATHERS
-from .motion import follows, scroll, train_condition_net
+from .motion import train_condition_net
+from .walks import WalkScore, game_walk, replayable, score_walk, wilson
 
 PROMPTS = {"it begins to snow": ("weather", "snow"), "night falls": ("time", "night"),
            "a thunderstorm": ("weather", "storm"), "fog rolls in": ("weather", "fog")}
@@ -80,7 +83,8 @@ def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed
 def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: int = 12,
                  history: int = 4, out: str | Path | None = None, walk_frames: int = 48,
                  prompt_frames: int = 72, classifier_steps: int = 2000,
-                 classifier_renders: int = 3000, judge=None, audio_frames: int = 48) -> dict[str, Any]:
+                 classifier_renders: int = 3000, judge=None, audio_frames: int = 48,
+                 walk_starts: int = 4) -> dict[str, Any]:
     t_start = time.perf_counter()
     from ..engine.stream import World
     from ..weights import resolve
@@ -125,24 +129,40 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
     res["next_frame_psnr_ae_ceiling_db"] = float(np.mean(ae_p))
     res["next_frame_ssim"] = float(np.mean(gen_s))
     res["next_frame_ssim_ae_ceiling"] = float(np.mean(ae_s))
-    # 2. action following: 2 s of walking each way from real history
-    ok = n = 0
+    # 2. action following: 2 s of walking each of 8 ways from real history, several starts per
+    # way, scored per span against the game replayed from the same start (`walks`)
+    dirs = ("n", "ne", "e", "se", "s", "sw", "w", "nw")
+    total, ceiling, per_dir, loose = WalkScore(), WalkScore(), {}, 0
     videos = {}
-    for k, d in enumerate(("n", "e", "s", "w")):
+    n_new = walk_frames // cf
+    for k in range(walk_starts * len(dirs)):
+        d = dirs[k % len(dirs)]
         clip = lat.fixed(1, seed=200 + k)
         text, mask, pooled = prompts.batch(clip.captions)
         hist_cond = Conditioning(text, mask, pooled, clip.actions)
-        n_new = walk_frames // cf
         acts = torch.cat([clip.actions[:, : history * cf], torch.full((1, n_new * cf), vocab.index(f"walk_{d}"))], 1)
         frames = _continue(model, vae, rcfg, hist_cond, Conditioning(text, mask, pooled, acts),
                            *_history(model, clip, history), n_new, k)
-        videos[f"walk_{d}"] = frames
-        for i in range(0, len(frames) - 4, 4):
-            dx, dy = scroll(frames[i], frames[i + 4])
-            n += 1
-            ok += follows(dx, dy, d)
-    res["action_following"] = ok / max(n, 1)
-    res["action_following_spans"] = n
+        if k < len(dirs):
+            videos[f"walk_{d}"] = frames
+        episode, start = clip.start[0]
+        truth = None
+        if replayable(episode):
+            game = game_walk(episode, start + history * cf - 1, [f"walk_{d}"] * len(frames))
+            truth = game.positions
+            ceiling.add(score_walk(game.frames, d, truth))
+        s = score_walk(frames, d, truth)
+        total.add(s)
+        per_dir.setdefault(d, WalkScore()).add(s)
+        loose += score_walk(frames, d).moving_ok
+    res["action_following"] = total.rate
+    res["action_following_spans"] = total.spans
+    res["action_following_ci95"] = wilson(total.moving_ok + total.stopped_ok, total.spans)
+    res["action_following_moving"] = [total.moving_ok, total.moving]
+    res["action_following_stopped"] = [total.stopped_ok, total.stopped]
+    res["action_following_judge_ceiling"] = ceiling.rate if ceiling.spans else None
+    res["action_following_by_direction"] = {d: round(v.rate, 3) for d, v in per_dir.items()}
+    res["action_following_loose"] = loose / max(total.spans, 1)  # moved along the key, obstacles ignored (before 2026-11-30)
     # 3. prompt adherence
     net, acc = judge or train_condition_net(ds, steps=classifier_steps, renders=classifier_renders)
     res["condition_classifier"] = acc
