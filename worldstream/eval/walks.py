@@ -7,10 +7,12 @@ config, the episode its world seed, the records the player's position), so the t
 span of a generated walk is the game's own displacement from the same start under the same keys.
 
 Each 4-frame span is scored per axis: the judged scroll (`motion.scroll` between consecutive
-despeckled frames, whole pixels, summed over the span) must have the sign of the game's displacement (dead zones of 1 px; walking moves the view 4 px a
-span) or lie within 1.5 px of it (a diagonal step of 1.4 px an axis rounds either way). The judge is run on the game's own frames of the same walks too: its agreement
-there is the ceiling of the measure. Datasets without a replayable game fall back to the looser
-rule of `motion.follows` (moved along the key, none against), with no stop spans.
+despeckled frames, whole pixels, summed over the span) must have the sign of the game's
+displacement (dead zones of 1 px; walking moves the view 4 px a span) or lie within 1.5 px of it
+(a diagonal step of 1.4 px an axis rounds either way). The judge is run on the game's own frames
+of the same walks too: its agreement there is the ceiling of the measure. Datasets without a
+replayable game fall back to the looser rule of `motion.follows` (moved along the key, none
+against), with no stop spans.
 """
 from __future__ import annotations
 
