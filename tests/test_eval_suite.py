@@ -6,7 +6,7 @@ import pytest
 from worldstream.eval import suite
 from worldstream.eval.suite import SuiteConfig, parse_spec, run_suite
 
-TINY = SuiteConfig(clips=1, walk_frames=4, walk_starts=1, prompt_frames=3, revisit_episodes=1, revisit_seconds=0.5,
+TINY = SuiteConfig(clips=1, walk_frames=4, walk_starts=1, prompt_starts=1, prompt_frames=3, revisit_episodes=1, revisit_seconds=0.5,
                    drift_minutes=0.004, speed_chunks=3, judge_renders=16, judge_steps=2, audio_frames=4)
 
 

@@ -81,7 +81,7 @@ def test_eval_teacher_runs_end_to_end(latent_dataset, tmp_path):
 
     train_teacher(_cfg(latent_dataset, 2), tmp_path / "t", progress=False)
     res = ev.eval_teacher(tmp_path / "t", latent_dataset, RolloutConfig(sampler="euler", steps=1), clips=1, history=2,
-                          out=tmp_path / "eval", walk_frames=8, walk_starts=1, prompt_frames=6, classifier_steps=5,
+                          out=tmp_path / "eval", walk_frames=8, walk_starts=1, prompt_starts=2, prompt_frames=6, classifier_steps=5,
                           classifier_renders=20)
     assert 0 < res["next_frame_psnr_db"] < 60 and 0 <= res["action_following"] <= 1
     assert set(res["prompt_adherence"]) == set(ev.PROMPTS)

@@ -284,7 +284,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
         from .eval.suite import SuiteConfig, parse_spec, run_suite
 
         specs = [parse_spec(m) for m in (a.model or ["default=default"])]
-        cfg = SuiteConfig(clips=a.clips, walk_frames=a.walk_frames, walk_starts=a.walk_starts, prompt_frames=a.prompt_frames,
+        cfg = SuiteConfig(clips=a.clips, walk_frames=a.walk_frames, walk_starts=a.walk_starts,
+                          prompt_starts=a.prompt_starts, prompt_frames=a.prompt_frames,
                           revisit_episodes=a.revisit_episodes, revisit_seconds=a.revisit_seconds,
                           revisit_data=a.revisit_data or "", speed_chunks=a.speed_chunks,
                           drift_minutes=a.drift_minutes)
@@ -312,7 +313,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         from .engine.generate import checkpoint_meta
 
         res = eval_teacher(a.checkpoint, a.data, _rollout_config(a, checkpoint_meta(a.checkpoint)), clips=a.clips, out=a.out, walk_frames=a.walk_frames,
-                           walk_starts=a.walk_starts, prompt_frames=a.prompt_frames)
+                           walk_starts=a.walk_starts, prompt_starts=a.prompt_starts, prompt_frames=a.prompt_frames)
         print(json.dumps({k: v for k, v in res.items() if k != "rollout"}, indent=1))
     return 0
 
@@ -522,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--walk-frames", type=int, default=48, help="teacher: frames generated per walking direction")
     ev.add_argument("--walk-starts", type=int, default=4,
                     help="starts per walking direction (8 directions), each scored against the game replayed from it")
+    ev.add_argument("--prompt-starts", type=int, default=3, help="held-out starts per prompt")
     ev.add_argument("--prompt-frames", type=int, default=72, help="teacher: frames generated per prompt")
     ev.add_argument("--revisit-seconds", type=float, default=100.0, help="stream: seconds of each episode to follow")
     ev.add_argument("--latency-trials", type=int, default=20, help="stream: action latency trials")

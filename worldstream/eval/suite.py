@@ -78,6 +78,7 @@ class SuiteConfig:
     walk_frames: int = 48
     walk_starts: int = 4  # starts per walking direction (8 directions; 11 spans each at 48 frames)
     prompt_frames: int = 72
+    prompt_starts: int = 3  # held-out starts per prompt
     revisit_episodes: int = 2
     revisit_data: str = ""  # a dataset with long held-out episodes (loop-backs up to 75 s); default: the main one
     revisit_seconds: float = 100.0  # long enough for loop-backs up to 75 s apart
@@ -103,7 +104,8 @@ def evaluate_model(spec: ModelSpec, dataset: str, cfg: SuiteConfig, judge, progr
     if cfg.speed_chunks:
         res["speed"] = bench_engine(world, rcfg, chunks=cfg.speed_chunks, latency_trials=10)
     res["quality"] = eval_teacher(world, dataset, rcfg, clips=cfg.clips, walk_frames=cfg.walk_frames,
-                                  walk_starts=cfg.walk_starts, prompt_frames=cfg.prompt_frames, judge=judge, audio_frames=cfg.audio_frames)
+                                  walk_starts=cfg.walk_starts, prompt_starts=cfg.prompt_starts,
+                                  prompt_frames=cfg.prompt_frames, judge=judge, audio_frames=cfg.audio_frames)
     if cfg.revisit_episodes:
         res["revisits"] = revisits(world, cfg.revisit_data or dataset_paths(dataset)[0], rcfg, episodes=cfg.revisit_episodes, seconds=cfg.revisit_seconds,
                                    progress=progress, modes=("memory_on",))["summary"]

@@ -9,10 +9,10 @@
   counts if it moved as the game itself moves from the same start (stopping at water and rocks
   included; `walks`). Reported with its 95% interval, split into spans where the game moves and
   where it stops, and next to the judge's agreement on the game's own frames (the ceiling).
-* Prompt adherence: from real history under the episode's prompt, switch the prompt to a
-  condition ("it begins to snow", "night falls", ...) and generate 3 s; a condition classifier
-  trained on real frames says how many of the last 2 s show it, next to the rate without the
-  change.
+* Prompt adherence: from real history under the episode's prompt (``prompt_starts`` held-out
+  starts per prompt), switch the prompt to a condition ("it begins to snow", "night falls", ...)
+  and generate 3 s; a condition classifier trained on real frames says how many of the last 2 s
+  show it, next to the rate without the change, averaged over the starts.
 * Audio: from real history, 2 s continued under the true actions and prompt; spectral distance
   (dB) of the generated sound to the real sound of that span, next to the audio autoencoder's own
   reconstruction (the ceiling).
@@ -84,7 +84,7 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
                  history: int = 4, out: str | Path | None = None, walk_frames: int = 48,
                  prompt_frames: int = 72, classifier_steps: int = 2000,
                  classifier_renders: int = 3000, judge=None, audio_frames: int = 48,
-                 walk_starts: int = 4) -> dict[str, Any]:
+                 walk_starts: int = 4, prompt_starts: int = 3) -> dict[str, Any]:
     t_start = time.perf_counter()
     from ..engine.stream import World
     from ..weights import resolve
@@ -167,25 +167,28 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
     net, acc = judge or train_condition_net(ds, steps=classifier_steps, renders=classifier_renders)
     res["condition_classifier"] = acc
     adherence = {}
-    for p, (kind, value) in PROMPTS.items():
-        clip = lat.fixed(1, seed=300 + len(adherence))
-        text, mask, pooled = prompts.batch(clip.captions)
-        hist_cond = Conditioning(text, mask, pooled, clip.actions)
-        n_new = prompt_frames // cf
-        acts = torch.cat([clip.actions[:, : history * cf], torch.full((1, n_new * cf), vocab.index("idle"))], 1)
-        rates = {}
-        for label, prompt in (("with_prompt", p), ("without", clip.captions[0])):
-            t2, m2, p2 = prompts.batch([prompt])
-            frames = _continue(model, vae, rcfg, hist_cond, Conditioning(t2, m2, p2, acts),
-                               *_history(model, clip, history), n_new, 0)
-            x = torch.from_numpy(np.stack(frames[len(frames) // 3 :])).permute(0, 3, 1, 2).float() / 255
-            lw, lt = net(x)
-            pred = lw.argmax(1) if kind == "weather" else lt.argmax(1)
-            target = (WEATHERS if kind == "weather" else TIMES).index(value)
-            rates[label] = (pred == target).float().mean().item()
-            if label == "with_prompt":
-                videos[p.replace(" ", "_")] = frames
-        adherence[p] = rates
+    for i, (p, (kind, value)) in enumerate(PROMPTS.items()):
+        rates = {"with_prompt": [], "without": []}
+        for j in range(prompt_starts):
+            clip = lat.fixed(1, seed=300 + i + len(PROMPTS) * j)  # start j = 0 is the one used before 2026-11-30
+            text, mask, pooled = prompts.batch(clip.captions)
+            hist_cond = Conditioning(text, mask, pooled, clip.actions)
+            n_new = prompt_frames // cf
+            acts = torch.cat([clip.actions[:, : history * cf], torch.full((1, n_new * cf), vocab.index("idle"))], 1)
+            for label, prompt in (("with_prompt", p), ("without", clip.captions[0])):
+                t2, m2, p2 = prompts.batch([prompt])
+                frames = _continue(model, vae, rcfg, hist_cond, Conditioning(t2, m2, p2, acts),
+                                   *_history(model, clip, history), n_new, 0)
+                x = torch.from_numpy(np.stack(frames[len(frames) // 3 :])).permute(0, 3, 1, 2).float() / 255
+                lw, lt = net(x)
+                pred = lw.argmax(1) if kind == "weather" else lt.argmax(1)
+                target = (WEATHERS if kind == "weather" else TIMES).index(value)
+                rates[label].append((pred == target).float().mean().item())
+                if label == "with_prompt" and j == 0:
+                    videos[p.replace(" ", "_")] = frames
+        # the mean over starts, and per start (frames of one start are not independent samples)
+        adherence[p] = {k: float(np.mean(v)) for k, v in rates.items()}
+        adherence[p].update({f"{k}_per_start": v for k, v in rates.items()})
     res["prompt_adherence"] = adherence
     # 4. sound: continue under the true actions and prompt; spectral distance to the real sound
     if aae is not None and audio_frames > 0:

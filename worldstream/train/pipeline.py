@@ -169,7 +169,8 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
     from ..eval.teacher import eval_teacher
 
     small = preset == "tiny"
-    kw = dict(clips=1 if small else 12, walk_frames=8 if small else 48, walk_starts=1 if small else 4, prompt_frames=6 if small else 72,
+    kw = dict(clips=1 if small else 12, walk_frames=8 if small else 48, walk_starts=1 if small else 4,
+              prompt_starts=1 if small else 3, prompt_frames=6 if small else 72,
               classifier_steps=5 if small else 2000, classifier_renders=20 if small else 3000,
               audio_frames=8 if small else 48)
     results = {
