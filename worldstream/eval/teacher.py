@@ -132,7 +132,7 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
     # 2. action following: 2 s of walking each of 8 ways from real history, several starts per
     # way, scored per span against the game replayed from the same start (`walks`)
     dirs = ("n", "ne", "e", "se", "s", "sw", "w", "nw")
-    total, ceiling, per_dir, loose = WalkScore(), WalkScore(), {}, 0
+    total, ceiling, per_dir = WalkScore(), WalkScore(), {}
     videos = {}
     n_new = walk_frames // cf
     for k in range(walk_starts * len(dirs)):
@@ -154,7 +154,6 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
         s = score_walk(frames, d, truth)
         total.add(s)
         per_dir.setdefault(d, WalkScore()).add(s)
-        loose += score_walk(frames, d).moving_ok
     res["action_following"] = total.rate
     res["action_following_spans"] = total.spans
     res["action_following_ci95"] = wilson(total.moving_ok + total.stopped_ok, total.spans)
@@ -162,18 +161,18 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
     res["action_following_stopped"] = [total.stopped_ok, total.stopped]
     res["action_following_judge_ceiling"] = ceiling.rate if ceiling.spans else None
     res["action_following_by_direction"] = {d: round(v.rate, 3) for d, v in per_dir.items()}
-    res["action_following_loose"] = loose / max(total.spans, 1)  # moved along the key, obstacles ignored (before 2026-11-30)
+    res["action_following_loose"] = total.along / max(total.spans, 1)  # moved along the key, obstacles ignored (before 2026-11-30)
     # 3. prompt adherence
     net, acc = judge or train_condition_net(ds, steps=classifier_steps, renders=classifier_renders)
     res["condition_classifier"] = acc
     adherence = {}
+    n_new = prompt_frames // cf
     for i, (p, (kind, value)) in enumerate(PROMPTS.items()):
         rates = {"with_prompt": [], "without": []}
         for j in range(prompt_starts):
             clip = lat.fixed(1, seed=300 + i + len(PROMPTS) * j)  # start j = 0 is the one used before 2026-11-30
             text, mask, pooled = prompts.batch(clip.captions)
             hist_cond = Conditioning(text, mask, pooled, clip.actions)
-            n_new = prompt_frames // cf
             acts = torch.cat([clip.actions[:, : history * cf], torch.full((1, n_new * cf), vocab.index("idle"))], 1)
             for label, prompt in (("with_prompt", p), ("without", clip.captions[0])):
                 t2, m2, p2 = prompts.batch([prompt])

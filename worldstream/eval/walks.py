@@ -17,6 +17,7 @@ against), with no stop spans.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 
@@ -45,7 +46,11 @@ class GameWalk:
     frames: list[np.ndarray]  # n frames (H, W, 3) uint8
 
 
-_WORLDS: dict[tuple, object] = {}
+@functools.lru_cache(maxsize=1)  # building a world (tile map, sprites) takes ~0.4 s; walks reuse it
+def _world(config: tuple):
+    from ..worlds.overworld.world import Overworld, OverworldConfig
+
+    return Overworld(OverworldConfig(**dict(config)))
 
 
 def replayable(episode: Episode) -> bool:
@@ -59,14 +64,9 @@ def game_walk(episode: Episode, frame: int, actions: Sequence[str | int]) -> Gam
     """Replay the game from the player's recorded position at ``frame`` under the recorded
     conditions, one frame per action."""
     from ..worlds.overworld.conditions import Blend, Conditions
-    from ..worlds.overworld.world import Overworld, OverworldConfig
 
     cfg = dict(episode.manifest["record_config"]["world"], seed=int(episode.info["world_seed"]))
-    key = tuple(sorted(cfg.items()))
-    if key not in _WORLDS:  # building a world (tile map, sprites) takes ~0.4 s; walks reuse it
-        _WORLDS.clear()
-        _WORLDS[key] = Overworld(OverworldConfig(**cfg))
-    world = _WORLDS[key]
+    world = _world(tuple(sorted(cfg.items())))
     s = episode.records()[frame]["state"]
     world.reset(seed=0, conditions=Conditions(weather=s["weather"], time=s["time"], season=s["season"]),
                 position=(s["x"], s["y"]))
@@ -83,12 +83,14 @@ def game_walk(episode: Episode, frame: int, actions: Sequence[str | int]) -> Gam
 @dataclasses.dataclass
 class WalkScore:
     """Span counts of one or more walks. ``moving``: spans where the game moves the player;
-    ``stopped``: spans where it does not (blocked)."""
+    ``stopped``: spans where it does not (blocked); ``along``: spans where the view moved along the
+    key at all, obstacles ignored (`motion.follows`, the rule before 2026-11-30)."""
 
     moving: int = 0
     moving_ok: int = 0
     stopped: int = 0
     stopped_ok: int = 0
+    along: int = 0
 
     def add(self, other: "WalkScore") -> None:
         for f in dataclasses.fields(self):
@@ -111,9 +113,11 @@ def score_walk(frames: list[np.ndarray], direction: str, truth: np.ndarray | Non
     step = [scroll(a, b, max_shift=3) for a, b in zip(clean, clean[1:])]  # running moves 2 px a frame
     for i in range(0, len(frames) - SPAN, SPAN):
         dx, dy = np.sum(step[i : i + SPAN], axis=0)
-        if truth is None:
+        along = bool(follows(dx, dy, direction))
+        s.along += along
+        if truth is None:  # no game to replay: the direction alone
             s.moving += 1
-            s.moving_ok += int(follows(dx, dy, direction))
+            s.moving_ok += along
             continue
         tx, ty = truth[i + 1 + SPAN] - truth[i + 1]  # frames[k] shows the position after k + 1 steps
         ok = _axis_ok(dx, tx) and _axis_ok(dy, ty)

@@ -353,7 +353,9 @@ class Omni(nn.Module):
         """Compile the dense parts of every block, of a streamed pass's attention, and the pass's
         token embedding and output head with ``torch.compile`` (inductor), for streaming: they are
         shape-stable once a stream's cache has filled, and fusing their small ops is what makes a
-        chunk fast on a CPU (a teacher's training step compiles them too: ``--compile``). The attention view's bookkeeping stays eager. Returns self; compilation happens at the first passes."""
+        chunk fast on a CPU (a teacher's training step compiles them too: ``--compile``). The
+        attention view's bookkeeping stays eager. Returns self; compilation happens at the first
+        passes."""
         import torch._dynamo
 
         from .attention import streamed_attention, streamed_memory
