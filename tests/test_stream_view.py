@@ -271,3 +271,31 @@ def test_layer_buffer_widens_to_a_wider_append_like_cat():
     buf.append(b)
     assert buf.buf.dtype == torch.float32
     torch.testing.assert_close(buf.stacked(), torch.cat([a.float(), b], 3), rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_grouped_attention_that_gpus_run_equals_the_score_matrix(monkeypatch):
+    """The GPU's streamed attention (per query group, gathered keys, the fused kernel, outside keys
+    turned to the group's time) gives what the materialised score matrix gives: chunk by chunk
+    against the full pass, and in deferred two-chunk passes with memory and positions."""
+    from worldstream.engine.rollout import RolloutConfig
+    from worldstream.model import attention
+
+    calls = []
+    grouped = attention.grouped_streamed_attention
+    monkeypatch.setattr(attention, "grouped_streamed_attention", lambda *a: calls.append(len(a[-2])) or grouped(*a))
+    monkeypatch.setattr(attention, "GROUPED", True)
+    m, x = _model(**VIEW), _inputs()
+    v_full, a_full = m(**x)
+    v, a = _stream(m, x, m.new_cache(memory_chunks=100), 7)
+    torch.testing.assert_close(v, v_full, rtol=0, atol=1e-4)
+    torch.testing.assert_close(a, a_full, rtol=0, atol=1e-4)
+    assert calls and set(calls) == {1}  # every pass after the first (text in the pass) went grouped: one group
+    m = _model(window=3, sinks=1, memory_topk=2, memory_tokens=3)
+    student = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
+    calls.clear()
+    grouped_out, _, _ = _rollout(m, student, defer=True)
+    monkeypatch.setattr(attention, "GROUPED", False)
+    dense_out, _, _ = _rollout(m, student, defer=True)
+    torch.testing.assert_close(grouped_out, dense_out, rtol=0, atol=1e-4)
+    assert 2 in calls  # the deferred passes: the finished chunk and the new one, two groups

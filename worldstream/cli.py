@@ -146,7 +146,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         if a.preset:
             world = random_world(a.preset, w, h, a.device, window=a.window, sinks=1, memory_topk=a.memory_topk)
         else:
-            world = World.load(a.checkpoint)  # None: the shipped default model
+            world = World.load(a.checkpoint).to(a.device)  # None: the shipped default model
         res = bench_engine(world, _rollout_config(a, world.meta), chunks=a.chunks, device=a.device, compile=a.compile)
         print(HEADER)
         print(format_row(res))

@@ -22,11 +22,16 @@ VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, t) ->
 def randn(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
     """Gaussian noise. A list of generators draws each batch row from its own, so a row of a
     batched stream gets exactly the noise it would get alone."""
+    # drawn where the generator lives (a stream's are on the CPU), then moved: a seed gives the
+    # same noise on any device, so a GPU stream and a CPU stream of one seed start alike
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-        return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
-    return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+        x = torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=g.device, dtype=dtype) for g in generator])
+    else:
+        x = torch.randn(tuple(shape), generator=generator, device=generator.device if generator is not None else device,
+                        dtype=dtype)
+    return x if device is None else x.to(device)
 
 
 def interpolate(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..model.cache import KVCache
 from .rollout import Conditioning, flush, generate_chunk
-from .stream import Chunk, Stream
+from .stream import Chunk, Stream, to_frames, to_pcm
 
 
 def signature(s: Stream) -> tuple | None:
@@ -142,12 +142,12 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
     astate = _stack_state([s.astate for s in streams]) if w.aae is not None else None
     vdecode, adecode = w.decoders(s0.config.compile)
     with s0._autocast():
-        x = vdecode(v, vstate).float()
-        pcm = adecode(a, astate).float().clamp(-1, 1).numpy() if astate is not None and a is not None else None
+        x = vdecode(v, vstate)
+        pcm = to_pcm(adecode(a, astate)) if astate is not None and a is not None else None
     _split_state(vstate, [s.vstate for s in streams])
     if astate is not None:
         _split_state(astate, [s.astate for s in streams])
-    frames = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+    frames = to_frames(x)
     seconds = time.perf_counter() - t0
     return [s._finish(v[r : r + 1], None if a is None else a[r : r + 1], acts[r : r + 1], frames[r : r + 1],
                       None if pcm is None else pcm[r : r + 1], seconds) for r, s in enumerate(streams)]

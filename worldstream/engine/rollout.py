@@ -45,6 +45,16 @@ class Conditioning:
     actions: torch.Tensor  # (B, F) ids, -1 = none, for frames action_offset .. action_offset + F
     action_offset: int = 0  # a stream passes only the current chunk's actions
 
+    def to(self, device) -> "Conditioning":
+        """On the model's device (tensors there already are kept as they are: a deferred commit
+        recognises its prompt by identity)."""
+        return dataclasses.replace(self, **{f: _to(getattr(self, f), device)
+                                            for f in ("text", "text_mask", "text_pooled", "actions")})
+
+
+def _to(x: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if x is None else x.to(device)
+
 
 @dataclasses.dataclass
 class Pending:
@@ -98,6 +108,10 @@ class Given:
     blend_rows: torch.Tensor | None = None
     blend_t: float = 0.6
 
+    def to(self, device) -> "Given":
+        return dataclasses.replace(self, **{f.name: _to(getattr(self, f.name), device)
+                                            for f in dataclasses.fields(self) if f.name != "blend_t"})
+
 
 def _commit(model: Omni, b: Branch, p: Pending) -> None:
     model(video=p.video, t_video=p.t, audio=p.audio, t_audio=p.t if p.audio is not None else None, cache=b.cache,
@@ -129,8 +143,8 @@ def _fused(model: Omni, b: Branch, p: Pending, video: torch.Tensor, t_video: tor
     return out_v[:, cf:], (None if out_a is None else out_a[:, na:])
 
 
-def _rows(rows: torch.Tensor | None, B: int) -> torch.Tensor:
-    return torch.ones(B, dtype=torch.bool) if rows is None else rows
+def _rows(rows: torch.Tensor | None, B: int, device) -> torch.Tensor:
+    return torch.ones(B, dtype=torch.bool, device=device) if rows is None else rows
 
 
 @torch.no_grad()
@@ -155,11 +169,13 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     na = cf * tpf * mc.audio_channels if mc.audio_channels else 0
     if given_video is not None:
         given = Given(video=given_video)
-    given = given or Given()
-    x = randn((B, nv + na), generator=generator) if noise is None else noise.reshape(B, nv + na).clone()
-    gv = _rows(given.video_rows, B) if given.video is not None else torch.zeros(B, dtype=torch.bool)
-    ga = _rows(given.audio_rows, B) if given.audio is not None and na else torch.zeros(B, dtype=torch.bool)
-    gb = _rows(given.blend_rows, B) & ~gv if given.blend is not None else torch.zeros(B, dtype=torch.bool)
+    dev = next(model.parameters()).device  # inputs move to the model; the noise is drawn on the CPU (flow.randn)
+    given, cond = (given or Given()).to(dev), cond.to(dev)
+    x = randn((B, nv + na), generator=generator, device=dev) if noise is None else noise.reshape(B, nv + na).to(dev, copy=True)
+    no = torch.zeros(B, dtype=torch.bool, device=dev)
+    gv = _rows(given.video_rows, B, dev) if given.video is not None else no
+    ga = _rows(given.audio_rows, B, dev) if given.audio is not None and na else no
+    gb = _rows(given.blend_rows, B, dev) & ~gv if given.blend is not None else no
 
     def unpack(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         v = z[:, :nv].view(B, cf, C, h, w)
@@ -174,6 +190,7 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     def velocity(branch: Branch) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         def fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             v, a = unpack(z)
+            t = t.to(dev)
             tv = torch.where(gv, 0.0, t)[:, None]
             ta = torch.where(ga, 0.0, t)[:, None] if na else None
             kw = branch.kwargs(cond, frames)
@@ -200,6 +217,7 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
         return z
 
     def fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(dev)
         z = keep_given(z)  # (a re-noising sampler may have moved them)
         out = inner(z, t)
         out[gv, :nv] = 0.0  # given parts do not move
@@ -214,11 +232,11 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     video, audio = unpack(z)
     if not commit:
         return video, audio
-    zero = torch.zeros(B, 1)
+    zero = torch.zeros(B, 1, device=dev)
     hv, ha, th = video, audio, zero
     if cfg.history_noise > 0 and not gv.any():  # generated history is trusted a little less than real
-        th = torch.full((B, 1), cfg.history_noise)
-        eps = randn((B, nv + na), generator=generator)
+        th = torch.full((B, 1), cfg.history_noise, device=dev)
+        eps = randn((B, nv + na), generator=generator, device=dev)
         hv = interpolate(video, eps[:, :nv].view_as(video), cfg.history_noise)
         ha = None if audio is None else interpolate(audio, eps[:, nv:].view_as(audio), cfg.history_noise)
     for b in branches:  # commit the chunk: its keys/values (clean, or lightly noised) become history
@@ -260,7 +278,7 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
     mc = model.cfg
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     n = video.shape[1] // cf
-    zero = torch.zeros(video.shape[0], 1)
+    zero = torch.zeros(video.shape[0], 1, device=video.device)
     for c in range(n):
         frames = slice(c * cf, (c + 1) * cf)
         a = audio[:, c * cf * tpf : (c + 1) * cf * tpf] if audio is not None else None

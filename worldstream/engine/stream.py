@@ -44,7 +44,7 @@ class StreamConfig:
     recache: bool = True  # re-encode the window under a new prompt
     blend_t: float = 0.6  # how much of a blended image survives (noise level it is free from)
     record: bool = False  # keep every frame and sample for save()
-    bf16: bool = True  # bfloat16 autocast on CPU (AMX): ~2x faster; the models were trained under it
+    bf16: bool = True  # bfloat16 autocast (AMX on the CPU, tensor cores on a GPU): ~2x faster; the models were trained under it
     # torch.compile the transformer's dense parts (Omni.compile_dense): ~1.4x faster chunks on a 2-core
     # CPU, for seconds of compiling in a process's first stream (World.warm_up does it up front);
     # play, serve and bench turn it on, short-lived uses (tests, generate) leave it off
@@ -93,6 +93,23 @@ class World:
         self.frames_per_chunk = model.cfg.chunk_frames * vae.cfg.temporal
         self.name = Path(meta.get("path", "world")).name
 
+    @property
+    def device(self) -> torch.device:
+        """Where the transformer and autoencoders run (``World.to``); streams keep their
+        bookkeeping, random generators and outputs on the CPU."""
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> "World":
+        """Move the models to ``device`` (e.g. "cuda"); the text encoder stays on the CPU (a prompt
+        is encoded once, then its embedding moves)."""
+        self.model.to(device)
+        self.vae.to(device)
+        if self.aae is not None:
+            self.aae.to(device)
+        self._runtime.clear()
+        self._decoders.clear()
+        return self
+
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, window: int = 16, sinks: int = 1,
              size: tuple[int, int] | None = None) -> "World":
@@ -132,14 +149,13 @@ class World:
         return recommended_rollout(self.meta)
 
     def runtime_model(self, bf16: bool, compiled: bool = False):
-        """The transformer a stream runs. Under CPU bf16 autocast, a copy whose linear layers hold
+        """The transformer a stream runs. Under bf16 autocast, a copy whose linear layers hold
         their weights in bf16 already: autocast would otherwise re-cast every weight on every pass
         (log.md: ~870 casts a chunk), and it rounds them exactly the same way, so the frames are the
         same. ``compiled``: a copy of that with its dense parts compiled (``Omni.compile_dense``).
         ``self.model`` (fp32) stays the master; its config (the attention view) is shared."""
         import copy
 
-        bf16 = bf16 and next(self.model.parameters()).device.type == "cpu"
         key = (bf16, compiled)
         if key not in self._runtime:
             if compiled:
@@ -213,10 +229,20 @@ class World:
         s = min(W / self.width, H / self.height)  # scale to cover the stream's frame, then crop the middle
         size = (max(self.width, round(W / s)), max(self.height, round(H / s)), self.width, self.height)
         frame = resize_crop(img, size) if img.shape[:2] != (self.height, self.width) else img
-        x = torch.from_numpy(frame).permute(2, 0, 1).float()[None, None] / 255
+        x = torch.from_numpy(frame).to(self.device).permute(2, 0, 1).float()[None, None] / 255
         x = x.repeat(1, self.vae.cfg.temporal, 1, 1, 1)
         with torch.no_grad():
             return self.vae.encode(x)
+
+
+def to_frames(x: torch.Tensor) -> np.ndarray:
+    """Decoded video (B, n, 3, H, W) in [0, 1] -> uint8 RGB (B, n, H, W, 3) on the CPU (made 8-bit
+    where it was decoded: a quarter of the bytes to copy off a GPU)."""
+    return (x.float().clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+
+
+def to_pcm(a: torch.Tensor | None) -> np.ndarray | None:
+    return None if a is None else a.float().clamp(-1, 1).cpu().numpy()
 
 
 def release_freed_memory() -> None:
@@ -324,9 +350,9 @@ class Stream:
         v, a = v.float(), None if a is None else a.float()
         vdecode, adecode = w.decoders(self.config.compile)
         with self._autocast():
-            x = vdecode(v, self.vstate).float()
-            pcm = adecode(a, self.astate).float().clamp(-1, 1).numpy() if adecode is not None and a is not None else None
-        frames = (x.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
+            x = vdecode(v, self.vstate)
+            pcm = adecode(a, self.astate) if adecode is not None and a is not None else None
+        frames, pcm = to_frames(x), to_pcm(pcm)
         return self._finish(v, a, acts, frames, pcm, time.perf_counter() - t0)
 
     def _finish(self, v: torch.Tensor, a: torch.Tensor | None, acts: torch.Tensor, frames: np.ndarray,
@@ -372,10 +398,10 @@ class Stream:
 
     # -- internals -----------------------------------------------------------------------------
     def _bf16(self) -> bool:
-        return self.config.bf16 and next(self.world.model.parameters()).device.type == "cpu"
+        return self.config.bf16
 
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._bf16())
+        return torch.autocast(self.world.device.type, dtype=torch.bfloat16, enabled=self._bf16())
 
     def _model(self):
         return self.world.runtime_model(self._bf16(), self.config.compile)
@@ -391,7 +417,8 @@ class Stream:
         self.recent: dict[int, tuple] = {}  # chunk -> (video, audio, actions) for re-encoding the window
 
     def _encode_prompts(self) -> None:
-        self.text, self.text_mask, self.text_pooled = self.world.prompts.batch(self.prompts)
+        dev = self.world.device  # moved once per prompt: a deferred commit recognises its prompt by identity
+        self.text, self.text_mask, self.text_pooled = (t.to(dev) for t in self.world.prompts.batch(self.prompts))
 
     def _apply(self, events: list[Event]) -> Given:
         w = self.world
@@ -443,7 +470,7 @@ class Stream:
                 self._recache(b, rows, old)
 
     def _recache(self, b: Branch, rows: torch.Tensor, old: tuple[list, list]) -> None:
-        cache, m = b.cache, self._model()
+        cache, m, w = b.cache, self._model(), self.world
         kept = sorted(set(cache.chunk_of.tolist()))
         window = [c for c in kept if c >= cache.sinks]
         if not window:
@@ -452,8 +479,8 @@ class Stream:
         cf = m.cfg.chunk_frames
         for c in window:
             v, a, acts = self.recent[c]
-            cond = Conditioning(self.text, self.text_mask, self.text_pooled, acts, action_offset=c * cf)
-            zero = torch.zeros(self.B, 1)
+            cond = Conditioning(self.text, self.text_mask, self.text_pooled, acts, action_offset=c * cf).to(w.device)
+            zero = torch.zeros(self.B, 1, device=w.device)
             m(video=v, t_video=zero, audio=a, t_audio=zero if a is not None else None, cache=cache,
               start_frame=c * cf, **b.kwargs(cond, slice(c * cf, (c + 1) * cf)))
             cache.commit()
@@ -482,11 +509,11 @@ class Stream:
         lat = []
         for r in range(self.B):
             if rows[r]:
-                pcm = torch.from_numpy(self._audio_in[r][:n].copy())[None]
+                pcm = torch.from_numpy(self._audio_in[r][:n].copy())[None].to(w.device)
                 self._audio_in[r] = self._audio_in[r][n:]
                 lat.append(w.aae.encode(pcm, self._audio_enc_state[r])[0])
             else:
                 lat.append(None)
         shape = next(x for x in lat if x is not None).shape
-        given.audio = torch.stack([x if x is not None else torch.zeros(shape) for x in lat])
+        given.audio = torch.stack([x if x is not None else torch.zeros(shape, device=w.device) for x in lat])
         given.audio_rows = rows

@@ -163,6 +163,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: ViewContext, 
     # per pass (a boolean masked_fill costs more than the matmuls)
     bias = _bias(ctx, cache, cw, parts, B, N, q.device)
     rq, ro = ctx.rot_q, ctx.rot_outside
+    if (GROUPED if GROUPED is not None else q.device.type != "cpu") and not nt:
+        return grouped_streamed_attention(q, kc_raw, vc, ks, vs, ko, vo, bias, mem_bias, rot_cached.cos,
+                                          rot_cached.sin, rq.cos, rq.sin, ro.cos, ro.sin, _query_groups(ctx), ctx.memo)
     return (ctx.streamed or streamed_attention)(q, nt, kc_raw, vc, ks, vs, ko, vo, bias, mem_bias, rot_cached.cos,
                                                 rot_cached.sin, rq.cos, rq.sin, ro.cos, ro.sin)
 
@@ -189,6 +192,89 @@ def streamed_attention(q: torch.Tensor, nt: int, kc: torch.Tensor, vc: torch.Ten
     # one op for the scale, the bias and the cast to fp32 (three passes over the scores otherwise)
     scores = torch.add(bias, scores, alpha=(q.shape[-1]) ** -0.5)
     return torch.softmax(scores, dim=-1).to(dt) @ V
+
+
+# Streamed passes through ``grouped_streamed_attention`` (True), ``streamed_attention`` (False), or
+# (None) the grouped one on a GPU: its passes have thousands of queries (854x480: 1620 a frame), where
+# a materialised score matrix is gigabytes per layer (1920x1080: ~60 GB), and the fused kernel is
+# what is fast; a CPU pass has ~70 queries, where the three plain ops are faster (log.md)
+GROUPED: bool | None = None
+
+
+def _query_groups(ctx: ViewContext) -> list[tuple[int, int]]:
+    """Runs of a pass's stream tokens that share one view and one time: each frame of each chunk
+    (they are in chunk and frame order)."""
+    if "groups" not in ctx.memo:
+        c, cos = ctx.chunk_of, ctx.rot_q.cos.reshape(-1, ctx.rot_q.cos.shape[-1])
+        if len(cos) != len(c):
+            raise RuntimeError(f"time rotation of {len(cos)} rows for {len(c)} stream tokens")
+        change = (c[1:] != c[:-1]) | (cos[1:] != cos[:-1]).any(-1)
+        cuts = [0] + (change.nonzero().flatten() + 1).tolist() + [len(c)]
+        ctx.memo["groups"] = list(zip(cuts[:-1], cuts[1:]))
+    return ctx.memo["groups"]
+
+
+def grouped_streamed_attention(q: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor, ks: torch.Tensor,
+                               vs: torch.Tensor, ko: torch.Tensor, vo: torch.Tensor, bias: torch.Tensor,
+                               mem_bias: torch.Tensor | None, cos_c: torch.Tensor, sin_c: torch.Tensor,
+                               cos_q: torch.Tensor, sin_q: torch.Tensor, cos_o: torch.Tensor, sin_o: torch.Tensor,
+                               groups: list[tuple[int, int]], memo: dict) -> torch.Tensor:
+    """``streamed_attention``'s result (a pass with no text tokens) without its score matrix: the
+    queries of each group (one frame of one chunk: one time, one view) attend through the fused
+    kernel (flash attention) to the keys their view lets them see, gathered.
+
+    The widened product needs no widening here: a group's queries share their time t, so
+    rot(q, outside) . k = rot(q, t) . rot(k, t - outside) (rotations are orthogonal and commute),
+    and turning the outside keys (text, sinks, memory) to the group's time lets one query vector
+    score both kinds of key, at head size Dh. The view biases are 0 or -inf (``_bias``,
+    ``streamed_memory``), so "visible" is "finite"."""
+    dt = q.dtype
+    B, n_bias = q.shape[0], bias.shape[-1]
+    q_win = rotate(q, cos_q, sin_q)
+    kc, ks, ko = rotate(kc.to(dt), cos_c, sin_c), rotate(ks, cos_q, sin_q), ko.to(dt)
+    vc, vo = vc.to(dt), vo.to(dt)
+    out = torch.empty_like(q)
+    for r0, r1 in groups:
+        c, s = cos_q[..., r0 : r0 + 1, :], sin_q[..., r0 : r0 + 1, :]
+        ko_g = rotate(rotate(ko, c, s), cos_o, -sin_o)
+        for b in range(B):
+            key = ("visible", b, r0, bias.data_ptr())
+            if key not in memo:  # the view but the memory: the same in every layer of the pass
+                memo[key] = _ranges(torch.isfinite(bias[b, 0, r0]).nonzero().flatten().cpu())
+            ranges = memo[key]
+            if mem_bias is not None:  # each layer's own memory choice
+                mem = _ranges(torch.isfinite(mem_bias[b, 0, r0]).nonzero().flatten().cpu())
+                ranges = ranges + [(n_bias + i, n_bias + j) for i, j in mem]
+            rows = slice(b, b + 1)
+            K = _take([kc[rows], ks[rows], ko_g[rows]], ranges)
+            V = _take([vc[rows], vs[rows], vo[rows]], ranges)
+            out[rows, :, r0:r1] = F.scaled_dot_product_attention(q_win[rows, :, r0:r1], K, V)
+    return out
+
+
+def _ranges(idx: torch.Tensor) -> list[tuple[int, int]]:
+    """Sorted indices as runs [start, stop): a view is a few runs (the window, the text, the sinks,
+    the chosen memory blocks), and slicing runs is several times faster on a GPU than gathering
+    indices (measured: the gathers were 17% of a 1B model's chunk at 854x480)."""
+    if not len(idx):
+        return []
+    cut = (torch.diff(idx) != 1).nonzero().flatten() + 1
+    starts, stops = torch.cat([idx[:1], idx[cut]]), torch.cat([idx[cut - 1], idx[-1:]]) + 1
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+def _take(pieces: list[torch.Tensor], ranges: list[tuple[int, int]]) -> torch.Tensor:
+    """The tokens in ``ranges`` (sorted runs) of the concatenation of ``pieces`` (each (B, H, n_i, Dh))
+    along the token axis, without making the concatenation; a view when they are one run of one piece."""
+    got, start = [], 0
+    for x in pieces:
+        n = x.shape[2]
+        for i, j in ranges:
+            lo, hi = max(i, start), min(j, start + n)
+            if lo < hi:
+                got.append(x[:, :, lo - start : hi - start])
+        start += n
+    return got[0] if len(got) == 1 else torch.cat(got, 2)
 
 
 def _gather_tokens(pieces: list[torch.Tensor], tok: torch.Tensor) -> torch.Tensor:

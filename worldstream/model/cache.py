@@ -24,7 +24,6 @@ instead of two.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def pool_chunks(x: torch.Tensor, n_chunks: int, tokens: int) -> torch.Tensor:
@@ -32,9 +31,12 @@ def pool_chunks(x: torch.Tensor, n_chunks: int, tokens: int) -> torch.Tensor:
     ``tokens`` consecutive bands (for video, bands of patch rows), the memory bank's compression."""
     B, H, N, Dh = x.shape
     n = N // n_chunks
-    y = x.reshape(B * H * n_chunks, n, Dh).transpose(1, 2)  # (., Dh, n)
-    y = F.adaptive_avg_pool1d(y, tokens).transpose(1, 2)  # (., tokens, Dh)
-    return y.reshape(B, H, n_chunks * tokens, Dh)
+    y = x.reshape(B, H, n_chunks, n, Dh)
+    # the bands of adaptive average pooling (band i: floor(i n / tokens) .. ceil((i + 1) n / tokens)),
+    # written as means of slices: CUDA's adaptive_avg_pool1d reads out of bounds at a stream's
+    # shapes (an illegal memory access at 854x480 with a 1B model, torch 2.11 on an H200; log.md)
+    bands = [y[:, :, :, (i * n) // tokens : -((-(i + 1) * n) // tokens)].mean(3) for i in range(tokens)]
+    return torch.stack(bands, 3).reshape(B, H, n_chunks * tokens, Dh)
 
 
 def chunk_means(pooled: torch.Tensor, tokens: int) -> torch.Tensor:
