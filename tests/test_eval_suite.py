@@ -35,3 +35,27 @@ def test_suite_table_json_plot_and_resume(tiny_teacher, latent_dataset, tmp_path
 def test_bad_model_spec_says_what_to_write(bad):
     with pytest.raises(ValueError, match="model spec"):
         parse_spec(bad)
+
+
+def test_prompt_starts_skip_a_world_already_in_the_asked_for_condition(tiny_teacher, latent_dataset):
+    import numpy as np
+
+    from worldstream.data.latents import LatentClips
+    from worldstream.engine.generate import load_world_model
+    from worldstream.eval.teacher import _prompt_starts
+    from worldstream.worlds.overworld.conditions import WEATHERS
+
+    _, meta = load_world_model(tiny_teacher)
+    lat = LatentClips(str(latent_dataset), meta["train"]["latents"], "heldout", 2, seed=7)
+    ep, f = lat.fixed(1, seed=300).start[0]  # the first start of prompt 0 (seed as before)
+    blend = ep.records()[f]["state"]["blend"]["weather"]
+    here, other = WEATHERS[int(np.argmax(blend))], WEATHERS[int(np.argmin(blend))]
+    assert max(blend) >= 0.5 and min(blend) < 0.5
+    key = lambda c: (c.start[0][0].name, c.start[0][1])  # noqa: E731
+    kept, there = _prompt_starts(lat, 0, "weather", other, 0, 3)
+    assert key(kept[0]) == (ep.name, f) and there == 0  # not in the condition: the start as before
+    starts, there = _prompt_starts(lat, 0, "weather", here, 0, 3)
+    in_it = [c.start[0][0].records()[c.start[0][1]]["state"]["blend"]["weather"][WEATHERS.index(here)] >= 0.5
+             for c in starts]
+    assert len(starts) == 3 and sum(in_it) == there  # every start in the condition is counted ...
+    assert in_it == sorted(in_it)  # ... and comes only after every start that is not

@@ -256,3 +256,13 @@ def test_a_compiled_stream_makes_the_frames_of_an_eager_one(world):
     other = world.stream("a much longer prompt about snow falling on a quiet village at night", seed=5,
                          config=dataclasses.replace(x0, compile=True))
     assert other.step("idle").frames.shape == a.frames.shape
+
+
+def test_a_device_that_is_not_there_is_a_clear_error_and_the_world_stays_usable(world):
+    with pytest.raises(ValueError, match="not a device name"):
+        world.to("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            world.to("cuda")
+    assert world.to("cpu").device.type == "cpu"
+    assert world.stream("", seed=0, config=FAST).step("walk_e").frames.shape[1] == world.frames_per_chunk

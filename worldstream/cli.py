@@ -34,6 +34,11 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--action-scale", type=float, help="action guidance (1 = none)")
 
 
+def _device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu",
+                   help="where the model runs: cpu, or cuda (the stream's bookkeeping and outputs stay on the CPU)")
+
+
 def _compile_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="run the transformer eagerly: no seconds of torch.compile at start, ~1.4x slower chunks")
@@ -241,7 +246,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
     from .engine.generate import checkpoint_meta
 
     res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a, checkpoint_meta(a.checkpoint)), seed=a.seed,
-                   events=a.events, size=size, start=a.start)
+                   events=a.events, size=size, start=a.start, device=a.device)
     print(f"wrote {res['out']}: {res['frames']} frames ({res['chunks']} chunks, "
           f"{res['seconds_per_chunk_p50'] * 1000:.0f} ms per chunk p50)")
     return 0
@@ -326,7 +331,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    world = World.load(a.checkpoint)  # None: the shipped default model
+    world = World.load(a.checkpoint).to(a.device)  # None: the shipped default model
     token = a.token or os.environ.get("WORLDSTREAM_TOKEN")
     cfg = ServerConfig(host=a.host, port=a.port, token=token, max_sessions=a.max_sessions,
                        stream=StreamConfig(rollout=_rollout_config(a, world.meta), compile=a.compile))
@@ -338,7 +343,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
         start = lambda seed: (img, a.prompt)  # noqa: E731
     elif a.command == "play" or a.start == "overworld":
         start = overworld_start(world.width, world.height)
-    run(world, cfg, device="cpu", open_page=a.command == "play", start=start)
+    run(world, cfg, device=str(world.device), open_page=a.command == "play", start=start)
     return 0
 
 
@@ -486,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     _rollout_args(gn)
     gn.add_argument("--seed", type=int, default=0)
     gn.add_argument("--threads", type=int, default=0)
+    _device_arg(gn)
     gn.set_defaults(fn=cmd_generate)
 
     x = sub.add_parser("export", help="bundle a trained world model and its autoencoders into one folder "
@@ -548,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--start", choices=("overworld", "empty"), default="overworld" if name == "play" else "empty",
                         help="without --image: begin in a frame of the built-in world (play's default) or from nothing")
         sp.add_argument("--threads", type=int, default=0)
+        _device_arg(sp)
         _rollout_args(sp)
         _compile_arg(sp)
         sp.set_defaults(fn=cmd_serve)

@@ -119,13 +119,13 @@ def script_events(spec: str, vocab: ActionVocab, fps: int) -> list[tuple[float, 
 def generate(checkpoint: str | Path | None, prompt: str, actions: str, seconds: float, out: str | Path,
              rollout_cfg: RolloutConfig | None = None, seed: int = 0, progress: bool = True,
              events: str | Path | None = None, size: tuple[int, int] | None = None,
-             start: str = "empty") -> dict[str, Any]:
+             start: str = "empty", device: str = "cpu") -> dict[str, Any]:
     """Stream ``seconds`` of world from a prompt, an action script and/or a timed events file into
     an MP4 with sound, chunk by chunk (memory stays flat for any length)."""
     from ..data.video import PreviewWriter
     from .stream import StreamConfig, World
 
-    world = World.load(checkpoint, size=size)
+    world = World.load(checkpoint, size=size).to(device)
     timed = script_events(actions, world.vocab, world.fps) if actions else []
     if events is not None:
         timed = sorted(timed + load_events(events, world.sample_rate), key=lambda x: x[0])

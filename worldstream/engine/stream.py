@@ -102,6 +102,13 @@ class World:
     def to(self, device: str | torch.device) -> "World":
         """Move the models to ``device`` (e.g. "cuda"); the text encoder stays on the CPU (a prompt
         is encoded once, then its embedding moves)."""
+        try:
+            device = torch.device(device)
+        except RuntimeError as e:
+            raise ValueError(f"device {device!r}: not a device name; use cpu or cuda (cuda:1 for the second GPU)") from e
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); "
+                             "use --device cpu, or install a CUDA build of PyTorch on a machine with a GPU")
         self.model.to(device)
         self.vae.to(device)
         if self.aae is not None:
@@ -441,7 +448,7 @@ class Stream:
                 if ev.mode == "restart":
                     restart = lat
                 else:
-                    blend = blend if blend is not None else torch.zeros(self.B, *lat.shape[1:])
+                    blend = blend if blend is not None else torch.zeros(self.B, *lat.shape[1:], device=lat.device)
                     blend[ev.row] = lat[0]
                     given.blend_rows = (given.blend_rows if given.blend_rows is not None
                                         else torch.zeros(self.B, dtype=torch.bool))

@@ -57,6 +57,26 @@ def _history(model, clip, chunks: int) -> tuple[torch.Tensor, torch.Tensor | Non
     return clip.video[:, :frames], audio
 
 
+def _prompt_starts(lat: LatentClips, i: int, kind: str, value: str, frame: int, n: int, tries: int = 60) -> list:
+    """``n`` held-out starts for prompt ``i`` whose world is not already in the asked-for condition
+    at the switch (``frame`` of the clip): a start where it already snows would count for "it
+    begins to snow" with or without the prompt (before the twelfth session, 2 of the 3 starts of
+    "fog rolls in" were foggy already). Seeds as before, the ones in the condition skipped; a
+    dataset whose records have no condition blend keeps all. Returns (starts, how many of them
+    are in the condition anyway: only where ``tries`` seeds found too few others)."""
+    names = WEATHERS if kind == "weather" else TIMES
+    out, there = [], []
+    for j in range(tries):
+        clip = lat.fixed(1, seed=300 + i + len(PROMPTS) * j)
+        ep, first = clip.start[0]
+        blend = ep.records()[first + frame].get("state", {}).get("blend", {}).get(kind)
+        (out if blend is None or blend[names.index(value)] < 0.5 else there).append(clip)
+        if len(out) == n:
+            break
+    filled = there[: n - len(out)]
+    return out + filled, len(filled)
+
+
 @torch.no_grad()
 def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed, aae=None):
     """Prefill real history, then generate n_new chunks under cond_new; decoded frames of the new
@@ -169,8 +189,8 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
     n_new = prompt_frames // cf
     for i, (p, (kind, value)) in enumerate(PROMPTS.items()):
         rates = {"with_prompt": [], "without": []}
-        for j in range(prompt_starts):
-            clip = lat.fixed(1, seed=300 + i + len(PROMPTS) * j)  # start j = 0 is the one used before 2026-11-30
+        starts, in_condition = _prompt_starts(lat, i, kind, value, history * cf - 1, prompt_starts)
+        for j, clip in enumerate(starts):
             text, mask, pooled = prompts.batch(clip.captions)
             hist_cond = Conditioning(text, mask, pooled, clip.actions)
             acts = torch.cat([clip.actions[:, : history * cf], torch.full((1, n_new * cf), vocab.index("idle"))], 1)
@@ -188,6 +208,7 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
         # the mean over starts, and per start (frames of one start are not independent samples)
         adherence[p] = {k: float(np.mean(v)) for k, v in rates.items()}
         adherence[p].update({f"{k}_per_start": v for k, v in rates.items()})
+        adherence[p]["starts_in_condition_already"] = in_condition
     res["prompt_adherence"] = adherence
     # 4. sound: continue under the true actions and prompt; spectral distance to the real sound
     if aae is not None and audio_frames > 0:
