@@ -86,3 +86,15 @@ def test_eval_teacher_runs_end_to_end(latent_dataset, tmp_path):
     assert 0 < res["next_frame_psnr_db"] < 60 and 0 <= res["action_following"] <= 1
     assert set(res["prompt_adherence"]) == set(ev.PROMPTS)
     assert (tmp_path / "eval" / "walk_e.mp4").exists() and (tmp_path / "eval" / "teacher.json").exists()
+
+
+def test_training_on_a_device_that_is_not_there_is_a_clear_error():
+    import pytest
+    import torch
+
+    from worldstream.train.state import train_device
+
+    assert train_device("cpu", 1).type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU"):
+            train_device("cuda", 1)

@@ -36,7 +36,8 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
 
 def _device_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu",
-                   help="where the model runs: cpu, or cuda (the stream's bookkeeping and outputs stay on the CPU)")
+                   help="where the model runs: cpu, or cuda (needs a CUDA build of PyTorch); data, random numbers "
+                        "and a stream's bookkeeping stay on the CPU")
 
 
 def _compile_arg(p: argparse.ArgumentParser) -> None:
@@ -201,7 +202,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.what == "all":
         from .train.pipeline import train_all
 
-        train_all(a.preset or "default", a.out)
+        train_all(a.preset or "default", a.out, device=a.device)
         return 0
     if a.what == "autoencoder":
         defaults = {"video": ("f8", 8, 4), "audio": ("default", 16, 8)}[a.kind]
@@ -220,7 +221,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  init_from=a.init_from, lr=a.lr,
                                  objective=a.objective, fake_lr=a.fake_lr, fake_updates=a.fake_updates,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
-        metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+        metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     else:
         from .train.teacher import TeacherTrainConfig, train_teacher
 
@@ -229,7 +230,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, window=a.window,
                                  sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
                                  compile=a.compile, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
-        metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
+        metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return 0
@@ -428,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--fp32", action="store_true")
     tt.add_argument("--seed", type=int, default=0)
     tt.add_argument("--threads", type=int, default=0)
+    _device_arg(tt)
     tt.add_argument("--max-minutes", type=float, default=None)
     tt.add_argument("--window", type=int, default=0, help="attention window in chunks (0 = unbounded)")
     tt.add_argument("--sinks", type=int, default=0, help="first chunks always attended")
@@ -447,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "the same with a teacher trained three times as long")
     tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
     tl.add_argument("--threads", type=int, default=0)
+    _device_arg(tl)
     tl.set_defaults(fn=cmd_train)
 
     ts = tsub.add_parser("student", help="distil a teacher into a 1-4 step student (guidance folded in)")
@@ -475,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--fp32", action="store_true")
     ts.add_argument("--seed", type=int, default=0)
     ts.add_argument("--threads", type=int, default=0)
+    _device_arg(ts)
     ts.add_argument("--max-minutes", type=float, default=None)
     ts.set_defaults(fn=cmd_train)
 

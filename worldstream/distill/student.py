@@ -45,7 +45,7 @@ from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from
 from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
 from ..model.omni import Omni
-from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run
+from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run, train_device
 
 LEVELS = {1: (1.0,), 2: (1.0, 0.5), 4: (1.0, 0.75, 0.5, 0.25)}
 REGRESSION = "regression"  # sub-folder: the student as it was when self-forcing began (a run of its own)
@@ -109,13 +109,13 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     xv = interpolate(target_v, noise[:, :nv].view_as(target_v), tv)
     video = torch.cat([hist_v, xv], 1)
     K = video.shape[1] // mc.chunk_frames
-    t_chunks = torch.zeros(B, K)
+    t_chunks = torch.zeros(B, K, device=video.device)
     t_chunks[:, -1] = t
     kw = {}
     if target_a is not None:
         xa = interpolate(target_a, noise[:, nv:].view_as(target_a), t.view(B, 1, 1))
         kw = dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and video.device.type == "cpu"):
+    with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         pv, pa = student(video=video, t_video=t_chunks, actions=cond.actions[:, : video.shape[1]], text=cond.text,
                          text_mask=cond.text_mask, text_pooled=cond.text_pooled, **kw)
     n_last = target_v.shape[1]
@@ -137,13 +137,13 @@ def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa
     (the same block-causal view as streaming), the chunk at level t (B,)."""
     B, F = hist_v.shape[0], hist_v.shape[1] + xv.shape[1]
     mc = model.module.cfg if hasattr(model, "module") else model.cfg
-    t_chunks = torch.zeros(B, F // mc.chunk_frames)
+    t_chunks = torch.zeros(B, F // mc.chunk_frames, device=xv.device)
     t_chunks[:, -1] = t
     actions = cond.actions[:, :F] if use_actions else torch.full_like(cond.actions[:, :F], -1)
     text = dict(text=cond.text, text_mask=cond.text_mask, text_pooled=cond.text_pooled) if use_text else \
         dict(text=None, text_mask=None, text_pooled=None)
     kw = {} if xa is None else dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16 and xv.device.type == "cpu"):
+    with torch.autocast(xv.device.type, dtype=torch.bfloat16, enabled=bf16):
         pv, pa = model(video=torch.cat([hist_v, xv], 1), t_video=t_chunks, actions=actions, **text, **kw)
     return pv[:, -xv.shape[1]:].float(), None if xa is None else pa[:, -xa.shape[1]:].float()
 
@@ -156,14 +156,15 @@ def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning
     cf = teacher.cfg.chunk_frames
     xv = noise[:, : cf * hist_v[0, 0].numel()].view(B, cf, *hist_v.shape[2:])
     xa = None if hist_a is None else noise[:, xv[0].numel():].view(B, -1, hist_a.shape[2])
-    one = torch.ones(B)
+    dev = hist_v.device
+    one = torch.ones(B, device=dev)
     pv, pa = _last_velocity(student, cfg.bf16, cond, hist_v, hist_a, xv, xa, one)
     x0v = x0_from_velocity(xv, pv, 1.0)  # the sample (with grad)
     x0a = None if xa is None else x0_from_velocity(xa, pa, 1.0)
     with torch.no_grad():
-        t = 0.02 + 0.96 * torch.rand(B, generator=g)
-        eps_v = randn(x0v.shape, generator=g)
-        eps_a = None if xa is None else randn(x0a.shape, generator=g)
+        t = (0.02 + 0.96 * torch.rand(B, generator=g)).to(dev)  # (random numbers from the CPU generator)
+        eps_v = randn(x0v.shape, generator=g, device=dev)
+        eps_a = None if xa is None else randn(x0a.shape, generator=g, device=dev)
         tv, ta = t.view(B, 1, 1, 1, 1), t.view(B, 1, 1)
         ntv = interpolate(x0v.detach(), eps_v, tv)
         nta = None if xa is None else interpolate(x0a.detach(), eps_a, ta)
@@ -194,13 +195,13 @@ def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning
 def fake_score_loss(fake, cfg: StudentTrainConfig, cond: Conditioning, hist_v, hist_a, sample_v, sample_a,
                     g: torch.Generator) -> torch.Tensor:
     """Flow matching of the fake score on the student's own samples (after the same history)."""
-    B = hist_v.shape[0]
-    t = 0.02 + 0.96 * torch.rand(B, generator=g)
-    eps_v = randn(sample_v.shape, generator=g)
+    B, dev = hist_v.shape[0], hist_v.device
+    t = (0.02 + 0.96 * torch.rand(B, generator=g)).to(dev)
+    eps_v = randn(sample_v.shape, generator=g, device=dev)
     xv = interpolate(sample_v, eps_v, t.view(B, 1, 1, 1, 1))
     xa = eps_a = None
     if sample_a is not None:
-        eps_a = randn(sample_a.shape, generator=g)
+        eps_a = randn(sample_a.shape, generator=g, device=dev)
         xa = interpolate(sample_a, eps_a, t.view(B, 1, 1))
     pv, pa = _last_velocity(fake, cfg.bf16, cond, hist_v, hist_a, xv, xa, t)
     loss = ((pv - velocity_target(sample_v, eps_v)) ** 2).mean()
@@ -220,7 +221,10 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
     mc = student.cfg
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     n_hist = cfg.rollout_chunks if own else cfg.history
-    cond = _cond(prompts, clip, (n_hist + 1) * cf)
+    dev = next(student.parameters()).device  # clips and random numbers come from the CPU, then move
+    clip = dataclasses.replace(clip, video=clip.video.to(dev), audio=None if clip.audio is None else clip.audio.to(dev),
+                               actions=clip.actions.to(dev))
+    cond = _cond(prompts, clip, (n_hist + 1) * cf).to(dev)
     if own:
         first_a = None if clip.audio is None else clip.audio[:, : cf * tpf]
         hist_v, hist_a = own_rollout(student, cond, clip.video[:, :cf], first_a, n_hist, cfg.rollout_steps, g)
@@ -230,13 +234,13 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
     B = hist_v.shape[0]
     shape_v = (B, cf, *hist_v.shape[2:])
     n_noise = int(np.prod(shape_v[1:])) + (0 if hist_a is None else cf * tpf * hist_a.shape[2])
-    noise = randn((B, n_noise), generator=g)
+    noise = randn((B, n_noise), generator=g, device=dev)
     if not target:
         target_v = target_a = None
     else:
         target_v, target_a = teacher_target(teacher, cfg, cond, hist_v, hist_a, noise)
     levels = _levels(cfg)
-    t = levels[torch.from_numpy(rng.integers(len(levels), size=B))]
+    t = levels[torch.from_numpy(rng.integers(len(levels), size=B))].to(dev)
     return cond, hist_v, hist_a, target_v, target_a, noise, t
 
 
@@ -249,14 +253,16 @@ def heldout_error(student, teacher, cfg, clip, prompts) -> dict[str, float]:
     out = {}
     for lvl in _levels(cfg).tolist():
         loss, parts = student_loss(student, dataclasses.replace(cfg, bf16=False), cond, hv, ha, tv, ta, noise,
-                                   torch.full((hv.shape[0],), lvl))
+                                   torch.full((hv.shape[0],), lvl, device=hv.device))
         out[f"x0_mse_t{lvl:g}"] = parts["video"]
     return out
 
 
 def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = True,
-                  max_seconds: float | None = None) -> dict[str, Any]:
+                  max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
+    """``device``: where the teacher, the student (and the fake score) run; as ``train_teacher``."""
     out = Path(out)
+    dev = train_device(device, 1)
     torch.manual_seed(cfg.seed)
     teacher, tmeta = load_world_model(cfg.teacher)
     teacher.requires_grad_(False)
@@ -269,6 +275,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         student.load_state_dict(init.state_dict())
     else:
         student.load_state_dict(teacher.state_dict())
+    teacher.to(dev), student.to(dev)
     ema = copy.deepcopy(student).requires_grad_(False)
     if cfg.objective not in ("regression", "dmd"):
         raise ValueError(f"objective {cfg.objective!r}: use 'regression' or 'dmd'")
@@ -278,6 +285,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     if cfg.objective == "dmd":  # the fake score starts as the teacher (DMD2) and follows the student's samples
         fake = Omni(teacher.cfg)
         fake.load_state_dict(teacher.state_dict())
+        fake.to(dev)
         fake_opt = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, betas=(0.9, 0.95), weight_decay=0.0)
     cf = teacher.cfg.chunk_frames
     frames = (max(cfg.history, cfg.rollout_chunks) + 1) * cf

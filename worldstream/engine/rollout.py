@@ -275,6 +275,8 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
     video (B, F, C, h, w) with F a multiple of chunk_frames; returns the number of chunks committed.
     """
     flush(model, branches)
+    dev = next(model.parameters()).device
+    cond, video, audio = cond.to(dev), video.to(dev), None if audio is None else audio.to(dev)
     mc = model.cfg
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     n = video.shape[1] // cf

@@ -108,7 +108,9 @@ def _done(run: Path, steps: int) -> bool:
     return cfg.exists() and int(load_json(cfg).get("step", 0)) >= steps
 
 
-def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
+def train_all(preset: str, root: str | Path, progress: bool = True, log=print, device: str = "cpu") -> dict[str, Any]:
+    """The whole chain; ``device`` is where the teacher and the student train (the autoencoders
+    and the evaluation run on the CPU)."""
     from ..data.record import RecordConfig, record
     from ..distill.student import StudentTrainConfig, train_student
     from ..tokenizers.encode import encode_dataset
@@ -147,7 +149,7 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
                               task_probs=_with_continuation(TeacherTrainConfig.task_probs, p.teacher_continuation),
                               init_from=str(resolve(p.start_from)) if p.start_from else "", compile=p.compile)
     if not _done(runs / "teacher", p.teacher_steps):
-        train_teacher(tcfg, runs / "teacher", progress=progress)
+        train_teacher(tcfg, runs / "teacher", progress=progress, device=device)
     log("[5/7] teacher with the streaming view")
     vcfg = dataclasses.replace(tcfg, steps=p.view_steps, batch=max(2, p.batch // 2), chunks=p.view_chunks, lr=1e-4,
                                warmup=max(1, p.view_steps // 20), window=p.window, sinks=p.sinks,
@@ -155,7 +157,7 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
                                task_probs=_with_continuation(tcfg.task_probs, p.view_continuation),
                                eval_every=max(1, p.view_steps // 5))
     if not _done(runs / "teacher_view", p.view_steps):
-        train_teacher(vcfg, runs / "teacher_view", progress=progress)
+        train_teacher(vcfg, runs / "teacher_view", progress=progress, device=device)
     log("[6/7] student")
     scfg = StudentTrainConfig(teacher=str(runs / "teacher_view"), dataset=both, latents="pipeline", steps=p.student_steps,
                               history=p.student_history, rollout_chunks=p.student_rollout,
@@ -163,7 +165,7 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print) -
                               self_forcing_from=p.student_steps // 5, eval_every=max(1, p.student_steps // 10),
                               warmup=max(1, p.student_steps // 20))
     if not _done(runs / "student", p.student_steps):
-        train_student(scfg, runs / "student", progress=progress)
+        train_student(scfg, runs / "student", progress=progress, device=device)
     log("[7/7] evaluation")
     from ..engine.rollout import RolloutConfig
     from ..eval.teacher import eval_teacher

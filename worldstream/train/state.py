@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -79,11 +80,25 @@ def resume_run(out: Path, train_cfg: dict[str, Any], model: torch.nn.Module, ema
     load_into(model, {k[6:]: v for k, v in state.items() if k.startswith("model.")}, out / "train_state.safetensors")
     for i, p in enumerate(model.parameters()):
         if f"opt.{i}.exp_avg" in state:
-            opt.state[p] = {"exp_avg": state[f"opt.{i}.exp_avg"].clone(), "exp_avg_sq": state[f"opt.{i}.exp_avg_sq"].clone(),
-                            "step": state[f"opt.{i}.step"][0].clone()}
+            opt.state[p] = {"exp_avg": state[f"opt.{i}.exp_avg"].to(p.device, copy=True),
+                            "exp_avg_sq": state[f"opt.{i}.exp_avg_sq"].to(p.device, copy=True),
+                            "step": state[f"opt.{i}.step"][0].clone()}  # (AdamW keeps its step count on the CPU)
     torch.set_rng_state(state["rng.torch"])
     return meta
 
 
 def has_run(out: Path) -> bool:
     return (out / "config.json").exists() and (out / "train_state.safetensors").exists()
+
+
+def train_device(device: str, world: int) -> torch.device:
+    """The device a training process runs on: ``device`` ("cpu", "cuda"), under torchrun with CUDA
+    the process's own GPU (LOCAL_RANK); a GPU that is not there is a clear error."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
+        if world > 1 and dev.index is None:
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(dev)
+    return dev

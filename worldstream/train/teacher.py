@@ -36,7 +36,7 @@ from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
 from ..model.omni import Omni, omni_preset
-from .state import cosine_lr, has_run, optimizer_step, resume_run, save_run
+from .state import cosine_lr, has_run, optimizer_step, resume_run, save_run, train_device
 
 TASKS = ("joint", "video|audio", "audio|video", "image->world", "continuation")
 
@@ -111,6 +111,10 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
 
 def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBank) -> tuple[torch.Tensor, dict]:
     mc = model.module.cfg if hasattr(model, "module") else model.cfg
+    dev = next(model.parameters()).device  # batches are drawn on the CPU (the same draws on any device), then moved
+    clip = dataclasses.replace(clip, video=clip.video.to(dev), audio=None if clip.audio is None else clip.audio.to(dev),
+                               actions=clip.actions.to(dev))
+    draws = {k: v.to(dev) for k, v in draws.items()}
     x0v, x0a = clip.video, clip.audio
     B, Fr = x0v.shape[:2]
     cf = mc.chunk_frames
@@ -119,14 +123,14 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
     xv = interpolate(x0v, eps_v, tv_f[..., None, None, None])
     actions = torch.where(draws["drop_action"][:, None], -1, clip.actions)
     caps = ["" if d else c for c, d in zip(clip.captions, draws["drop_text"].tolist())]
-    text, mask, pooled = prompts.batch(caps)
+    text, mask, pooled = (t.to(dev) for t in prompts.batch(caps))
     kw = {}
     if x0a is not None:
         tpf = mc.audio_tokens_per_frame
         ta_t = draws["ta"].repeat_interleave(cf * tpf, dim=1)  # (B, F * tpf)
         eps_a = draws["eps_a"]
         kw = dict(audio=interpolate(x0a, eps_a, ta_t[..., None]), t_audio=draws["ta"])
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16 and x0v.device.type == "cpu"):
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         pv, pa = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
                        text_pooled=pooled, **kw)
     # Given (clean) parts carry no loss. Normalise by the element count, not by the unmasked count,
@@ -201,21 +205,25 @@ def write_sample(model, clip, prompts: PromptBank, ident: dict, fps: int, path: 
         vs.append(v)
         if a is not None:
             as_.append(a)
-    video = vae.decode(torch.cat(vs, 1), {}).clamp(0, 1)[0]
+    video = vae.decode(torch.cat([v.cpu() for v in vs], 1), {}).clamp(0, 1)[0]  # (the autoencoders load on the CPU)
     rgb = [(f.permute(1, 2, 0).numpy() * 255 + 0.5).astype("uint8") for f in video]
-    pcm = aae.decode(torch.cat(as_, 1), {}).clamp(-1, 1)[0].numpy() if aae is not None and as_ else None
+    pcm = (aae.decode(torch.cat([a.cpu() for a in as_], 1), {}).clamp(-1, 1)[0].numpy()
+           if aae is not None and as_ else None)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_preview_mp4(path, rgb, pcm, fps, aae.cfg.sample_rate if aae is not None else 24000,
                       scale=max(1, 256 // max(rgb[0].shape[:2])))
 
 
 def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = True,
-                  max_seconds: float | None = None) -> dict[str, Any]:
+                  max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
+    """``device`` is where the model trains (batches are drawn on the CPU and moved; the saved run is
+    the same on any device, so a run can resume on another)."""
     out = Path(out)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    dev = train_device(device, world)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo" if not torch.cuda.is_available() else "nccl")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if cfg.batch % world:
         raise ValueError(f"global batch {cfg.batch} must be divisible by the {world} processes")
     torch.manual_seed(cfg.seed)  # same on every rank: same init, same global draws
@@ -229,6 +237,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         if not src.exists():
             raise FileNotFoundError(f"--init-from {cfg.init_from}: no model.safetensors there (a teacher run folder?)")
         load_into(model, load_tensors(src), src)
+    model.to(dev)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step, metrics = 0, {}
@@ -240,7 +249,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         step, metrics = int(meta["step"]), meta.get("metrics", {})
     if cfg.compile:
         model.compile_dense()  # the EMA copy (evaluation, samples, the saved weights) stays eager
-    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = (torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+           if world > 1 else model)
     eval_clip = heldout.fixed(min(4, cfg.batch))
     latents_ident = train.ident
     log = open(out / "log.jsonl", "a") if rank == 0 else None
