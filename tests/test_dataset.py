@@ -71,6 +71,11 @@ def test_record_resumes_and_refuses_other_settings(recorded, tmp_path):
     assert not (copy / "episodes" / "000002.partial").exists()
     with pytest.raises(DatasetError, match="other settings"):
         record(copy, RecordConfig(world=OverworldConfig(width=32, height=32), episodes=3, frames=60), progress=False)
+    from worldstream.worlds.overworld.policy import ExplorerConfig
+
+    with pytest.raises(DatasetError, match="explorer.push_share"):  # another recording policy is another dataset
+        record(copy, RecordConfig(world=WORLD, episodes=3, frames=60, explorer=ExplorerConfig(push_share=0.5)),
+               progress=False)
 
 
 def test_parallel_workers_record_the_same_data(recorded, tmp_path):

@@ -220,3 +220,28 @@ def test_gymnasium_env_passes_the_checker():
     for _ in range(20):
         obs, r, term, trunc, info = env.step(env.action_space.sample())
     assert trunc and not term and "x" in info["state"]
+
+
+def test_explorer_pushes_into_obstacles_when_asked_and_is_unchanged_otherwise():
+    """``push_share``: some bumps become long pushes (a key held against water or rock); at 0 the
+    explorer draws no extra random numbers, so recordings stay exactly as they were."""
+    from worldstream.worlds.overworld.policy import ExplorerConfig
+
+    w = Overworld(OverworldConfig(width=48, height=48))
+
+    def runs(cfg, seed):
+        acts, out, run = [], [], 0
+        for s, a, _ in explore(w, seed, 24 * 60, cfg):
+            acts.append(a)
+            if s.state["blocked"] and a != 0:
+                run += 1
+            elif run:
+                out.append(run)
+                run = 0
+        return acts, out
+
+    default, short = runs(None, 5)
+    assert runs(ExplorerConfig(push_share=0.0), 5)[0] == default  # the same episode
+    assert short and max(short) <= 5  # turns away after bump_frames
+    long = [r for seed in (5, 6) for r in runs(ExplorerConfig(push_share=1.0, push_seconds=(1.5, 1.5)), seed)[1]]
+    assert max(long) >= 30  # held against the obstacle for over a second

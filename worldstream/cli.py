@@ -66,7 +66,10 @@ def _world_config(a: argparse.Namespace):
 def cmd_record(a: argparse.Namespace) -> int:
     from .data.record import RecordConfig, record
 
-    cfg = RecordConfig(world=_world_config(a), episodes=a.episodes, frames=a.frames)
+    from .worlds.overworld.policy import ExplorerConfig
+
+    cfg = RecordConfig(world=_world_config(a), episodes=a.episodes, frames=a.frames,
+                       explorer=ExplorerConfig(push_share=a.push_share))
     m = record(a.out, cfg, workers=a.workers)
     fps = m["_recorded_frames"] / max(m["_record_seconds"], 1e-9)
     print(f"{a.out}: {len(m['episodes'])} episodes, {m['total_frames']} frames "
@@ -357,6 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--episodes", type=int, default=10)
     r.add_argument("--frames", type=int, default=1440, help="frames per episode (default 1440 = 60 s)")
     r.add_argument("--workers", type=int, default=2, help="parallel recording processes (default 2)")
+    r.add_argument("--push-share", type=float, default=0.0,
+                   help="share of bumps where the explorer keeps pushing into water or rock for 1-3 s "
+                        "(default 0: it turns away after 4 frames, as the shipped model's data)")
     _world_args(r)
     r.set_defaults(fn=cmd_record)
 

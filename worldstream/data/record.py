@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import from_dict, to_dict
 from ..worlds.overworld.conditions import SEASONS, TIMES, WEATHERS
-from ..worlds.overworld.policy import explore
+from ..worlds.overworld.policy import ExplorerConfig, explore
 from ..worlds.overworld.terrain import GROUNDS
 from ..worlds.overworld.world import ACTIONS, Overworld, OverworldConfig
 from .format import DatasetError, EpisodeWriter, episode_name, split_of, write_manifest
@@ -46,6 +46,7 @@ class RecordConfig:
     world: OverworldConfig
     episodes: int = 10
     frames: int = 1440  # 60 s at 24 fps
+    explorer: ExplorerConfig = ExplorerConfig()  # the recording policy (its defaults: the shipped recordings)
 
 
 def overworld_manifest_base(cfg: RecordConfig) -> dict[str, Any]:
@@ -63,12 +64,13 @@ def overworld_manifest_base(cfg: RecordConfig) -> dict[str, Any]:
     }
 
 
-def record_episode(world: Overworld, index: int, frames: int, dataset: Path) -> dict[str, Any]:
+def record_episode(world: Overworld, index: int, frames: int, dataset: Path,
+                   explorer: ExplorerConfig | None = None) -> dict[str, Any]:
     """Record episode ``index`` (seeded by its index) into ``dataset``; returns its episode.json."""
     cfg = world.config
     writer = EpisodeWriter(dataset, episode_name(index), cfg.fps, cfg.sample_rate, cfg.samples_per_frame)
     try:
-        for step, action, revisit_of in explore(world, index, frames):
+        for step, action, revisit_of in explore(world, index, frames, explorer):
             state = dict(step.state)
             state["blend"] = {k: list(v.values()) for k, v in state["blend"].items()}
             for k in ("frame", "action"):  # stored at the top level of the record
@@ -86,13 +88,13 @@ def record_episode(world: Overworld, index: int, frames: int, dataset: Path) -> 
 _WORKER_WORLD: Overworld | None = None
 
 
-def _worker(args: tuple[dict, int, int, str]) -> tuple[int, int, float]:
+def _worker(args: tuple[dict, int, int, str, dict]) -> tuple[int, int, float]:
     global _WORKER_WORLD
-    wcfg, index, frames, dataset = args
+    wcfg, index, frames, dataset, ecfg = args
     if _WORKER_WORLD is None or to_dict(_WORKER_WORLD.config) != wcfg:
         _WORKER_WORLD = Overworld(from_dict(OverworldConfig, wcfg))
     t0 = time.perf_counter()
-    info = record_episode(_WORKER_WORLD, index, frames, Path(dataset))
+    info = record_episode(_WORKER_WORLD, index, frames, Path(dataset), from_dict(ExplorerConfig, ecfg))
     return index, info["frames"], time.perf_counter() - t0
 
 
@@ -111,15 +113,21 @@ def record(dataset: str | Path, cfg: RecordConfig, workers: int = 1, progress: b
     mpath = dataset / "manifest.json"
     if mpath.exists():
         old = json.loads(mpath.read_text()).get("record_config")
-        if old is not None and (old["world"] != base["record_config"]["world"] or old["frames"] != cfg.frames):
+        as_saved = lambda d: json.loads(json.dumps(d))  # noqa: E731  (tuples as the manifest holds them: lists)
+        new_explorer = as_saved(base["record_config"]["explorer"])
+        old_explorer = None if old is None else as_saved(old.get("explorer", to_dict(ExplorerConfig())))  # (older: the defaults)
+        if old is not None and (old["world"] != base["record_config"]["world"] or old["frames"] != cfg.frames
+                                or old_explorer != new_explorer):
             diff = {k: (old["world"].get(k), v) for k, v in base["record_config"]["world"].items() if old["world"].get(k) != v}
             if old["frames"] != cfg.frames:
                 diff["frames"] = (old["frames"], cfg.frames)
+            diff.update({f"explorer.{k}": (old_explorer.get(k), v) for k, v in new_explorer.items()
+                         if old_explorer.get(k) != v})
             raise DatasetError(f"{dataset} was recorded with other settings {diff} (old, new); "
                                f"use another --out folder or the original settings")
     (dataset / "episodes").mkdir(parents=True, exist_ok=True)
     todo = missing_episodes(dataset, cfg.episodes)
-    jobs = [(to_dict(cfg.world), i, cfg.frames, str(dataset)) for i in todo]
+    jobs = [(to_dict(cfg.world), i, cfg.frames, str(dataset), to_dict(cfg.explorer)) for i in todo]
     bar = None
     if progress:
         from tqdm import tqdm

@@ -28,6 +28,11 @@ class ExplorerConfig:
     run_rate: float = 0.08  # per second: start a run
     run_seconds: tuple[float, float] = (1.0, 4.0)
     bump_frames: int = 4  # keep pushing into an obstacle this long before turning away
+    # the share of bumps where it keeps pushing for push_seconds instead (0: never, the shipped
+    # recordings): a player holding a key against water or rock for a second or more, which a
+    # world model must learn to answer by not moving (log.md, twelfth session)
+    push_share: float = 0.0
+    push_seconds: tuple[float, float] = (1.0, 3.0)
     loop_back_rate: float = 0.04  # per second: go back to an earlier place
     loop_back_seconds: tuple[float, float] = (10.0, 60.0)  # how far back that place was seen
     loop_back_timeout: float = 25.0  # give up returning after this many seconds
@@ -52,6 +57,7 @@ class Explorer:
         self.mode = "walk"
         self.mode_left = 0  # frames left in a stop or run
         self.pushing = 0  # frames spent blocked
+        self.push_limit = self.cfg.bump_frames  # blocked frames before turning away, drawn at each bump
         self.target: tuple[int, float, float] | None = None  # loop-back target (frame, x, y)
         self.waypoints: list[tuple[float, float]] = []  # tile centres of the path back, next one last
         self.target_deadline = 0
@@ -68,6 +74,10 @@ class Explorer:
         self.revisit_of = None
         last = w._last.state
         self.pushing = self.pushing + 1 if last["blocked"] else 0
+        if self.pushing == 1:  # a new bump (no random draw when pushing is off: recordings stay as they were)
+            long = c.push_share > 0 and self.rng.random() < c.push_share
+            self.push_limit = int(self.rng.uniform(*c.push_seconds) * self.fps) if long else c.bump_frames
+        holding = self.pushing > 0 and self.push_limit > c.bump_frames  # a long push: no random turns
 
         changes = None
         if self._chance(c.condition_rate):
@@ -99,10 +109,10 @@ class Explorer:
             self.mode_left -= 1
             if self.mode_left <= 0:
                 self.mode = "walk"
-        if self.pushing >= c.bump_frames:  # bumped long enough: turn toward open ground
+        if self.pushing >= self.push_limit:  # bumped long enough: turn toward open ground
             self.direction = self._open_direction()
             self.pushing = 0
-        elif self._chance(c.turn_rate):
+        elif not holding and self._chance(c.turn_rate):
             self.direction = (self.direction + int(self.rng.choice([-1, 1]))) % 8
         if self.mode == "walk" and self._chance(c.stop_rate):
             self.mode, self.mode_left = "stop", int(self.rng.uniform(*c.stop_seconds) * self.fps)
