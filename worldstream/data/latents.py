@@ -25,6 +25,11 @@ class LatentClip:
     captions: list[str]  # B prompts ("" when the episode has none)
     start: list[tuple[Episode, int]]  # (episode, first frame) per clip
 
+    def to(self, device) -> "LatentClip":
+        """The tensors on ``device`` (clips are drawn on the CPU, the same draws for any device)."""
+        return dataclasses.replace(self, video=self.video.to(device), actions=self.actions.to(device),
+                                   audio=None if self.audio is None else self.audio.to(device))
+
 
 def dataset_paths(dataset: str | Path) -> list[Path]:
     """One dataset folder, or several separated by commas (e.g. two resolutions)."""

@@ -222,8 +222,7 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     n_hist = cfg.rollout_chunks if own else cfg.history
     dev = next(student.parameters()).device  # clips and random numbers come from the CPU, then move
-    clip = dataclasses.replace(clip, video=clip.video.to(dev), audio=None if clip.audio is None else clip.audio.to(dev),
-                               actions=clip.actions.to(dev))
+    clip = clip.to(dev)
     cond = _cond(prompts, clip, (n_hist + 1) * cf).to(dev)
     if own:
         first_a = None if clip.audio is None else clip.audio[:, : cf * tpf]

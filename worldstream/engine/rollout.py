@@ -171,7 +171,8 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
         given = Given(video=given_video)
     dev = next(model.parameters()).device  # inputs move to the model; the noise is drawn on the CPU (flow.randn)
     given, cond = (given or Given()).to(dev), cond.to(dev)
-    x = randn((B, nv + na), generator=generator, device=dev) if noise is None else noise.reshape(B, nv + na).to(dev, copy=True)
+    x = (randn((B, nv + na), generator=generator, device=dev) if noise is None
+         else noise.reshape(B, nv + na).to(dev, copy=True))
     no = torch.zeros(B, dtype=torch.bool, device=dev)
     gv = _rows(given.video_rows, B, dev) if given.video is not None else no
     ga = _rows(given.audio_rows, B, dev) if given.audio is not None and na else no

@@ -44,7 +44,7 @@ class StreamConfig:
     recache: bool = True  # re-encode the window under a new prompt
     blend_t: float = 0.6  # how much of a blended image survives (noise level it is free from)
     record: bool = False  # keep every frame and sample for save()
-    bf16: bool = True  # bfloat16 autocast (AMX on the CPU, tensor cores on a GPU): ~2x faster; the models were trained under it
+    bf16: bool = True  # bfloat16 autocast (AMX on a CPU, tensor cores on a GPU): ~2x faster; models trained under it
     # torch.compile the transformer's dense parts (Omni.compile_dense): ~1.4x faster chunks on a 2-core
     # CPU, for seconds of compiling in a process's first stream (World.warm_up does it up front);
     # play, serve and bench turn it on, short-lived uses (tests, generate) leave it off
@@ -102,13 +102,9 @@ class World:
     def to(self, device: str | torch.device) -> "World":
         """Move the models to ``device`` (e.g. "cuda"); the text encoder stays on the CPU (a prompt
         is encoded once, then its embedding moves)."""
-        try:
-            device = torch.device(device)
-        except RuntimeError as e:
-            raise ValueError(f"device {device!r}: not a device name; use cpu or cuda (cuda:1 for the second GPU)") from e
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); "
-                             "use --device cpu, or install a CUDA build of PyTorch on a machine with a GPU")
+        from ..device import torch_device
+
+        device = torch_device(device)
         self.model.to(device)
         self.vae.to(device)
         if self.aae is not None:

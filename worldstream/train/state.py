@@ -94,10 +94,10 @@ def has_run(out: Path) -> bool:
 def train_device(device: str, world: int) -> torch.device:
     """The device a training process runs on: ``device`` ("cpu", "cuda"), under torchrun with CUDA
     the process's own GPU (LOCAL_RANK); a GPU that is not there is a clear error."""
-    dev = torch.device(device)
+    from ..device import torch_device
+
+    dev = torch_device(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device}: this PyTorch sees no CUDA GPU (torch {torch.__version__}); use --device cpu")
         if world > 1 and dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)

@@ -112,8 +112,7 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
 def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBank) -> tuple[torch.Tensor, dict]:
     mc = model.module.cfg if hasattr(model, "module") else model.cfg
     dev = next(model.parameters()).device  # batches are drawn on the CPU (the same draws on any device), then moved
-    clip = dataclasses.replace(clip, video=clip.video.to(dev), audio=None if clip.audio is None else clip.audio.to(dev),
-                               actions=clip.actions.to(dev))
+    clip = clip.to(dev)
     draws = {k: v.to(dev) for k, v in draws.items()}
     x0v, x0a = clip.video, clip.audio
     B, Fr = x0v.shape[:2]
