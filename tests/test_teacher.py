@@ -98,3 +98,53 @@ def test_training_on_a_device_that_is_not_there_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="sees no CUDA GPU"):
             train_device("cuda", 1)
+
+
+def test_clips_drawn_around_caption_changes(latent_dataset, tmp_path):
+    """change_share draws clips whose caption is a change the first frames do not show yet; at 0
+    the draws are those of a loader without it, and a run saved before the setting resumes."""
+    import json
+
+    import pytest
+
+    from worldstream.checkpoint import CheckpointError
+    from worldstream.data.latents import LatentClips
+    from worldstream.data.record import RecordConfig, record
+    from worldstream.tokenizers.encode import encode_dataset
+    from worldstream.worlds.overworld import OverworldConfig
+    from worldstream.worlds.overworld.policy import ExplorerConfig
+
+    ds = tmp_path / "changing"
+    record(ds, RecordConfig(world=OverworldConfig(width=32, height=32), episodes=6, frames=48,
+                            explorer=ExplorerConfig(condition_rate=1.0)), progress=False)
+    root = latent_dataset.parent
+    encode_dataset(ds, root / "video", root / "audio", progress=False)
+    F = 6
+    lat = LatentClips(str(ds), "default", "train", F, seed=0, change_share=1.0)
+    assert sum(len(it["changes"]) for it in lat.items) >= 3
+    for it in lat.items:
+        for c in it["changes"]:
+            assert it["captions"][c] != it["captions"][c - 1]  # a change of the caption in force
+    inside = 0
+    for _ in range(10):
+        clip = lat.sample(4)
+        for (ep, s), cap in zip(clip.start, clip.captions):
+            it = next(i for i in lat.items if i["episode"].name == ep.name)
+            near = [c for c in it["changes"] if s - F // 2 <= c <= s + F - 1]
+            assert near and cap == it["captions"][s + F - 1]
+            inside += any(c > s for c in near)
+    assert inside >= 20  # mostly the change falls after the clip's first frame
+    plain, zero = (LatentClips(str(ds), "default", "train", F, seed=3, **kw) for kw in ({}, {"change_share": 0.0}))
+    assert [x.start for x in (plain.sample(8), plain.sample(8))] == [x.start for x in (zero.sample(8), zero.sample(8))]
+    with pytest.raises(ValueError, match="change_share"):
+        LatentClips(str(ds), "default", "train", F, change_share=1.5)
+
+    # a run saved before the setting existed resumes under its default, and refuses another value
+    out = tmp_path / "run"
+    train_teacher(_cfg(latent_dataset, 2, bf16=False, samples=False), out, progress=False)
+    meta = json.loads((out / "config.json").read_text())
+    del meta["train"]["change_share"]
+    (out / "config.json").write_text(json.dumps(meta))
+    assert train_teacher(_cfg(latent_dataset, 3, bf16=False, samples=False), out, progress=False)["step"] == 3
+    with pytest.raises(CheckpointError, match="change_share"):
+        train_teacher(_cfg(latent_dataset, 4, bf16=False, samples=False, change_share=0.5), out, progress=False)

@@ -221,7 +221,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  text_scale=a.text_scale, action_scale=a.action_scale,
                                  self_forcing_from=a.self_forcing_from, self_forcing_share=a.self_forcing_share,
                                  rollout_chunks=a.rollout_chunks, rollout_steps=a.rollout_steps,
-                                 init_from=a.init_from, lr=a.lr,
+                                 change_share=a.change_share, init_from=a.init_from, lr=a.lr,
                                  objective=a.objective, fake_lr=a.fake_lr, fake_updates=a.fake_updates,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
         metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
@@ -232,7 +232,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  batch=a.batch or 8, chunks=a.chunks, lr=a.lr or 3e-4, warmup=a.warmup,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, window=a.window,
                                  sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
-                                 compile=a.compile, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
+                                 compile=a.compile, change_share=a.change_share, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -445,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch.compile the blocks' dense parts: ~20%% faster steps after a minute of compiling")
     tt.add_argument("--task-probs", type=float, nargs=5, metavar="P",
                     help="shares of joint, video|audio, audio|video, image->world, continuation (default .5 .15 .15 .1 .1)")
+    tt.add_argument("--change-share", type=float, default=0.0,
+                    help="share of clips drawn around a caption change, whose history does not yet show the prompt "
+                         "(default 0: ~4%% of plain clips hold one)")
     tt.set_defaults(fn=cmd_train)
 
     tl = tsub.add_parser("all", help="the whole pipeline on overworld data: record, autoencoders, teacher, "
@@ -474,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--self-forcing-share", type=float, default=0.5, help="share of own-rollout batches from then on")
     ts.add_argument("--rollout-chunks", type=int, default=16)
     ts.add_argument("--rollout-steps", type=int, default=1, help="student steps per chunk in its own rollouts")
+    ts.add_argument("--change-share", type=float, default=0.0,
+                    help="share of clips drawn around a caption change, whose history does not yet show the prompt "
+                         "(default 0: ~4%% of plain clips hold one)")
     ts.add_argument("--objective", choices=("regression", "dmd"), default="regression",
                     help="own-rollout batches: regression onto the teacher's ODE endpoint, or distribution matching")
     ts.add_argument("--fake-lr", type=float, default=1e-4, help="dmd: the fake score's learning rate")

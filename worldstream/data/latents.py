@@ -2,8 +2,16 @@
 
 A clip is K chunks of consecutive latent frames of one episode, with the action of every
 frame and the caption in force at its last frame (the latest caption at or before it).
+
 Batches are bucketed by latent size, so clips of different resolutions and aspect ratios train
 in the same run without cropping (each batch has one size).
+
+``change_share`` > 0 draws that share of clips around a caption change (a condition the
+recording changed: "it begins to snow"; the world blends into it over a second): the change falls
+inside the clip, or at most half a clip before it, so the clip's caption is the new one while its
+first chunks mostly still show the old condition. In plain draws only ~4% of clips hold a change (log.md,
+thirteenth session): almost every clip's history already shows what its caption says, so a
+model learns to copy the history and to ignore the prompt.
 """
 from __future__ import annotations
 
@@ -39,10 +47,14 @@ def dataset_paths(dataset: str | Path) -> list[Path]:
 class LatentClips:
     """Clips from one or more datasets (comma-separated) that share fps, actions and autoencoders."""
 
-    def __init__(self, dataset: str | Path, name: str, split: str, frames: int, seed: int = 0):
+    def __init__(self, dataset: str | Path, name: str, split: str, frames: int, seed: int = 0,
+                 change_share: float = 0.0):
+        if not 0.0 <= change_share <= 1.0:
+            raise ValueError(f"change_share {change_share}: a share of clips, from 0 to 1")
         self.datasets = [Dataset(p) for p in dataset_paths(dataset)]
         self.ds = self.datasets[0]  # manifest (fps, actions) and autoencoders are shared by all
         self.frames = frames
+        self.change_share = change_share
         self.rng = np.random.default_rng(seed)
         self.items = []
         for ds in self.datasets:
@@ -77,20 +89,29 @@ class LatentClips:
             if T < frames:
                 continue
             recs = ep.records()
-            caption, active = "", []
-            for r in recs[:T]:
+            caption, active, changes = "", [], []
+            for i, r in enumerate(recs[:T]):
+                if i and r.get("caption") and r["caption"] != caption:
+                    changes.append(i)
                 caption = r.get("caption") or caption
                 active.append(caption)
             self.items.append({"episode": ep, "video": t["video"], "audio": t.get("audio"), "captions": active,
+                               "changes": changes,
                                "actions": torch.tensor([-1 if r.get("action") is None else r["action"] for r in recs[:T]])})
 
     def sample(self, batch: int) -> LatentClip:
         keys = sorted(self.buckets)
         bucket = self.buckets[keys[int(self.rng.integers(len(keys)))]]
         vids, auds, acts, caps, starts = [], [], [], [], []
+        changing = [i for i in bucket if self.items[i]["changes"]] if self.change_share else []
         for _ in range(batch):
-            it = self.items[bucket[int(self.rng.integers(len(bucket)))]]
-            s = int(self.rng.integers(it["video"].shape[0] - self.frames + 1))
+            # (no extra draws when change_share is 0: the clips are those of a run without it)
+            if changing and self.rng.random() < self.change_share:
+                it = self.items[changing[int(self.rng.integers(len(changing)))]]
+                s = self._around_change(it)
+            else:
+                it = self.items[bucket[int(self.rng.integers(len(bucket)))]]
+                s = int(self.rng.integers(it["video"].shape[0] - self.frames + 1))
             vids.append(it["video"][s : s + self.frames].float())
             if it["audio"] is not None:
                 tpf = self.tokens_per_frame
@@ -99,6 +120,14 @@ class LatentClips:
             caps.append(it["captions"][s + self.frames - 1])
             starts.append((it["episode"], s))
         return LatentClip(torch.stack(vids), torch.stack(auds) if auds else None, torch.stack(acts), caps, starts)
+
+    def _around_change(self, it: dict) -> int:
+        """A start whose clip ends at or after one of the episode's caption changes (so the clip's
+        caption is the new one) and begins at most half a clip after it (the world still blending in)."""
+        c = it["changes"][int(self.rng.integers(len(it["changes"])))]
+        lo = max(0, c - self.frames + 1)
+        hi = min(it["video"].shape[0] - self.frames, c + self.frames // 2)
+        return int(self.rng.integers(lo, hi + 1))  # (never empty: the episode holds a clip, c < its length)
 
     def fixed(self, batch: int, seed: int = 4321) -> LatentClip:
         keep, self.rng = self.rng, np.random.default_rng(seed)

@@ -69,6 +69,9 @@ class StudentTrainConfig:
     self_forcing_share: float = 0.5
     rollout_chunks: int = 16  # own-rollout length (longer than the window: exercises eviction)
     rollout_steps: int = 1  # student steps per chunk while rolling out (as the shipped student streams)
+    # share of clips drawn around a caption change (``LatentClips``): the teacher's answer to a prompt
+    # the history does not show yet, which plain clips almost never ask for
+    change_share: float = 0.0
     init_from: str = ""  # start from this student's (EMA) weights instead of the teacher's (train further)
     objective: str = "regression"  # own-rollout batches: "regression" onto the teacher's ODE endpoint, or "dmd"
     fake_lr: float = 1e-4  # dmd: the fake score's learning rate
@@ -288,7 +291,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         fake_opt = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, betas=(0.9, 0.95), weight_decay=0.0)
     cf = teacher.cfg.chunk_frames
     frames = (max(cfg.history, cfg.rollout_chunks) + 1) * cf
-    train = LatentClips(cfg.dataset, cfg.latents, "train", frames, seed=cfg.seed)
+    train = LatentClips(cfg.dataset, cfg.latents, "train", frames, seed=cfg.seed, change_share=cfg.change_share)
     heldout = LatentClips(cfg.dataset, cfg.latents, "heldout", frames, seed=cfg.seed + 1)
     if train.ident.get("video_ae", {}).get("sha256") != tmeta["latents"]["video_ae"]["sha256"]:
         raise ValueError(f"latent cache {cfg.latents!r} was not made with the teacher's video autoencoder; "
@@ -301,8 +304,8 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     out.mkdir(parents=True, exist_ok=True)
     if has_run(out):
         if fake is not None:
-            resume_run(out / FAKE, to_dict(cfg), fake, fake, fake_opt)
-        meta = resume_run(out, to_dict(cfg), student, ema, opt)
+            resume_run(out / FAKE, cfg, fake, fake, fake_opt)
+        meta = resume_run(out, cfg, student, ema, opt)
         train.rng.bit_generator.state = meta["sampler_rng"]
         rng.bit_generator.state = meta["draw_rng"]
         g.set_state(torch.tensor(meta["noise_rng"], dtype=torch.uint8))

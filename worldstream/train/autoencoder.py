@@ -151,7 +151,7 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     stats_x = _batch(cfg, train, 16, fixed=True)
     step, metrics = 0, {}
     if has_run(out):
-        meta = resume_run(out, to_dict(cfg), model, ema, opt)
+        meta = resume_run(out, cfg, model, ema, opt)
         train.rng.bit_generator.state = meta["sampler_rng"]
         step, metrics = int(meta["step"]), meta.get("metrics", {})
     log = open(out / "log.jsonl", "a")

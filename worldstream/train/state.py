@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import CheckpointError, load_into, load_json, load_tensors, save_json, save_tensors
+from ..config import to_dict
 
 
 def cosine_lr(base: float, warmup: int, total: int, step: int) -> float:
@@ -61,17 +63,22 @@ def save_run(out: Path, model: torch.nn.Module, ema: torch.nn.Module, opt: torch
     save_json(out / "config.json", meta)
 
 
-def resume_run(out: Path, train_cfg: dict[str, Any], model: torch.nn.Module, ema: torch.nn.Module,
+def resume_run(out: Path, cfg: Any, model: torch.nn.Module, ema: torch.nn.Module,
                opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load a run saved by ``save_run``; refuses a run with other settings (except ``steps``,
-    ``eval_every`` and ``compile``)."""
+    """Load a run saved by ``save_run``; refuses a run with other settings than ``cfg`` (a train
+    config dataclass) except ``steps``, ``eval_every`` and ``compile``. A setting added since the
+    run was saved counts as its default there (new settings start off)."""
     meta = load_json(out / "config.json")
-    train_cfg = json.loads(json.dumps(train_cfg))  # compare as stored: tuples become lists
+    train_cfg = json.loads(json.dumps(to_dict(cfg)))  # compare as stored: tuples become lists
+    saved = dict(meta["train"])
+    for f in dataclasses.fields(cfg):
+        if f.name not in saved and f.default is not dataclasses.MISSING:
+            saved[f.name] = json.loads(json.dumps(f.default))
     # only the stopping point (and how often it is evaluated) may change between runs: raising
     # --steps extends a run (the cosine schedule then stretches to the new end), lowering it ends
     # it sooner; anything else means a different experiment
     free = ("steps", "eval_every", "compile")  # compiling changes how a step runs, not what it computes
-    diff = {k: (meta["train"].get(k), v) for k, v in train_cfg.items() if meta["train"].get(k) != v and k not in free}
+    diff = {k: (saved.get(k), v) for k, v in train_cfg.items() if saved.get(k) != v and k not in free}
     if diff:
         raise CheckpointError(f"{out} was trained with other settings {diff} (saved, now); use another --out or "
                               f"the same settings to resume")

@@ -56,6 +56,8 @@ class TeacherTrainConfig:
     p_drop_action: float = 0.1
     history_noise: float = 0.1  # largest noise level of given history (continuation)
     task_probs: tuple[float, ...] = (0.5, 0.15, 0.15, 0.1, 0.1)  # in the order of TASKS
+    # share of clips drawn around a caption change (``LatentClips``): a prompt the history does not show yet
+    change_share: float = 0.0
     audio_weight: float = 0.5
     eval_every: int = 250
     save_every_s: float = 60.0
@@ -227,7 +229,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         raise ValueError(f"global batch {cfg.batch} must be divisible by the {world} processes")
     torch.manual_seed(cfg.seed)  # same on every rank: same init, same global draws
     prompts = PromptBank()
-    train = LatentClips(cfg.dataset, cfg.latents, "train", cfg.chunks, seed=cfg.seed)
+    train = LatentClips(cfg.dataset, cfg.latents, "train", cfg.chunks, seed=cfg.seed, change_share=cfg.change_share)
     heldout = LatentClips(cfg.dataset, cfg.latents, "heldout", cfg.chunks, seed=cfg.seed + 1)
     mcfg = model_config(cfg, train)
     model = Omni(mcfg)
@@ -243,7 +245,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     if has_run(out):
-        meta = resume_run(out, to_dict(cfg), model, ema, opt)
+        meta = resume_run(out, cfg, model, ema, opt)
         train.rng.bit_generator.state = meta["sampler_rng"]
         step, metrics = int(meta["step"]), meta.get("metrics", {})
     if cfg.compile:
