@@ -7,6 +7,7 @@ always says exactly what runs (no ``getattr(cfg, "x", default)``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from typing import Any, TypeVar
 
@@ -16,6 +17,25 @@ T = TypeVar("T")
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON-ready dict of a config dataclass (nested dataclasses become dicts)."""
     return dataclasses.asdict(cfg)
+
+
+def as_stored(cfg: Any) -> dict[str, Any]:
+    """A config dataclass as its saved JSON reads back (tuples become lists), to compare with one."""
+    return json.loads(json.dumps(to_dict(cfg)))
+
+
+def stored_with_defaults(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
+    """A config of ``cls`` saved (as a dict) before some of its fields existed, those fields filled in
+    with their defaults as stored: settings added later start off, so what was saved still matches."""
+    out = dict(saved)
+    for f in dataclasses.fields(cls):
+        if f.name in out:
+            continue
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = json.loads(json.dumps(f.default, default=to_dict))
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = json.loads(json.dumps(f.default_factory(), default=to_dict))
+    return out
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import from_dict, to_dict
+from ..config import as_stored, from_dict, stored_with_defaults, to_dict
 from ..worlds.overworld.conditions import SEASONS, TIMES, WEATHERS
 from ..worlds.overworld.policy import ExplorerConfig, explore
 from ..worlds.overworld.terrain import GROUNDS
@@ -113,9 +113,10 @@ def record(dataset: str | Path, cfg: RecordConfig, workers: int = 1, progress: b
     mpath = dataset / "manifest.json"
     if mpath.exists():
         old = json.loads(mpath.read_text()).get("record_config")
-        as_saved = lambda d: json.loads(json.dumps(d))  # noqa: E731  (tuples as the manifest holds them: lists)
-        new_explorer = as_saved(base["record_config"]["explorer"])
-        old_explorer = None if old is None else as_saved(old.get("explorer", to_dict(ExplorerConfig())))  # (older: the defaults)
+        new_explorer = as_stored(cfg.explorer)
+        # a dataset recorded before an explorer setting existed (or before the explorer was saved at
+        # all) was recorded with its default
+        old_explorer = None if old is None else stored_with_defaults(ExplorerConfig, old.get("explorer", {}))
         if old is not None and (old["world"] != base["record_config"]["world"] or old["frames"] != cfg.frames
                                 or old_explorer != new_explorer):
             diff = {k: (old["world"].get(k), v) for k, v in base["record_config"]["world"].items() if old["world"].get(k) != v}

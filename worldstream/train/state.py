@@ -6,8 +6,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import os
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import CheckpointError, load_into, load_json, load_tensors, save_json, save_tensors
-from ..config import to_dict
+from ..config import as_stored, stored_with_defaults
 
 
 def cosine_lr(base: float, warmup: int, total: int, step: int) -> float:
@@ -69,11 +67,8 @@ def resume_run(out: Path, cfg: Any, model: torch.nn.Module, ema: torch.nn.Module
     config dataclass) except ``steps``, ``eval_every`` and ``compile``. A setting added since the
     run was saved counts as its default there (new settings start off)."""
     meta = load_json(out / "config.json")
-    train_cfg = json.loads(json.dumps(to_dict(cfg)))  # compare as stored: tuples become lists
-    saved = dict(meta["train"])
-    for f in dataclasses.fields(cfg):
-        if f.name not in saved and f.default is not dataclasses.MISSING:
-            saved[f.name] = json.loads(json.dumps(f.default))
+    train_cfg = as_stored(cfg)  # compare as stored: tuples become lists
+    saved = stored_with_defaults(type(cfg), meta["train"])
     # only the stopping point (and how often it is evaluated) may change between runs: raising
     # --steps extends a run (the cosine schedule then stretches to the new end), lowering it ends
     # it sooner; anything else means a different experiment
