@@ -244,3 +244,38 @@ def test_tiny_video_ae_learns_in_seconds(tiny_dataset, tmp_path):
     before = train_autoencoder(dataclasses.replace(cfg, steps=1, eval_every=1), tmp_path / "a", progress=False)
     after = train_autoencoder(cfg, tmp_path / "b", progress=False)
     assert after["psnr"] > before["psnr"] + 3, (before, after)
+
+
+def test_shift_latent_moves_a_linear_field_exactly():
+    """Bilinear interpolation reproduces a linear field at any fractional offset, so the shift
+    loss's target is the moved latent, not an approximation of it."""
+    from worldstream.train.autoencoder import shift_latent
+
+    i, j = torch.meshgrid(torch.arange(6.0), torch.arange(5.0), indexing="ij")
+    z = (i + 2 * j)[None, None].repeat(2, 3, 1, 1)
+    for fy, fx in ((0.125, 0.0), (0.5, 0.25), (0.875, 0.625)):
+        torch.testing.assert_close(shift_latent(z, fy, fx), (i + fy + 2 * (j + fx))[:-1, :-1].expand(2, 3, 5, 4))
+
+
+def test_shift_loss_makes_the_latent_follow_a_moved_frame(tmp_path):
+    """The shift-consistency loss trains (init from another run, resumable config) and lowers the
+    held-out latent shift error against the same run without it; too-small crops are refused."""
+    from worldstream.data.record import RecordConfig, record
+    from worldstream.train.autoencoder import AETrainConfig, train_autoencoder
+    from worldstream.worlds.overworld import OverworldConfig
+
+    data = tmp_path / "ds"
+    record(data, RecordConfig(world=OverworldConfig(width=48, height=48), episodes=10, frames=12), progress=False)
+    cfg = AETrainConfig(kind="video", preset="tiny", dataset=str(data), steps=40, batch=4, clip_frames=2, crop=32,
+                        lr=3e-3, eval_every=40, eval_clips=4)
+    base = train_autoencoder(cfg, tmp_path / "base", progress=False)
+    plain = train_autoencoder(dataclasses.replace(cfg, init_from=str(tmp_path / "base")), tmp_path / "plain", progress=False)
+    shifted = train_autoencoder(dataclasses.replace(cfg, init_from=str(tmp_path / "base"), shift_weight=1.0),
+                                tmp_path / "shifted", progress=False)
+    assert {"shift_1px", "shift_2px", "shift_4px"} <= set(base)
+    assert shifted["shift_2px"] < 0.7 * plain["shift_2px"], (plain, shifted)
+    assert shifted["psnr"] > base["psnr"] - 3, (base, shifted)  # still an autoencoder
+    with pytest.raises(ValueError, match="at least 32 px"):
+        train_autoencoder(dataclasses.replace(cfg, crop=16, shift_weight=1.0), tmp_path / "small", progress=False)
+    with pytest.raises(ValueError, match="video autoencoder only"):
+        AETrainConfig(kind="audio", preset="tiny", dataset=str(data), shift_weight=1.0)

@@ -211,7 +211,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         defaults = {"video": ("f8", 8, 4), "audio": ("default", 16, 8)}[a.kind]
         cfg = AETrainConfig(kind=a.kind, preset=a.preset or defaults[0], dataset=a.data, steps=a.steps,
                             batch=a.batch or defaults[1], clip_frames=a.clip_frames or defaults[2], lr=a.lr, crop=a.crop,
-                            eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
+                            eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, shift_weight=a.shift_weight,
+                            init_from=a.init_from or "")
         metrics = train_autoencoder(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     elif a.what == "student":
         from .distill.student import StudentTrainConfig, train_student
@@ -420,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--seed", type=int, default=0)
     ta.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ta.add_argument("--max-minutes", type=float, default=None, help="save and stop after this long (resume later)")
+    ta.add_argument("--shift-weight", type=float, default=0.0,
+                    help="video: weight of the shift-consistency loss (a moved frame encodes to the moved latent); 0 = off")
+    ta.add_argument("--init-from", help="start from this autoencoder run's weights (fine-tuning)")
     ta.set_defaults(fn=cmd_train)
     tt = tsub.add_parser("teacher", help="the many-step Omni teacher on a latent cache (also under torchrun)")
     tt.add_argument("--data", required=True, help="dataset folder(s) with a latent cache (worldstream encode); several, comma-separated, train together")

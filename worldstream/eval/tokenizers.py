@@ -38,8 +38,10 @@ def eval_video(ckpt: str | Path, dataset: str | Path, frames: int = 96, out: Pat
     res: dict[str, Any] = {"checkpoint": str(ckpt), "config": {k: v for k, v in vars(model.cfg).items()},
                            "params_encoder": sum(p.numel() for n, p in model.named_parameters() if n.startswith("enc")),
                            "params_decoder": sum(p.numel() for n, p in model.named_parameters() if n.startswith("dec"))}
+    from ..train.autoencoder import latent_shift_error
+
     psnrs = {"fp32": [], "bf16": []}
-    ssims = []
+    ssims, shifts = [], []
     examples = []
     for ep in ds.split("heldout"):
         n = min(frames, ep.n_frames) // tt * tt
@@ -47,6 +49,7 @@ def eval_video(ckpt: str | Path, dataset: str | Path, frames: int = 96, out: Pat
         H, W = f.shape[1] // s * s, f.shape[2] // s * s
         x = torch.from_numpy(f[:, :H, :W]).permute(0, 3, 1, 2)[None].float() / 255.0
         z = model.encode(x)
+        shifts.append(latent_shift_error(model, x[:, : 16 // tt * tt]))
         for mode in ("fp32", "bf16"):
             state, ys = {}, []
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16"):
@@ -62,6 +65,9 @@ def eval_video(ckpt: str | Path, dataset: str | Path, frames: int = 96, out: Pat
     res["psnr_db_p10"] = float(np.percentile(psnrs["fp32"], 10))
     res["psnr_db_bf16_decode"] = float(np.mean(psnrs["bf16"]))
     res["ssim"] = float(np.mean(ssims))
+    # how predictable a scrolling world is in this latent: 0 = a moved frame's latent is the moved
+    # latent, ~1 = unrelated (train/autoencoder.py, ``latent_shift_error``)
+    res["latent_shift_error"] = {f"{k}px": float(np.mean([d[k] for d in shifts])) for k in shifts[0]}
     x1 = torch.rand(1, tt, 3, 128, 128)
     z1 = model.encode(x1)
     for mode in ("fp32", "bf16"):
@@ -141,13 +147,15 @@ def run(dataset: str, video_aes: list[str], audio_ae: str | None, out: str | Pat
 
 
 def format_table(res: dict[str, Any]) -> str:
-    lines = ["| video AE | params enc/dec | held-out PSNR (dB) | p10 | bf16 decode PSNR | SSIM | decode ms/frame fp32 / bf16 | encode ms/frame fp32 / bf16 |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| video AE | params enc/dec | held-out PSNR (dB) | p10 | bf16 decode PSNR | SSIM | latent shift error 1 / 2 / 4 px "
+             "| decode ms/frame fp32 / bf16 | encode ms/frame fp32 / bf16 |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for v in res["video"]:
         c = v["config"]
         lines.append(f"| {Path(v['checkpoint']).name} (f{c['spatial']} t{c['temporal']} c{c['latent_channels']}) | "
                      f"{v['params_encoder'] / 1e6:.2f}M / {v['params_decoder'] / 1e6:.2f}M | {v['psnr_db']:.2f} | "
                      f"{v['psnr_db_p10']:.2f} | {v['psnr_db_bf16_decode']:.2f} | {v['ssim']:.3f} | "
+                     + " / ".join(f"{e:.3f}" for e in v["latent_shift_error"].values()) + " | "
                      f"{v['decode_ms_per_frame_128_fp32']:.1f} / {v['decode_ms_per_frame_128_bf16']:.1f} | "
                      f"{v['encode_ms_per_frame_128_fp32']:.1f} / {v['encode_ms_per_frame_128_bf16']:.1f} |")
     a = res.get("audio")

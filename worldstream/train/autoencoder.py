@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import load_into, load_tensors
 from ..config import to_dict
 from ..data.loader import ClipSampler
 from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
@@ -50,10 +51,21 @@ class AETrainConfig:
     eval_clips: int = 8
     bf16: bool = True  # autocast the forward pass (AMX on CPU; checked against fp32 at eval)
     seed: int = 0
+    # video: weight of the shift-consistency loss (0 = off). The f8 latent of a frame moved by 1 px
+    # differs from the unmoved one by 13% of the latent variance and by 4 px it is as different as an
+    # unrelated frame (docs/log.md, fourteenth session), while the game scrolls 1-2 px a frame, so a
+    # world model would have to learn the encoder's aliasing for every sub-latent-pixel phase. With
+    # this loss a crop moved by (dy, dx) < 8 px must encode to the unmoved latent moved by
+    # (dy, dx) / 8 latent pixels with bilinear interpolation, and that moved latent must decode to
+    # the moved crop: translation equivariance in the spirit of EQ-VAE (Kouzelis et al. 2025).
+    shift_weight: float = 0.0
+    init_from: str = ""  # start from this autoencoder run's (EMA) weights, e.g. to add the shift loss
 
     def __post_init__(self) -> None:
         if self.kind not in ("video", "audio"):
             raise ValueError(f"kind must be video or audio, got {self.kind!r}")
+        if self.shift_weight < 0 or (self.shift_weight and self.kind != "video"):
+            raise ValueError(f"shift_weight {self.shift_weight}: a weight >= 0, for the video autoencoder only")
 
 
 def _build(cfg: AETrainConfig) -> torch.nn.Module:
@@ -61,21 +73,45 @@ def _build(cfg: AETrainConfig) -> torch.nn.Module:
 
 
 def _batch(cfg: AETrainConfig, sampler: ClipSampler, n: int, fixed: bool = False, align: int = 16) -> torch.Tensor:
+    """Training clips (random crops); with the shift loss each crop is ``align`` px larger, the
+    margin the moved copy is cut from (``_loss``)."""
     frames, audio = sampler.fixed(n) if fixed else sampler.sample(n)
     if cfg.kind == "video":
-        if not fixed and cfg.crop and cfg.crop < min(frames.shape[2:4]):
+        size = cfg.crop + (align if cfg.shift_weight and not fixed else 0)
+        if not fixed and cfg.crop and size <= min(frames.shape[2:4]):
             # a random crop on the latent grid: 4x cheaper steps at 64 px, so far more steps per hour
             # (measured: docs/log.md); eval and stats use full frames
             H, W = frames.shape[2:4]
-            oy = int(sampler.rng.integers((H - cfg.crop) // align + 1)) * align
-            ox = int(sampler.rng.integers((W - cfg.crop) // align + 1)) * align
-            frames = frames[:, :, oy : oy + cfg.crop, ox : ox + cfg.crop]
+            oy = int(sampler.rng.integers((H - size) // align + 1)) * align
+            ox = int(sampler.rng.integers((W - size) // align + 1)) * align
+            frames = frames[:, :, oy : oy + size, ox : ox + size]
         return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 1, 4, 2, 3).float() / 255.0  # (B, T, 3, H, W)
     return torch.from_numpy(audio)  # (B, L)
 
 
+def shift_latent(z: torch.Tensor, fy: float, fx: float) -> torch.Tensor:
+    """``z`` (..., h, w) moved by fractions fy, fx in [0, 1) of a latent pixel toward the origin,
+    bilinear: (..., h - 1, w - 1), cell (i, j) read at (i + fy, j + fx)."""
+    a, b = z[..., :-1, :-1], z[..., :-1, 1:]
+    c, d = z[..., 1:, :-1], z[..., 1:, 1:]
+    return (1 - fy) * ((1 - fx) * a + fx * b) + fy * ((1 - fx) * c + fx * d)
+
+
 def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     mc = model.cfg
+    parts: dict[str, float] = {}
+    moved = None
+    if cfg.kind == "video" and cfg.shift_weight:
+        s = mc.spatial
+        ch, cw = x.shape[-2] - s, x.shape[-1] - s  # the crop, cut from a clip with an s-px margin (``_batch``)
+        if min(ch, cw) < 4 * s:
+            raise ValueError(f"the shift loss needs crops of at least {4 * s} px (4 latent pixels) plus a {s} px "
+                             f"margin; got {tuple(x.shape[-2:])}: raise --crop or use larger frames")
+        dy, dx = (int(v) for v in torch.randint(0, s, (2,)))
+        if dy == dx == 0:
+            dx = 1
+        moved = (dy, dx)
+        x = torch.cat([x[..., :ch, :cw], x[..., dy : dy + ch, dx : dx + cw]])  # unmoved and moved, one pass
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
         y, z = model(x, noise=mc.latent_noise)
     y, z = y.float(), z.float()
@@ -84,7 +120,20 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dic
         l1 = F.l1_loss(y, x)
         s = ssim(y.flatten(0, 1).clamp(0, 1), x.flatten(0, 1))
         loss = l1 + cfg.ssim_weight * (1 - s) + reg
-        return loss, {"l1": l1.item(), "ssim": s.item()}
+        parts.update(l1=l1.item(), ssim=s.item())
+        if moved is not None:
+            z0, z1 = z.chunk(2)
+            zt = shift_latent(z0, moved[0] / mc.spatial, moved[1] / mc.spatial)
+            # encoder side: the moved crop's latent is the moved latent (away from the zero-padded border)
+            lat = (z1[..., 1:-1, 1:-1] - zt[..., 1:, 1:]).pow(2).mean() / z0.detach().var().clamp_min(1e-6)
+            # decoder side: the moved latent decodes to the moved crop (EQ-VAE), border excluded
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                yt = model.decode_raw(zt).float()
+            e = mc.spatial
+            dec = F.l1_loss(yt[..., e:-e, e:-e], x.chunk(2)[1][..., e : -2 * e, e : -2 * e])
+            loss = loss + cfg.shift_weight * lat + dec
+            parts.update(shift=lat.item(), shift_l1=dec.item())
+        return loss, parts
     stft = multi_res_stft_loss(y, x)
     l1 = F.l1_loss(y, x)
     loss = stft + l1 + reg
@@ -92,13 +141,32 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dic
 
 
 @torch.no_grad()
+def latent_shift_error(model, x: torch.Tensor, shifts: tuple[int, ...] = (1, 2, 4)) -> dict[int, float]:
+    """How far the latent of frames moved by s px (right and down together) is from the unmoved
+    latent moved by s / spatial latent pixels (bilinear), as a share of the latent variance, away
+    from the border: 0 for a perfectly translation-equivariant encoder, ~1 for one whose latent
+    of a moved frame is unrelated to the unmoved one."""
+    e = model.cfg.spatial
+    H, W = x.shape[-2:]
+    z0 = model.encode_raw(x[..., : H - e, : W - e])
+    out = {}
+    for s in shifts:
+        z1 = model.encode_raw(x[..., s : H - e + s, s : W - e + s])
+        zt = shift_latent(z0, s / e, s / e)
+        out[s] = ((z1[..., 1:-1, 1:-1] - zt[..., 1:, 1:]).pow(2).mean() / z0.var()).item()
+    return out
+
+
+@torch.no_grad()
 def evaluate(kind: str, model, x: torch.Tensor) -> dict[str, float]:
-    """Held-out reconstruction metrics in fp32 (what a user gets from encode -> decode)."""
+    """Held-out reconstruction metrics in fp32 (what a user gets from encode -> decode); for video
+    also the latent's shift error at 1, 2 and 4 px (``latent_shift_error``)."""
     model.eval()
     y = model.decode(model.encode(x))
     if kind == "video":
         yc = y.clamp(0, 1)
-        return {"psnr": psnr(yc, x), "ssim": ssim(yc.flatten(0, 1), x.flatten(0, 1)).item()}
+        shift = {f"shift_{s}px": v for s, v in latent_shift_error(model, x).items()}
+        return {"psnr": psnr(yc, x), "ssim": ssim(yc.flatten(0, 1), x.flatten(0, 1)).item(), **shift}
     return {"spectral_distance_db": spectral_distance(y, x), "si_snr_db": si_snr(y, x)}
 
 
@@ -141,6 +209,12 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     ema = copy.deepcopy(model)
     for p in ema.parameters():
         p.requires_grad_(False)
+    if cfg.init_from:
+        src = Path(cfg.init_from) / "model.safetensors"
+        if not src.exists():
+            raise FileNotFoundError(f"--init-from {cfg.init_from}: no model.safetensors there (an autoencoder run folder?)")
+        load_into(model, load_tensors(src), src)
+        ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     video = cfg.kind == "video"
     train = ClipSampler(cfg.dataset, "train", cfg.clip_frames, seed=cfg.seed, with_frames=video, with_audio=not video)

@@ -1,6 +1,7 @@
 """`worldstream train all`: the whole pipeline on `overworld` data, one command, resumable.
 
-    record (two resolutions) -> video and audio autoencoders -> latents -> teacher (unbounded view)
+    record (two resolutions) -> video and audio autoencoders (the video one then fine-tuned for shift
+    consistency when the preset asks) -> latents -> teacher (unbounded view)
     -> teacher fine-tuned with the streaming view (window, sinks, memory) -> student (1-4 steps)
     -> evaluation -> a self-contained bundle of the student (``worldstream export``)
 
@@ -35,6 +36,10 @@ class PipelineConfig:
     wide_size: tuple[int, int] = (160, 96)  # a second aspect ratio: native-resolution training
     video_ae: str = "f8"
     video_ae_steps: int = 3000
+    # then this many steps of the shift-consistency loss at this weight (0 = none; docs/tokenizers.md):
+    # a frame moved by a few pixels must encode to the moved latent, so scrolling is predictable
+    video_ae_shift: float = 0.0
+    video_ae_shift_steps: int = 1000
     audio_ae: str = "default"
     audio_ae_steps: int = 1500
     omni: str = "default"
@@ -139,9 +144,19 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
         train_autoencoder(AETrainConfig(kind="audio", preset=p.audio_ae, dataset=str(data), steps=p.audio_ae_steps,
                                         batch=16, clip_frames=8, eval_every=max(1, p.audio_ae_steps // 5)),
                           runs / "audio_ae", progress=progress)
+    video_ae = runs / "video_ae"
+    shifted = p.video_ae_shift and load_json(video_ae / "config.json")["train"].get("shift_weight", 0.0) == 0
+    if shifted:  # (an adopted autoencoder that had it already is used as it is)
+        if not _done(runs / "video_ae_shift", p.video_ae_shift_steps):
+            train_autoencoder(AETrainConfig(kind="video", preset=p.video_ae, dataset=str(data),
+                                            steps=p.video_ae_shift_steps, batch=8, clip_frames=4, lr=2e-4,
+                                            shift_weight=p.video_ae_shift, init_from=str(video_ae),
+                                            eval_every=max(1, p.video_ae_shift_steps // 4)),
+                              runs / "video_ae_shift", progress=progress)
+        video_ae = runs / "video_ae_shift"
     log("[3/7] latents")
     for ds in (data, wide):
-        encode_dataset(ds, runs / "video_ae", runs / "audio_ae", name="pipeline", progress=progress)
+        encode_dataset(ds, video_ae, runs / "audio_ae", name="pipeline", progress=progress)
     both = f"{data},{wide}"
     log("[4/7] teacher")
     tcfg = TeacherTrainConfig(dataset=both, latents="pipeline", preset=p.omni, steps=p.teacher_steps, batch=p.batch,
