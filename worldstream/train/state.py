@@ -89,6 +89,15 @@ def resume_run(out: Path, cfg: Any, model: torch.nn.Module, ema: torch.nn.Module
     return meta
 
 
+def init_weights(model: torch.nn.Module, run: str | Path, what: str) -> None:
+    """``--init-from``: load another run's (EMA) weights into ``model`` before training starts;
+    ``what`` names the kind of run folder expected, for the error."""
+    src = Path(run) / "model.safetensors"
+    if not src.exists():
+        raise FileNotFoundError(f"--init-from {run}: no model.safetensors there (a {what} run folder?)")
+    load_into(model, load_tensors(src), src)
+
+
 def has_run(out: Path) -> bool:
     return (out / "config.json").exists() and (out / "train_state.safetensors").exists()
 

@@ -31,12 +31,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ..checkpoint import load_into, load_tensors
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
 from ..model.omni import Omni, omni_preset
-from .state import cosine_lr, has_run, optimizer_step, resume_run, save_run, train_device
+from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, train_device
 
 TASKS = ("joint", "video|audio", "audio|video", "image->world", "continuation")
 
@@ -234,10 +233,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
     mcfg = model_config(cfg, train)
     model = Omni(mcfg)
     if cfg.init_from:
-        src = Path(cfg.init_from) / "model.safetensors"
-        if not src.exists():
-            raise FileNotFoundError(f"--init-from {cfg.init_from}: no model.safetensors there (a teacher run folder?)")
-        load_into(model, load_tensors(src), src)
+        init_weights(model, cfg.init_from, "teacher")
     model.to(dev)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
