@@ -22,13 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_into, load_tensors
 from ..config import to_dict
 from ..data.loader import ClipSampler
 from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
 from ..tokenizers.losses import multi_res_stft_loss, psnr, si_snr, spectral_distance, ssim
 from ..tokenizers.video_ae import VideoAE, video_ae_preset
-from .state import cosine_lr, has_run, optimizer_step, resume_run, save_run
+from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +51,8 @@ class AETrainConfig:
     bf16: bool = True  # autocast the forward pass (AMX on CPU; checked against fp32 at eval)
     seed: int = 0
     # video: weight of the shift-consistency loss (0 = off). The f8 latent of a frame moved by 1 px
-    # differs from the unmoved one by 13% of the latent variance and by 4 px it is as different as an
-    # unrelated frame (docs/log.md, fourteenth session), while the game scrolls 1-2 px a frame, so a
+    # is 32% of the latent variance away from the unmoved latent moved by 1/8 cell, and by 4 px 83%,
+    # about as far as an unrelated frame's (docs/tokenizers.md, fourteenth session), while the game scrolls 1-2 px a frame, so a
     # world model would have to learn the encoder's aliasing for every sub-latent-pixel phase. With
     # this loss a crop moved by (dy, dx) < 8 px must encode to the unmoved latent moved by
     # (dy, dx) / 8 latent pixels with bilinear interpolation, and that moved latent must decode to
@@ -97,6 +96,13 @@ def shift_latent(z: torch.Tensor, fy: float, fx: float) -> torch.Tensor:
     return (1 - fy) * ((1 - fx) * a + fx * b) + fy * ((1 - fx) * c + fx * d)
 
 
+def shift_residual(z0: torch.Tensor, z1: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of ``z1`` (the latent of the moved frames) from ``zt`` (``z0``, the
+    unmoved latent, moved the same by ``shift_latent``), away from the zero-padded border, as a
+    share of ``z0``'s variance: the shift loss and ``latent_shift_error`` alike."""
+    return (z1[..., 1:-1, 1:-1] - zt[..., 1:, 1:]).pow(2).mean() / z0.detach().var().clamp_min(1e-6)
+
+
 def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     mc = model.cfg
     parts: dict[str, float] = {}
@@ -124,8 +130,7 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dic
         if moved is not None:
             z0, z1 = z.chunk(2)
             zt = shift_latent(z0, moved[0] / mc.spatial, moved[1] / mc.spatial)
-            # encoder side: the moved crop's latent is the moved latent (away from the zero-padded border)
-            lat = (z1[..., 1:-1, 1:-1] - zt[..., 1:, 1:]).pow(2).mean() / z0.detach().var().clamp_min(1e-6)
+            lat = shift_residual(z0, z1, zt)  # encoder side: the moved crop's latent is the moved latent
             # decoder side: the moved latent decodes to the moved crop (EQ-VAE), border excluded
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
                 yt = model.decode_raw(zt).float()
@@ -152,8 +157,7 @@ def latent_shift_error(model, x: torch.Tensor, shifts: tuple[int, ...] = (1, 2, 
     out = {}
     for s in shifts:
         z1 = model.encode_raw(x[..., s : H - e + s, s : W - e + s])
-        zt = shift_latent(z0, s / e, s / e)
-        out[s] = ((z1[..., 1:-1, 1:-1] - zt[..., 1:, 1:]).pow(2).mean() / z0.var()).item()
+        out[s] = shift_residual(z0, z1, shift_latent(z0, s / e, s / e)).item()
     return out
 
 
@@ -210,10 +214,7 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     for p in ema.parameters():
         p.requires_grad_(False)
     if cfg.init_from:
-        src = Path(cfg.init_from) / "model.safetensors"
-        if not src.exists():
-            raise FileNotFoundError(f"--init-from {cfg.init_from}: no model.safetensors there (an autoencoder run folder?)")
-        load_into(model, load_tensors(src), src)
+        init_weights(model, cfg.init_from, "autoencoder")
         ema.load_state_dict(model.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
     video = cfg.kind == "video"
