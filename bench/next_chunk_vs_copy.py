@@ -21,6 +21,7 @@ import torch
 from worldstream.data.latents import LatentClips, PromptBank
 from worldstream.diffusion.flow import interpolate
 from worldstream.engine.generate import load_world_model
+from worldstream.model.omni import previous_frames
 
 
 @torch.no_grad()
@@ -44,7 +45,7 @@ def measure(model, clips: LatentClips, prompts: PromptBank, batches: int, batch:
                     kw = dict(audio=interpolate(c.audio, torch.randn_like(c.audio), ta), t_audio=tv)
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     v, _ = model(video=xt, t_video=tv, actions=c.actions, text=text, text_mask=mask,
-                                 text_pooled=pooled, **kw)
+                                 text_pooled=pooled, prev=previous_frames(x0, model.cfg.chunk_frames), **kw)
                 x0h = xt[:, -1] - t * v[:, -1].float()
                 err.setdefault(f"history t={th}, next t={t}", []).append(((x0h - x0[:, -1]) ** 2).mean((1, 2, 3)))
     idle, copy = torch.cat(idle), torch.cat(copy)

@@ -122,3 +122,37 @@ def test_rollout_chunk_by_chunk_is_deterministic_and_causal():
     img = torch.randn(1, 1, 8, 4, 6)
     v4, _ = rollout(m, cfg, cond, 2, (8, 4, 6), seed=7, first_video=img)
     assert torch.equal(v4[:, 0], img[:, 0])  # image-to-world: the given frame starts the stream
+
+
+@torch.no_grad()
+def test_a_prev_frame_stream_equals_the_teacher_forced_full_pass():
+    """A model that predicts around the previous frame: each streamed chunk (deferred commits, the
+    last frame kept by the rollout) is exactly what one full pass over the finished frames makes."""
+    from worldstream.engine.rollout import Conditioning, RolloutConfig, rollout
+    from worldstream.model.omni import previous_frames
+
+    m = _model(5, prev_frame=True)
+    x = _inputs(B=1, K=4)
+    cond = Conditioning(x["text"][:1], x["text_mask"][:1], x["text_pooled"][:1], x["actions"][:1])
+    cfg = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
+    img = torch.randn(1, 1, 8, 4, 6)
+    v, a = rollout(m, cfg, cond, 4, (8, 4, 6), seed=3, first_video=img)
+    g = torch.Generator().manual_seed(3)
+    noise = [torch.randn(1, 8 * 4 * 6 + 2 * 8, generator=g) for _ in range(4)]  # the rollout's draws, in order
+    for c in range(1, 4):
+        nv = noise[c][:, : 8 * 4 * 6].view(1, 1, 8, 4, 6)
+        na = noise[c][:, 8 * 4 * 6 :].view(1, 2, 8)
+        video, audio = torch.cat([v[:, :c], nv], 1), torch.cat([a[:, : 2 * c], na], 1)
+        t = torch.zeros(1, c + 1)
+        t[:, -1] = 1.0
+        pv, pa = m(video=video, t_video=t, actions=x["actions"][:1, : c + 1], audio=audio, t_audio=t,
+                   text=x["text"][:1], text_mask=x["text_mask"][:1], text_pooled=x["text_pooled"][:1],
+                   prev=previous_frames(video, 1))
+        torch.testing.assert_close(v[:, c], nv[:, 0] - pv[:, -1], rtol=0, atol=1e-4)
+    assert torch.equal(previous_frames(v, 1)[:, 1:], v[:, :-1]) and not previous_frames(v, 1)[:, 0].any()
+    # the previous frame really enters the noisy chunk's tokens and output, and not a clean chunk's tokens
+    pv0, _ = m(video=video, t_video=t, actions=x["actions"][:1, :4], audio=audio, t_audio=t, prev=None)
+    pv1, _ = m(video=video, t_video=t, actions=x["actions"][:1, :4], audio=audio, t_audio=t,
+               prev=previous_frames(video, 1))
+    assert not torch.allclose(pv0[:, -1], pv1[:, -1])
+    torch.testing.assert_close(pv0[:, :-1] - previous_frames(video, 1)[:, :-1], pv1[:, :-1], rtol=0, atol=1e-5)

@@ -93,3 +93,38 @@ def test_distribution_matching_runs_and_resumes_exactly(tiny_teacher, latent_dat
     assert any(not torch.equal(teacher[k], fake[k]) for k in teacher)  # the fake score moved off the teacher
     log = [json.loads(l) for l in open(tmp_path / "a" / "log.jsonl") if '"dmd": true' in l]
     assert log and all(np.isfinite(r["fake"]) and np.isfinite(r["video"]) for r in log)
+
+
+def test_a_prev_frame_world_fine_tunes_distils_and_streams_batched(tiny_teacher, latent_dataset, tmp_path):
+    """A plain teacher fine-tuned into one that predicts around the previous frame (its new layer
+    starts at zero), distilled with self-forcing, then streamed: streams stepped as one batch make
+    what they make alone, so each keeps its own last frame."""
+    from worldstream.engine.batch import signature, step_together
+    from worldstream.train.teacher import TeacherTrainConfig, train_teacher
+
+    torch.set_num_threads(1)
+    tcfg = TeacherTrainConfig(dataset=str(latent_dataset), preset="tiny", steps=2, batch=4, chunks=4, eval_every=2,
+                              warmup=2, window=2, sinks=1, memory_topk=2, init_from=str(tiny_teacher), prev_frame=True,
+                              bf16=False)
+    train_teacher(tcfg, tmp_path / "t", progress=False)
+    w = load_tensors(tmp_path / "t" / "model.safetensors")
+    assert w["prev_in.weight"].abs().sum() > 0  # trained from zero
+    train_student(_cfg(tmp_path / "t", latent_dataset, 3), tmp_path / "s", progress=False)  # step 3: own rollouts
+    world = World.load(tmp_path / "s")
+    assert world.model.cfg.prev_frame
+    cfg = StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0), bf16=False,
+                       memory_chunks=4)
+    streams = [world.stream(p, seed=sd, config=cfg) for p, sd in (("a meadow", 1), ("snow", 2))]
+    twins = [world.stream(p, seed=sd, config=cfg) for p, sd in (("a meadow", 1), ("snow", 2))]
+    for s, t, n in zip(streams, twins, (12, 9)):
+        for i in range(n):
+            s.step(["walk_e", "idle"][i % 2])
+            t.step(["walk_e", "idle"][i % 2])
+    assert signature(streams[0]) is not None and signature(streams[0]) == signature(streams[1])
+    for i in range(3):
+        for s in streams:
+            s.act("run_n")
+        together = step_together(streams)
+        alone = [t.step("run_n") for t in twins]
+        for a, b in zip(together, alone):
+            assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1

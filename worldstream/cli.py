@@ -233,7 +233,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  batch=a.batch or 8, chunks=a.chunks, lr=a.lr or 3e-4, warmup=a.warmup,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, window=a.window,
                                  sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
-                                 compile=a.compile, change_share=a.change_share, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
+                                 compile=a.compile, change_share=a.change_share, prev_frame=a.prev_frame, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -445,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--sinks", type=int, default=0, help="first chunks always attended")
     tt.add_argument("--memory-topk", type=int, default=0, help="evicted chunks each chunk retrieves from memory")
     tt.add_argument("--init-from", help="start from this run's weights (fine-tuning)")
+    tt.add_argument("--prev-frame", action="store_true",
+                    help="predict each frame around the previous one (a copy is the model's easy answer)")
     tt.add_argument("--compile", action="store_true",
                     help="torch.compile the blocks' dense parts: ~20%% faster steps after a minute of compiling")
     tt.add_argument("--task-probs", type=float, nargs=5, metavar="P",

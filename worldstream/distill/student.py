@@ -44,7 +44,7 @@ from ..data.latents import LatentClips, PromptBank
 from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from_velocity
 from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
-from ..model.omni import Omni
+from ..model.omni import Omni, previous_frames
 from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run, train_device
 
 LEVELS = {1: (1.0,), 2: (1.0, 0.5), 4: (1.0, 0.75, 0.5, 0.25)}
@@ -120,7 +120,8 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
         kw = dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
     with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         pv, pa = student(video=video, t_video=t_chunks, actions=cond.actions[:, : video.shape[1]], text=cond.text,
-                         text_mask=cond.text_mask, text_pooled=cond.text_pooled, **kw)
+                         text_mask=cond.text_mask, text_pooled=cond.text_pooled,
+                         prev=previous_frames(video, mc.chunk_frames) if mc.prev_frame else None, **kw)
     n_last = target_v.shape[1]
     x0v = xv - tv * pv[:, -n_last:].float()
     lv = ((x0v - target_v) ** 2).mean()
@@ -146,8 +147,10 @@ def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa
     text = dict(text=cond.text, text_mask=cond.text_mask, text_pooled=cond.text_pooled) if use_text else \
         dict(text=None, text_mask=None, text_pooled=None)
     kw = {} if xa is None else dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
+    video = torch.cat([hist_v, xv], 1)
+    prev = previous_frames(video, mc.chunk_frames) if mc.prev_frame else None  # (the history's: it is clean)
     with torch.autocast(xv.device.type, dtype=torch.bfloat16, enabled=bf16):
-        pv, pa = model(video=torch.cat([hist_v, xv], 1), t_video=t_chunks, actions=actions, **text, **kw)
+        pv, pa = model(video=video, t_video=t_chunks, actions=actions, prev=prev, **text, **kw)
     return pv[:, -xv.shape[1]:].float(), None if xa is None else pa[:, -xa.shape[1]:].float()
 
 

@@ -125,6 +125,8 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
         bb = type(b).__new__(type(b))
         bb.use_text, bb.use_actions, bb.pending = b.use_text, b.use_actions, None
         bb.cache = _stack([s.branches[j].cache for s in streams])
+        lasts = [s.branches[j].last_video for s in streams]
+        bb.last_video = None if any(x is None for x in lasts) else torch.cat(lasts)
         branches.append(bb)
     nt = max(s.text.shape[1] for s in streams)  # (the caches hold the prompts; the pooled ones condition adaLN)
     text = torch.cat([F.pad(s.text, (0, 0, 0, nt - s.text.shape[1])) for s in streams])
@@ -138,6 +140,8 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
     v, a = v.float(), None if a is None else a.float()
     for j in range(len(branches)):
         _split(branches[j].cache, [s.branches[j].cache for s in streams], cf)
+        for r, s in enumerate(streams):
+            s.branches[j].last_video = branches[j].last_video[r : r + 1]
     vstate = _stack_state([s.vstate for s in streams])
     astate = _stack_state([s.astate for s in streams]) if w.aae is not None else None
     vdecode, adecode = w.decoders(s0.config.compile)

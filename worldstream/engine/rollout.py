@@ -22,7 +22,7 @@ import torch
 
 from ..diffusion.flow import SAMPLERS, guided, interpolate, randn, time_grid
 from ..model.cache import KVCache
-from ..model.omni import Omni
+from ..model.omni import Omni, previous_frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +74,7 @@ class Branch:
         self.cache = model.new_cache()
         self.use_text, self.use_actions = use_text, use_actions
         self.pending: Pending | None = None  # a deferred commit
+        self.last_video: torch.Tensor | None = None  # (B, C, h, w) the newest finished frame (``OmniConfig.prev_frame``)
 
     def kwargs(self, cond: Conditioning, frames: slice) -> dict:
         frames = slice(frames.start - cond.action_offset, frames.stop - cond.action_offset)
@@ -129,7 +130,7 @@ def flush(model: Omni, branches: list[Branch]) -> None:
 
 
 def _fused(model: Omni, b: Branch, p: Pending, video: torch.Tensor, t_video: torch.Tensor, audio: torch.Tensor | None,
-           t_audio: torch.Tensor | None, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+           t_audio: torch.Tensor | None, kwargs: dict, prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass over the pending chunk (at its noise level) and this chunk's denoising step;
     commits the pending chunk only; returns this chunk's velocities."""
     cf = p.video.shape[1]
@@ -138,7 +139,8 @@ def _fused(model: Omni, b: Branch, p: Pending, video: torch.Tensor, t_video: tor
     out_v, out_a = model(video=torch.cat([p.video, video], 1), t_video=torch.cat([p.t, t_video], 1),
                          audio=None if p.audio is None else torch.cat([p.audio, audio], 1),
                          t_audio=None if p.audio is None else torch.cat([p.t, t_audio], 1),
-                         cache=b.cache, start_frame=p.start_frame, **kw)
+                         cache=b.cache, start_frame=p.start_frame,
+                         prev=None if prev is None else torch.cat([torch.zeros_like(p.video), prev], 1), **kw)
     b.cache.commit(chunks=1)
     return out_v[:, cf:], (None if out_a is None else out_a[:, na:])
 
@@ -177,6 +179,11 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     gv = _rows(given.video_rows, B, dev) if given.video is not None else no
     ga = _rows(given.audio_rows, B, dev) if given.audio is not None and na else no
     gb = _rows(given.blend_rows, B, dev) & ~gv if given.blend is not None else no
+    prev = None  # every frame's previous finished frame, for a model that predicts around it
+    if mc.prev_frame:
+        last = branches[0].last_video
+        prev = previous_frames(torch.zeros(B, cf, C, h, w, device=dev), cf,
+                               None if last is None else last.to(dev))
 
     def unpack(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         v = z[:, :nv].view(B, cf, C, h, w)
@@ -197,10 +204,10 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
             kw = branch.kwargs(cond, frames)
             p, branch.pending = branch.pending, None
             if p is not None:
-                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw)
+                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw, prev)
             else:
                 out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=ta, cache=branch.cache,
-                                     start_frame=chunk * cf, **kw)
+                                     start_frame=chunk * cf, prev=prev, **kw)
             return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1).float()  # ODE in fp32
 
         return fn
@@ -241,6 +248,7 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
         hv = interpolate(video, eps[:, :nv].view_as(video), cfg.history_noise)
         ha = None if audio is None else interpolate(audio, eps[:, nv:].view_as(audio), cfg.history_noise)
     for b in branches:  # commit the chunk: its keys/values (clean, or lightly noised) become history
+        b.last_video = video[:, -1]
         p = Pending(hv, ha, th, chunk * cf, b.kwargs(cond, frames))
         if defer:
             b.pending = p
@@ -289,6 +297,9 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
             model(video=video[:, frames], t_video=zero, audio=a, t_audio=zero if a is not None else None,
                   cache=b.cache, start_frame=c * cf, **b.kwargs(cond, frames))
             b.cache.commit()
+    if n:
+        for b in branches:
+            b.last_video = video[:, n * cf - 1]
     return n
 
 

@@ -64,6 +64,12 @@ class OmniConfig:
     memory_p: float = 0.0  # > 0: adaptive, keep the fewest chunks whose score mass reaches p (<= memory_topk)
     outside: int = 8  # frames: the time distance at which text, sinks and memory sit
     rope_theta: float = 10000.0
+    # predict around the previous frame: a noisy frame's tokens also see the last clean frame before
+    # its chunk, and the output is F - prev, so the clean guess at t = 1 is x_t - F + prev and the
+    # identity F = x_t copies that frame. The network then learns the noise minus the frame's
+    # *change* instead of rebuilding the whole frame from history through attention, which the
+    # plain parameterisation did worse than a copy (log.md, fourteenth session)
+    prev_frame: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads or (self.width // self.heads) % 2:
@@ -79,6 +85,15 @@ def omni_preset(name: str) -> OmniConfig:
     if name not in presets:
         raise ValueError(f"unknown Omni preset {name!r}; choose from {sorted(presets)}")
     return presets[name]
+
+
+def previous_frames(video: torch.Tensor, chunk_frames: int, before: torch.Tensor | None = None) -> torch.Tensor:
+    """For every frame of video (B, F, C, h, w), the last frame of the chunk before its own
+    (``OmniConfig.prev_frame``): the newest clean frame a stream has when it makes that chunk.
+    The first chunk's is ``before`` (B, C, h, w), or zeros (nothing before it)."""
+    lasts = video[:, chunk_frames - 1 :: chunk_frames]  # (B, K, C, h, w)
+    first = torch.zeros_like(lasts[:, :1]) if before is None else before[:, None].to(video.dtype)
+    return torch.cat([first, lasts[:, :-1]], 1).repeat_interleave(chunk_frames, dim=1)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -145,6 +160,9 @@ class Omni(nn.Module):
         self.cfg = cfg
         D, p = cfg.width, cfg.patch
         self.video_in = nn.Linear(cfg.latent_channels * p * p, D)
+        # the previous frame's patches, weighted by the noise level (clean tokens do not need it);
+        # zero at the start so a plain checkpoint fine-tunes from where it stood
+        self.prev_in = nn.Linear(cfg.latent_channels * p * p, D) if cfg.prev_frame else None
         self.audio_in = nn.Linear(cfg.audio_channels, D) if cfg.audio_channels else None
         self.action_emb = nn.Embedding(cfg.n_actions + 1, D)  # last id: no action / dropped
         self.action_cond = nn.Embedding(cfg.n_actions + 1, D) if cfg.action_adaln else None
@@ -161,7 +179,7 @@ class Omni(nn.Module):
         self.out_ada = nn.Linear(D, 2 * D)
         self.video_out = nn.Linear(D, cfg.latent_channels * p * p)
         self.audio_out = nn.Linear(D, cfg.audio_channels) if cfg.audio_channels else None
-        for m in (self.out_ada, self.video_out, self.audio_out):
+        for m in (self.out_ada, self.video_out, self.audio_out, self.prev_in):
             if m is not None:
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -204,14 +222,16 @@ class Omni(nn.Module):
                 audio: torch.Tensor | None = None, t_audio: torch.Tensor | None = None,
                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 text_pooled: torch.Tensor | None = None, cache: KVCache | None = None,
-                start_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                start_frame: int = 0, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Velocities for K chunks.
 
         video (B, F, C, h, w) noisy latents with F = K * chunk_frames; t_video (B, K) per-chunk
         noise level; actions (B, F) ids (-1 = none); audio (B, F * audio_tokens_per_frame, Ca)
         and t_audio (B, K); text (B, Nt, 384) per-token embeddings with mask (B, Nt) and pooled
         (B, 384). With a cache, the text prefix is read from it when it holds one, and these
-        chunks follow the cached ones (``start_frame`` = frames already generated).
+        chunks follow the cached ones (``start_frame`` = frames already generated). ``prev``
+        (B, F, C, h, w): each frame's previous clean frame (``previous_frames``), for a
+        ``prev_frame`` model; None = zeros (no previous frame; a clean pass does not need it).
         Returns (v_video like video, v_audio like audio or None).
         """
         cfg, p = self.cfg, self.cfg.patch
@@ -226,7 +246,13 @@ class Omni(nn.Module):
         dev = video.device
         mods, chunk_of, pos, groups = mods.to(dev), chunk_of.to(dev), pos.to(dev), tuple(g.to(dev) for g in groups)
         g_stream = groups[0]
-        x, cond = self._embed(video, actions, audio, t_video, t_audio, text_pooled, mods, *groups[1:])
+        if cfg.prev_frame and prev is None:
+            prev = torch.zeros_like(video)
+        if prev is not None and prev.shape != video.shape:
+            raise ValueError(f"prev {tuple(prev.shape)} must match video {tuple(video.shape)}")
+        if not cfg.prev_frame:
+            prev = None
+        x, cond = self._embed(video, actions, audio, t_video, t_audio, text_pooled, mods, *groups[1:], prev=prev)
         n_stream, n_groups = x.shape[1], cond.shape[1]
         group = g_stream
         # the text prefix goes into this pass unless the cache already holds the prompt
@@ -243,21 +269,29 @@ class Omni(nn.Module):
             cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
         pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
         x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache, layout=(K, h, w, n_text))
-        return self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w)
+        return self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w,
+                          prev=prev)
 
     # The pass's embedding of its tokens and its output head: pure tensor functions, so a streaming
     # copy compiles them like the blocks' dense parts (``compile_dense``).
     def _embed(self, video: torch.Tensor, actions: torch.Tensor, audio: torch.Tensor | None, t_video: torch.Tensor,
                t_audio: torch.Tensor | None, text_pooled: torch.Tensor | None, mods: torch.Tensor,
-               g_frame: torch.Tensor, g_audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+               g_frame: torch.Tensor, g_audio: torch.Tensor, prev: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stream tokens x (B, N, D) and the conditioning of each group (B, G, D)."""
         cfg, p = self.cfg, self.cfg.patch
         B, Fr, C, h, w = video.shape
         gh, gw = h // p, w // p
         D = cfg.width
+
+        def patches(z: torch.Tensor) -> torch.Tensor:  # (B, F, gh*gw, C*p*p)
+            return z.reshape(B, Fr, C, gh, p, gw, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(B, Fr, gh * gw, C * p * p)
+
         # tokens per frame: video patches (B, F, gh*gw, D)
-        vt = video.view(B, Fr, C, gh, p, gw, p).permute(0, 1, 3, 5, 2, 4, 6).reshape(B, Fr, gh * gw, C * p * p)
-        vt = self.video_in(vt)
+        vt = self.video_in(patches(video))
+        if prev is not None:
+            t_frame = t_video.repeat_interleave(cfg.chunk_frames, dim=1)[:, :, None, None]
+            vt = vt + t_frame.to(vt.dtype) * self.prev_in(patches(prev))
         action_ids = torch.where(actions < 0, cfg.n_actions, actions)
         at = self.action_emb(action_ids)[:, :, None]  # (B, F, 1, D)
         per_frame = [at, vt]
@@ -279,7 +313,7 @@ class Omni(nn.Module):
         return x, cond
 
     def _head(self, x: torch.Tensor, cond: torch.Tensor, g_stream: torch.Tensor, Fr: int, h: int,
-              w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+              w: int, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The stream tokens' velocities: video (B, F, C, h, w), audio (B, F * tokens, Ca) or None."""
         cfg, p = self.cfg, self.cfg.patch
         B, _, D = x.shape
@@ -292,6 +326,8 @@ class Omni(nn.Module):
         per_chunk = x.view(B, Fr, -1, D)
         vv = self.video_out(per_chunk[:, :, 1 : 1 + gh * gw])  # (B, F, gh*gw, C*p*p)
         vv = vv.view(B, Fr, gh, gw, C, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)
+        if prev is not None:  # (``OmniConfig.prev_frame``)
+            vv = vv.float() - prev.float()  # in fp32: a copy must stay exact under bf16 autocast
         va = None
         if cfg.audio_channels:
             va = self.audio_out(per_chunk[:, :, 1 + gh * gw :]).reshape(B, Fr * cfg.audio_tokens_per_frame, -1)

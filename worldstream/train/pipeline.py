@@ -43,6 +43,7 @@ class PipelineConfig:
     audio_ae: str = "default"
     audio_ae_steps: int = 1500
     omni: str = "default"
+    prev_frame: bool = False  # the world model predicts around the previous frame (``OmniConfig.prev_frame``)
     teacher_steps: int = 1000
     teacher_chunks: int = 8
     teacher_continuation: float = 0.1  # share of clean-history (continuation) batches in the teacher's mix
@@ -162,7 +163,8 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
     tcfg = TeacherTrainConfig(dataset=both, latents="pipeline", preset=p.omni, steps=p.teacher_steps, batch=p.batch,
                               chunks=p.teacher_chunks, eval_every=max(1, p.teacher_steps // 10),
                               task_probs=_with_continuation(TeacherTrainConfig.task_probs, p.teacher_continuation),
-                              init_from=str(resolve(p.start_from)) if p.start_from else "", compile=p.compile)
+                              init_from=str(resolve(p.start_from)) if p.start_from else "", compile=p.compile,
+                              prev_frame=p.prev_frame)
     if not _done(runs / "teacher", p.teacher_steps):
         train_teacher(tcfg, runs / "teacher", progress=progress, device=device)
     log("[5/7] teacher with the streaming view")

@@ -91,11 +91,20 @@ def resume_run(out: Path, cfg: Any, model: torch.nn.Module, ema: torch.nn.Module
 
 def init_weights(model: torch.nn.Module, run: str | Path, what: str) -> None:
     """``--init-from``: load another run's (EMA) weights into ``model`` before training starts;
-    ``what`` names the kind of run folder expected, for the error."""
+    ``what`` names the kind of run folder expected, for the error. Layers that start at zero and
+    that the source lacks (``ZERO_START``: a plain teacher fine-tuned into a ``prev_frame`` one)
+    keep their zeros, so the fine-tune starts where the source stood."""
     src = Path(run) / "model.safetensors"
     if not src.exists():
         raise FileNotFoundError(f"--init-from {run}: no model.safetensors there (a {what} run folder?)")
-    load_into(model, load_tensors(src), src)
+    tensors = load_tensors(src)
+    for k, v in model.state_dict().items():
+        if k not in tensors and k.startswith(ZERO_START):
+            tensors[k] = v
+    load_into(model, tensors, src)
+
+
+ZERO_START = ("prev_in.",)  # zero-initialised layers a fine-tune may add (``Omni.prev_in``)
 
 
 def has_run(out: Path) -> bool:

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
-from ..model.omni import Omni, omni_preset
+from ..model.omni import Omni, omni_preset, previous_frames
 from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, train_device
 
 TASKS = ("joint", "video|audio", "audio|video", "image->world", "continuation")
@@ -67,6 +67,7 @@ class TeacherTrainConfig:
     sinks: int = 0
     memory_topk: int = 0
     init_from: str = ""  # start from this checkpoint's (EMA) weights, e.g. to fine-tune with a bounded view
+    prev_frame: bool = False  # predict around the previous frame (``OmniConfig.prev_frame``)
     samples: bool = True  # write a sample video (real history, then generated) at every evaluation
     # torch.compile the blocks' dense parts (``Omni.compile_dense``): 1.82 -> 1.47 s a step at batch 8 x 8
     # chunks on the 2-core CPU after ~60 s of compiling (log.md, tenth session); off for tiny runs
@@ -80,7 +81,8 @@ def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
     return dataclasses.replace(omni_preset(cfg.preset), latent_channels=item["video"].shape[1],
                                audio_channels=audio.shape[1] if audio is not None else 0,
                                audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions),
-                               window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk)
+                               window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk,
+                               prev_frame=cfg.prev_frame)
 
 
 def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
@@ -132,7 +134,7 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
         kw = dict(audio=interpolate(x0a, eps_a, ta_t[..., None]), t_audio=draws["ta"])
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         pv, pa = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
-                       text_pooled=pooled, **kw)
+                       text_pooled=pooled, prev=previous_frames(x0v, cf) if mc.prev_frame else None, **kw)
     # Given (clean) parts carry no loss. Normalise by the element count, not by the unmasked count,
     # so the mean over DDP ranks of per-rank losses is exactly the loss of the global batch.
     wv = (tv_f > 0).float()[..., None, None, None]
