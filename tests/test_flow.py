@@ -52,3 +52,26 @@ def test_guidance_combines_text_and_action_scales():
     assert guided(u, te, both, 1.0, 1.0)(x, t).eq(3).all()  # scales 1, 1: fully conditional
     assert guided(u, te, both, 2.0, 0.0)(x, t).eq(2).all()
     assert guided(u, te, both, 0.0, 1.5)(x, t).eq(3).all()  # 0 + 0 + 1.5 * (3 - 1)
+
+
+def test_velocity_around_the_previous_frame_is_preconditioned():
+    """A zero output copies the previous frame in one step; the clean guess is the best linear one
+    for a change of the given std; the velocity stays finite near t = 0 and is zero at t = 0."""
+    from worldstream.diffusion.flow import velocity_around
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(200_000, generator=g)
+    prev = x0 + 0.2 * torch.randn(200_000, generator=g)
+    zero = torch.zeros_like(x0)
+    eps = torch.randn(200_000, generator=g)
+    one = torch.tensor(1.0)
+    torch.testing.assert_close(eps - velocity_around(zero, eps, prev, one, 0.2), prev)  # x0 = x_1 - v = prev
+    for t in (0.3, 0.6, 0.9):
+        tt = torch.tensor(t)
+        xt = (1 - t) * x0 + t * eps
+        x0_hat = xt - t * velocity_around(zero, xt, prev, tt, 0.2)
+        err, var = ((x0_hat - x0) ** 2).mean().item(), 0.04 * t**2 / ((1 - t) ** 2 * 0.04 + t**2)
+        assert abs(err - var) < 0.05 * var  # the Wiener estimate's error
+    tiny = torch.tensor(1e-6)
+    assert velocity_around(torch.randn(10), x0[:10], prev[:10], tiny, 0.2).abs().max() < 10
+    assert velocity_around(torch.randn(10), x0[:10], prev[:10], torch.tensor(0.0), 0.2).abs().max() < 1e-3

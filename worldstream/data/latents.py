@@ -67,6 +67,16 @@ class LatentClips:
         a = self.items[0]["audio"]
         self.tokens_per_frame = a.shape[0] // self.items[0]["video"].shape[0] if a is not None else 0
 
+    def frame_change_std(self) -> float:
+        """The std of a latent frame's change from the one before, over every episode (what a world
+        model that predicts around the previous frame is preconditioned with)."""
+        total, n = 0.0, 0
+        for it in self.items:
+            v = it["video"].float()
+            total += float(((v[1:] - v[:-1]) ** 2).sum())
+            n += v[1:].numel()
+        return (total / n) ** 0.5
+
     def _load(self, ds: Dataset, name: str, split: str) -> None:
         root = ds.path / "latents" / name
         ident = load_json(root / "config.json")

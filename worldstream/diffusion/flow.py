@@ -47,6 +47,28 @@ def x0_from_velocity(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> tor
     return x_t - t * v
 
 
+def velocity_around(g: torch.Tensor, x_t: torch.Tensor, prev: torch.Tensor, t: torch.Tensor, std: float) -> torch.Tensor:
+    """The velocity of a network output ``g`` that predicts a frame *around the previous one*.
+
+    With d = x0 - prev the frame's change (std ``std``, small when most of a frame is its
+    predecessor) and r = x_t - (1 - t) prev = (1 - t) d + t eps its noisy version, the clean guess
+    is EDM's preconditioned form (Karras et al. 2022, eq. 7 and Table 1, with sigma_data = std and
+    the rectified-flow signal scale 1 - t):
+
+        d_hat = c_skip r + c_out g,   c_skip = (1 - t) std^2 / s,   c_out = t std / sqrt(s),
+        s = (1 - t)^2 std^2 + t^2,    x0_hat = prev + d_hat,        v = (x_t - x0_hat) / t
+
+    c_skip r is the best linear guess of d from r and c_out scales g's target to unit variance, so
+    g = 0 copies the previous frame at t = 1 (where a plain velocity must reproduce its input
+    noise exactly to say "nothing changed") and v stays finite as t -> 0. t broadcasts against
+    x_t; at t = 0 (a clean frame) v = 0.
+    """
+    g, x_t, prev = g.float(), x_t.float(), prev.float()
+    s = (1 - t) ** 2 * std**2 + t**2
+    d_hat = (1 - t) * std**2 / s * (x_t - (1 - t) * prev) + t * std / s.sqrt() * g
+    return (x_t - prev - d_hat) / t.clamp_min(1e-4)
+
+
 def sample_t_logit_normal(shape, mean: float = 0.0, std: float = 1.0, generator=None, device=None) -> torch.Tensor:
     """Training noise levels from the logit-normal density (SD3 sec. 3.1): focuses on mid t."""
     return torch.sigmoid(mean + std * torch.randn(shape, generator=generator, device=device))

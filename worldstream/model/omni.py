@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..diffusion.flow import velocity_around
 from .attention import ViewContext, attend
 from .cache import KVCache
 from .rope import Rotation, rope_angles, rotate
@@ -64,16 +65,19 @@ class OmniConfig:
     memory_p: float = 0.0  # > 0: adaptive, keep the fewest chunks whose score mass reaches p (<= memory_topk)
     outside: int = 8  # frames: the time distance at which text, sinks and memory sit
     rope_theta: float = 10000.0
-    # predict around the previous frame: a noisy frame's tokens also see the last clean frame before
-    # its chunk, and the output is F - prev, so the clean guess at t = 1 is x_t - F + prev and the
-    # identity F = x_t copies that frame. The network then learns the noise minus the frame's
-    # *change* instead of rebuilding the whole frame from history through attention, which the
-    # plain parameterisation did worse than a copy (log.md, fourteenth session)
+    # predict around the previous frame (``diffusion.flow.velocity_around``): a noisy frame's tokens
+    # also see the last clean frame before its chunk, and the output is the frame's *change* from it,
+    # preconditioned so that a zero output copies that frame. The plain velocity must rebuild the
+    # frame from history through attention and reproduce its input noise exactly, and its one-step
+    # guess did worse than a copy (log.md, fourteenth and fifteenth sessions)
     prev_frame: bool = False
+    prev_std: float = 0.0  # std of a frame's change in the training latents (the preconditioning's sigma_data)
 
     def __post_init__(self) -> None:
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise ValueError(f"width {self.width} / heads {self.heads} must give an even head dim")
+        if self.prev_frame and self.prev_std <= 0:
+            raise ValueError("prev_frame needs prev_std > 0: the std of a frame's change in the training latents")
 
 
 def omni_preset(name: str) -> OmniConfig:
@@ -269,8 +273,11 @@ class Omni(nn.Module):
             cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
         pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
         x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache, layout=(K, h, w, n_text))
-        return self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w,
-                          prev=prev)
+        vv, va = self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w)
+        if prev is not None:
+            t = t_video.repeat_interleave(cfg.chunk_frames, dim=1)[:, :, None, None, None].float()
+            vv = velocity_around(vv, video, prev, t, cfg.prev_std)
+        return vv, va
 
     # The pass's embedding of its tokens and its output head: pure tensor functions, so a streaming
     # copy compiles them like the blocks' dense parts (``compile_dense``).
@@ -313,7 +320,7 @@ class Omni(nn.Module):
         return x, cond
 
     def _head(self, x: torch.Tensor, cond: torch.Tensor, g_stream: torch.Tensor, Fr: int, h: int,
-              w: int, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+              w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The stream tokens' velocities: video (B, F, C, h, w), audio (B, F * tokens, Ca) or None."""
         cfg, p = self.cfg, self.cfg.patch
         B, _, D = x.shape
@@ -326,8 +333,6 @@ class Omni(nn.Module):
         per_chunk = x.view(B, Fr, -1, D)
         vv = self.video_out(per_chunk[:, :, 1 : 1 + gh * gw])  # (B, F, gh*gw, C*p*p)
         vv = vv.view(B, Fr, gh, gw, C, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)
-        if prev is not None:  # (``OmniConfig.prev_frame``)
-            vv = vv.float() - prev.float()  # in fp32: a copy must stay exact under bf16 autocast
         va = None
         if cfg.audio_channels:
             va = self.audio_out(per_chunk[:, :, 1 + gh * gw :]).reshape(B, Fr * cfg.audio_tokens_per_frame, -1)

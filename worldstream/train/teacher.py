@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..checkpoint import load_json
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
@@ -78,11 +79,15 @@ def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
     item = clips.items[0]
     n_actions = len(clips.ds.manifest["actions"]["names"])
     audio = item["audio"]
+    prev_std = 0.0
+    if cfg.prev_frame:  # the run it starts from keeps its preconditioning; a new one measures its data
+        start = load_json(Path(cfg.init_from) / "config.json")["model"] if cfg.init_from else {}
+        prev_std = start.get("prev_std") or round(clips.frame_change_std(), 4)
     return dataclasses.replace(omni_preset(cfg.preset), latent_channels=item["video"].shape[1],
                                audio_channels=audio.shape[1] if audio is not None else 0,
                                audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions),
                                window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk,
-                               prev_frame=cfg.prev_frame)
+                               prev_frame=cfg.prev_frame, prev_std=prev_std)
 
 
 def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
