@@ -75,3 +75,18 @@ def test_velocity_around_the_previous_frame_is_preconditioned():
     tiny = torch.tensor(1e-6)
     assert velocity_around(torch.randn(10), x0[:10], prev[:10], tiny, 0.2).abs().max() < 10
     assert velocity_around(torch.randn(10), x0[:10], prev[:10], torch.tensor(0.0), 0.2).abs().max() < 1e-3
+
+
+def test_change_loss_weight_puts_the_same_weight_on_the_output_at_every_level():
+    """The weighted velocity loss of ``velocity_around`` is a loss on the network's output g with one
+    weight at every level: an error e in g costs the same at t = 0.05 and at t = 1."""
+    from worldstream.diffusion.flow import change_loss_weight, velocity_around
+
+    g = torch.Generator().manual_seed(1)
+    x, prev, out, e = (torch.randn(1000, generator=g) for _ in range(4))
+    costs = []
+    for t in (0.05, 0.3, 0.7, 1.0):
+        tt = torch.tensor(t)
+        dv = velocity_around(out + 0.01 * e, x, prev, tt, 0.15) - velocity_around(out, x, prev, tt, 0.15)
+        costs.append(float(change_loss_weight(tt, 0.15) * (dv**2).mean()))
+    assert max(costs) / min(costs) < 1.01

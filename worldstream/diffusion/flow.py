@@ -69,6 +69,22 @@ def velocity_around(g: torch.Tensor, x_t: torch.Tensor, prev: torch.Tensor, t: t
     return (x_t - prev - d_hat) / t.clamp_min(1e-4)
 
 
+def change_loss_weight(t: torch.Tensor, std: float) -> torch.Tensor:
+    """Per-level weight of a velocity loss for ``velocity_around`` that makes it a loss on the
+    network's output g with the same weight at every level (EDM's lambda = 1 / c_out^2, Karras et
+    al. 2022, Table 1): v's error is (c_out / t) times g's, so weight (t / c_out)^2 = s / std^2.
+    Without it g's loss at t = 1 weighs std^2 (0.02 for std 0.15) against 1 near t = 0, and a
+    teacher learns the copy but not the motion (log.md, fifteenth session). Divided by its mean
+    under the logit-normal training levels, so the loss keeps its usual size next to the audio's."""
+    def w(tt: torch.Tensor) -> torch.Tensor:
+        return ((1 - tt) ** 2 * std**2 + tt**2) / std**2
+
+    z = torch.linspace(-5, 5, 2001, dtype=torch.float64)
+    p = torch.exp(-0.5 * z**2)
+    mean = float((p * w(torch.sigmoid(z))).sum() / p.sum())
+    return w(t) / mean
+
+
 def sample_t_logit_normal(shape, mean: float = 0.0, std: float = 1.0, generator=None, device=None) -> torch.Tensor:
     """Training noise levels from the logit-normal density (SD3 sec. 3.1): focuses on mid t."""
     return torch.sigmoid(mean + std * torch.randn(shape, generator=generator, device=device))

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from ..checkpoint import load_json
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
-from ..diffusion.flow import interpolate, sample_t_logit_normal, velocity_target
+from ..diffusion.flow import change_loss_weight, interpolate, sample_t_logit_normal, velocity_target
 from ..model.omni import Omni, omni_preset, previous_frames
 from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, train_device
 
@@ -142,7 +142,10 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
                        text_pooled=pooled, prev=previous_frames(x0v, cf) if mc.prev_frame else None, **kw)
     # Given (clean) parts carry no loss. Normalise by the element count, not by the unmasked count,
     # so the mean over DDP ranks of per-rank losses is exactly the loss of the global batch.
-    wv = (tv_f > 0).float()[..., None, None, None]
+    wv = (tv_f > 0).float()
+    if mc.prev_frame:  # the same weight on the network's output at every level (``change_loss_weight``)
+        wv = wv * change_loss_weight(tv_f, mc.prev_std)
+    wv = wv[..., None, None, None]
     lv = ((pv.float() - velocity_target(x0v, eps_v)) ** 2 * wv).mean()
     parts = {"video": lv.item()}
     loss = lv
