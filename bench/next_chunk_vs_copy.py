@@ -34,6 +34,7 @@ def measure(model, clips: LatentClips, prompts: PromptBank, batches: int, batch:
         text, mask, pooled = prompts.batch(c.captions)
         idle.append(c.actions[:, -1] == 0)
         copy.append(((x0[:, -2] - x0[:, -1]) ** 2).mean((1, 2, 3)))
+        prev = previous_frames(x0, model.cfg.chunk_frames) if model.cfg.prev_frame else None
         for th in history_levels:
             for t in levels:
                 tv = torch.full((batch, K), th)
@@ -45,7 +46,7 @@ def measure(model, clips: LatentClips, prompts: PromptBank, batches: int, batch:
                     kw = dict(audio=interpolate(c.audio, torch.randn_like(c.audio), ta), t_audio=tv)
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     v, _ = model(video=xt, t_video=tv, actions=c.actions, text=text, text_mask=mask,
-                                 text_pooled=pooled, prev=previous_frames(x0, model.cfg.chunk_frames), **kw)
+                                 text_pooled=pooled, prev=prev, **kw)
                 x0h = xt[:, -1] - t * v[:, -1].float()
                 err.setdefault(f"history t={th}, next t={t}", []).append(((x0h - x0[:, -1]) ** 2).mean((1, 2, 3)))
     idle, copy = torch.cat(idle), torch.cat(copy)

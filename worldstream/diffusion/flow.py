@@ -12,6 +12,7 @@ level), so the engine can swap them. Guidance is a closure around the velocity f
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -76,13 +77,19 @@ def change_loss_weight(t: torch.Tensor, std: float) -> torch.Tensor:
     Without it g's loss at t = 1 weighs std^2 (0.02 for std 0.15) against 1 near t = 0, and a
     teacher learns the copy but not the motion (log.md, fifteenth session). Divided by its mean
     under the logit-normal training levels, so the loss keeps its usual size next to the audio's."""
-    def w(tt: torch.Tensor) -> torch.Tensor:
-        return ((1 - tt) ** 2 * std**2 + tt**2) / std**2
+    return _change_weight(t, std) / _mean_change_weight(std)
 
+
+def _change_weight(t: torch.Tensor, std: float) -> torch.Tensor:
+    return ((1 - t) ** 2 * std**2 + t**2) / std**2
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_change_weight(std: float) -> float:
+    """``_change_weight``'s mean under the logit-normal levels (quadrature; once per std, not per step)."""
     z = torch.linspace(-5, 5, 2001, dtype=torch.float64)
     p = torch.exp(-0.5 * z**2)
-    mean = float((p * w(torch.sigmoid(z))).sum() / p.sum())
-    return w(t) / mean
+    return float((p * _change_weight(torch.sigmoid(z), std)).sum() / p.sum())
 
 
 def sample_t_logit_normal(shape, mean: float = 0.0, std: float = 1.0, generator=None, device=None) -> torch.Tensor:

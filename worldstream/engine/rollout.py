@@ -22,7 +22,7 @@ import torch
 
 from ..diffusion.flow import SAMPLERS, guided, interpolate, randn, time_grid
 from ..model.cache import KVCache
-from ..model.omni import Omni, previous_frames
+from ..model.omni import Omni
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,11 +179,11 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     gv = _rows(given.video_rows, B, dev) if given.video is not None else no
     ga = _rows(given.audio_rows, B, dev) if given.audio is not None and na else no
     gb = _rows(given.blend_rows, B, dev) & ~gv if given.blend is not None else no
-    prev = None  # every frame's previous finished frame, for a model that predicts around it
+    prev = None  # every frame's previous finished frame (``previous_frames``), for a model that predicts around it
     if mc.prev_frame:
         last = branches[0].last_video
-        prev = previous_frames(torch.zeros(B, cf, C, h, w, device=dev), cf,
-                               None if last is None else last.to(dev))
+        prev = (torch.zeros(B, cf, C, h, w, device=dev) if last is None
+                else last.to(dev)[:, None].expand(B, cf, C, h, w))
 
     def unpack(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         v = z[:, :nv].view(B, cf, C, h, w)

@@ -250,12 +250,12 @@ class Omni(nn.Module):
         dev = video.device
         mods, chunk_of, pos, groups = mods.to(dev), chunk_of.to(dev), pos.to(dev), tuple(g.to(dev) for g in groups)
         g_stream = groups[0]
-        if cfg.prev_frame and prev is None:
-            prev = torch.zeros_like(video)
         if prev is not None and prev.shape != video.shape:
             raise ValueError(f"prev {tuple(prev.shape)} must match video {tuple(video.shape)}")
         if not cfg.prev_frame:
             prev = None
+        elif prev is None:
+            prev = torch.zeros_like(video)
         x, cond = self._embed(video, actions, audio, t_video, t_audio, text_pooled, mods, *groups[1:], prev=prev)
         n_stream, n_groups = x.shape[1], cond.shape[1]
         group = g_stream
