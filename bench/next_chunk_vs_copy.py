@@ -20,6 +20,7 @@ import torch
 
 from worldstream.data.latents import LatentClips, PromptBank
 from worldstream.diffusion.flow import interpolate
+from worldstream.device import autocast
 from worldstream.engine.generate import load_world_model
 from worldstream.model.omni import previous_frames
 
@@ -44,7 +45,7 @@ def measure(model, clips: LatentClips, prompts: PromptBank, batches: int, batch:
                 if c.audio is not None:
                     ta = tv.repeat_interleave(c.audio.shape[1] // K, dim=1)[..., None]
                     kw = dict(audio=interpolate(c.audio, torch.randn_like(c.audio), ta), t_audio=tv)
-                with torch.autocast("cpu", dtype=torch.bfloat16):
+                with autocast("cpu"):
                     v, _ = model(video=xt, t_video=tv, actions=c.actions, text=text, text_mask=mask,
                                  text_pooled=pooled, prev=prev, **kw)
                 x0h = xt[:, -1] - t * v[:, -1].float()

@@ -41,6 +41,7 @@ import torch
 
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
+from ..device import autocast
 from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from_velocity
 from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
@@ -118,7 +119,7 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     if target_a is not None:
         xa = interpolate(target_a, noise[:, nv:].view_as(target_a), t.view(B, 1, 1))
         kw = dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
-    with torch.autocast(video.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+    with autocast(video.device.type, cfg.bf16):
         pv, pa = student(video=video, t_video=t_chunks, actions=cond.actions[:, : video.shape[1]], text=cond.text,
                          text_mask=cond.text_mask, text_pooled=cond.text_pooled,
                          prev=previous_frames(video, mc.chunk_frames) if mc.prev_frame else None, **kw)
@@ -149,7 +150,7 @@ def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa
     kw = {} if xa is None else dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
     video = torch.cat([hist_v, xv], 1)
     prev = previous_frames(video, mc.chunk_frames) if mc.prev_frame else None  # (the history's: it is clean)
-    with torch.autocast(xv.device.type, dtype=torch.bfloat16, enabled=bf16):
+    with autocast(xv.device.type, bf16):
         pv, pa = model(video=video, t_video=t_chunks, actions=actions, prev=prev, **text, **kw)
     return pv[:, -xv.shape[1]:].float(), None if xa is None else pa[:, -xa.shape[1]:].float()
 

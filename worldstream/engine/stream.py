@@ -31,6 +31,7 @@ import torch
 
 from ..checkpoint import CheckpointError
 from ..data.video import resize_crop, write_preview_mp4
+from ..device import fast_bf16, torch_device
 from ..tokenizers.actions import ActionVocab
 from .events import Event, EventError, Limits, validate
 from .generate import load_autoencoders, load_world_model
@@ -102,8 +103,6 @@ class World:
     def to(self, device: str | torch.device) -> "World":
         """Move the models to ``device`` (e.g. "cuda"); the text encoder stays on the CPU (a prompt
         is encoded once, then its embedding moves)."""
-        from ..device import torch_device
-
         device = torch_device(device)
         self.model.to(device)
         self.vae.to(device)
@@ -400,8 +399,8 @@ class Stream:
         return out
 
     # -- internals -----------------------------------------------------------------------------
-    def _bf16(self) -> bool:
-        return self.config.bf16
+    def _bf16(self) -> bool:  # asked for, and fast on this device (a CPU without bf16 units streams in fp32)
+        return self.config.bf16 and fast_bf16(self.world.device.type)
 
     def _autocast(self):
         return torch.autocast(self.world.device.type, dtype=torch.bfloat16, enabled=self._bf16())

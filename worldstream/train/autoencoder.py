@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..config import to_dict
 from ..data.loader import ClipSampler
+from ..device import autocast
 from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
 from ..tokenizers.losses import multi_res_stft_loss, psnr, si_snr, spectral_distance, ssim
 from ..tokenizers.video_ae import VideoAE, video_ae_preset
@@ -118,7 +119,7 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dic
             dx = 1
         moved = (dy, dx)
         x = torch.cat([x[..., :ch, :cw], x[..., dy : dy + ch, dx : dx + cw]])  # unmoved and moved, one pass
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+    with autocast("cpu", cfg.bf16):
         y, z = model(x, noise=mc.latent_noise)
     y, z = y.float(), z.float()
     reg = mc.latent_l2 * z.pow(2).mean()
@@ -132,7 +133,7 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dic
             zt = shift_latent(z0, moved[0] / mc.spatial, moved[1] / mc.spatial)
             lat = shift_residual(z0, z1, zt)  # encoder side: the moved crop's latent is the moved latent
             # decoder side: the moved latent decodes to the moved crop (EQ-VAE), border excluded
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            with autocast("cpu", cfg.bf16):
                 yt = model.decode_raw(zt).float()
             e = mc.spatial
             dec = F.l1_loss(yt[..., e:-e, e:-e], x.chunk(2)[1][..., e : -2 * e, e : -2 * e])

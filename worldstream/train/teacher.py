@@ -34,6 +34,7 @@ import torch.distributed as dist
 from ..checkpoint import load_json
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
+from ..device import autocast
 from ..diffusion.flow import change_loss_weight, interpolate, sample_t_logit_normal, velocity_target
 from ..model.omni import Omni, omni_preset, previous_frames
 from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, train_device
@@ -137,7 +138,7 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
         ta_t = draws["ta"].repeat_interleave(cf * tpf, dim=1)  # (B, F * tpf)
         eps_a = draws["eps_a"]
         kw = dict(audio=interpolate(x0a, eps_a, ta_t[..., None]), t_audio=draws["ta"])
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+    with autocast(dev.type, cfg.bf16):
         pv, pa = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
                        text_pooled=pooled, prev=previous_frames(x0v, cf) if mc.prev_frame else None, **kw)
     # Given (clean) parts carry no loss. Normalise by the element count, not by the unmasked count,
