@@ -458,10 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tl = tsub.add_parser("all", help="the whole pipeline on overworld data: record, autoencoders, teacher, "
                                       "streaming view, student, evaluation (re-run to resume)")
-    tl.add_argument("--preset", default="default", choices=("tiny", "default", "refine", "refine_long"),
+    tl.add_argument("--preset", default="default", choices=("tiny", "default", "refine", "refine_long", "prev"),
                     help="tiny: a minute-long smoke test; default: the shipped recipe from scratch; refine: the shipped "
                          "model trained further (its autoencoders, its weights as the teacher's start); refine_long: "
-                         "the same with a teacher trained three times as long")
+                         "the same with a teacher trained three times as long; prev: refine into a model that predicts "
+                         "each frame around the previous one")
     tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
     tl.add_argument("--threads", type=int, default=0)
     _device_arg(tl)

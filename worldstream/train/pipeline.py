@@ -81,6 +81,10 @@ PRESETS = {
 # at the end of both refine rounds, and the teacher itself dissolves in free-running (log.md,
 # ninth and tenth sessions)
 PRESETS["refine_long"] = dataclasses.replace(PRESETS["refine"], teacher_steps=3000)
+# the shipped model fine-tuned into one that predicts each frame around the previous one (``prev_frame``):
+# a standing world holds three times as long; continuation-heavy as in its first runs (log.md,
+# fifteenth and sixteenth sessions)
+PRESETS["prev"] = dataclasses.replace(PRESETS["refine"], prev_frame=True, teacher_steps=1500, teacher_continuation=0.65)
 
 
 def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
