@@ -31,7 +31,7 @@ import torch
 
 from ..checkpoint import CheckpointError
 from ..data.video import resize_crop, write_preview_mp4
-from ..device import fast_bf16, torch_device
+from ..device import autocast, fast_bf16, torch_device
 from ..tokenizers.actions import ActionVocab
 from .events import Event, EventError, Limits, validate
 from .generate import load_autoencoders, load_world_model
@@ -45,7 +45,9 @@ class StreamConfig:
     recache: bool = True  # re-encode the window under a new prompt
     blend_t: float = 0.6  # how much of a blended image survives (noise level it is free from)
     record: bool = False  # keep every frame and sample for save()
-    bf16: bool = True  # bfloat16 autocast (AMX on a CPU, tensor cores on a GPU): ~2x faster; models trained under it
+    # bfloat16 autocast where it is fast (``device.fast_bf16``: AMX CPUs, GPUs; float32 elsewhere): ~2x faster;
+    # models trained under it
+    bf16: bool = True
     # torch.compile the transformer's dense parts (Omni.compile_dense): ~1.4x faster chunks on a 2-core
     # CPU, for seconds of compiling in a process's first stream (World.warm_up does it up front);
     # play, serve and bench turn it on, short-lived uses (tests, generate) leave it off
@@ -403,7 +405,7 @@ class Stream:
         return self.config.bf16 and fast_bf16(self.world.device.type)
 
     def _autocast(self):
-        return torch.autocast(self.world.device.type, dtype=torch.bfloat16, enabled=self._bf16())
+        return autocast(self.world.device.type, self.config.bf16)
 
     def _model(self):
         return self.world.runtime_model(self._bf16(), self.config.compile)
