@@ -82,9 +82,10 @@ PRESETS = {
 # ninth and tenth sessions)
 PRESETS["refine_long"] = dataclasses.replace(PRESETS["refine"], teacher_steps=3000)
 # the shipped model fine-tuned into one that predicts each frame around the previous one (``prev_frame``):
-# a standing world holds three times as long; continuation-heavy as in its first runs (log.md,
-# fifteenth and sixteenth sessions)
-PRESETS["prev"] = dataclasses.replace(PRESETS["refine"], prev_frame=True, teacher_steps=1500, teacher_continuation=0.65)
+# a standing world holds three times as long; continuation-heavy as in its first runs. 1,000 teacher
+# steps: ~57 min at 3.4 s a step in float32 on a 2-core CPU without bf16 units, so the whole recipe
+# fits one 3-hour session there (log.md, fifteenth to seventeenth sessions)
+PRESETS["prev"] = dataclasses.replace(PRESETS["refine"], prev_frame=True, teacher_steps=1000, teacher_continuation=0.65)
 
 
 def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
