@@ -148,3 +148,33 @@ def test_clips_drawn_around_caption_changes(latent_dataset, tmp_path):
     assert train_teacher(_cfg(latent_dataset, 3, bf16=False, samples=False), out, progress=False)["step"] == 3
     with pytest.raises(CheckpointError, match="change_share"):
         train_teacher(_cfg(latent_dataset, 4, bf16=False, samples=False, change_share=0.5), out, progress=False)
+
+
+def test_a_degraded_previous_frame_is_blurred_and_noised_per_clip_and_chunk_except_the_first():
+    from worldstream.model.omni import previous_frames
+    from worldstream.train.teacher import degrade_prev
+
+    torch.manual_seed(0)
+    video = torch.randn(2, 6, 4, 8, 8)
+    prev = previous_frames(video, 2)
+    eps = torch.randn(2, 3, 4, 8, 8)
+    none = degrade_prev(prev, 2, torch.zeros(2), torch.zeros(2), eps, 0.5)
+    assert torch.equal(none, prev)  # level 0: the clean frame
+    blurred = degrade_prev(prev, 2, torch.tensor([1.0, 0.0]), torch.zeros(2), eps, 0.5)
+    assert torch.equal(blurred[1], prev[1]) and torch.equal(blurred[0, :2], prev[0, :2])  # only clip 0, not chunk 0
+    assert blurred[0, 2:].std() < 0.6 * prev[0, 2:].std()  # a 3x3 mean of white noise keeps ~1/3 of its std
+    assert torch.equal(blurred[0, 2], blurred[0, 3])  # one previous frame per chunk
+    noisy = degrade_prev(prev, 2, torch.zeros(2), torch.tensor([0.0, 0.4]), eps, 0.5)
+    torch.testing.assert_close(noisy[1, 2:4], prev[1, 2:4] + 0.2 * eps[1, 1, None])
+    cfg = TeacherTrainConfig(dataset="unused", prev_frame=True, prev_degrade=0.5)
+    d = draw_tasks(cfg, 4000, 3, (4000, 6, 4, 8, 8))
+    on = d["prev_blur"] > 0
+    assert 0.45 < on.float().mean() < 0.55 and ((d["prev_noise"] > 0) == on).all()
+    assert "prev_blur" not in draw_tasks(TeacherTrainConfig(dataset="unused"), 4, 3, (4, 6, 4, 8, 8))
+
+
+def test_a_prev_frame_teacher_trains_with_degraded_previous_frames(latent_dataset, tmp_path):
+    torch.set_num_threads(1)
+    m = train_teacher(_cfg(latent_dataset, 3, bf16=False, prev_frame=True, prev_degrade=0.5, samples=False),
+                      tmp_path / "t", progress=False)
+    assert m["step"] == 3 and torch.isfinite(torch.tensor(m["heldout_velocity_mse"]))

@@ -233,7 +233,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  batch=a.batch or 8, chunks=a.chunks, lr=a.lr or 3e-4, warmup=a.warmup,
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, window=a.window,
                                  sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
-                                 compile=a.compile, change_share=a.change_share, prev_frame=a.prev_frame, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
+                                 compile=a.compile, change_share=a.change_share, prev_frame=a.prev_frame,
+                                 prev_degrade=a.prev_degrade, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -447,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--init-from", help="start from this run's weights (fine-tuning)")
     tt.add_argument("--prev-frame", action="store_true",
                     help="predict each frame around the previous one (a copy is the model's easy answer)")
+    tt.add_argument("--prev-degrade", type=float, default=0.0,
+                    help="with --prev-frame: share of clips whose previous frame is blurred and noised, as a "
+                         "1-step stream's own frames are, so the model sharpens it instead of copying the blur")
     tt.add_argument("--compile", action="store_true",
                     help="torch.compile the blocks' dense parts: ~20%% faster steps after a minute of compiling")
     tt.add_argument("--task-probs", type=float, nargs=5, metavar="P",
@@ -458,11 +462,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tl = tsub.add_parser("all", help="the whole pipeline on overworld data: record, autoencoders, teacher, "
                                       "streaming view, student, evaluation (re-run to resume)")
-    tl.add_argument("--preset", default="default", choices=("tiny", "default", "refine", "refine_long", "prev"),
+    tl.add_argument("--preset", default="default", choices=("tiny", "default", "refine", "refine_long", "prev", "prev_sharp"),
                     help="tiny: a minute-long smoke test; default: the shipped recipe from scratch; refine: the shipped "
                          "model trained further (its autoencoders, its weights as the teacher's start); refine_long: "
                          "the same with a teacher trained three times as long; prev: refine into a model that predicts "
-                         "each frame around the previous one")
+                         "each frame around the previous one; prev_sharp: prev with half the teacher's clips given a blurred, "
+                         "noisy previous frame to sharpen")
     tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
     tl.add_argument("--threads", type=int, default=0)
     _device_arg(tl)

@@ -44,6 +44,7 @@ class PipelineConfig:
     audio_ae_steps: int = 1500
     omni: str = "default"
     prev_frame: bool = False  # the world model predicts around the previous frame (``OmniConfig.prev_frame``)
+    prev_degrade: float = 0.0  # share of teacher clips with a degraded previous frame (``TeacherTrainConfig``)
     teacher_steps: int = 1000
     teacher_chunks: int = 8
     teacher_continuation: float = 0.1  # share of clean-history (continuation) batches in the teacher's mix
@@ -86,6 +87,9 @@ PRESETS["refine_long"] = dataclasses.replace(PRESETS["refine"], teacher_steps=30
 # steps: ~57 min at 3.4 s a step in float32 on a 2-core CPU without bf16 units, so the whole recipe
 # fits one 3-hour session there (log.md, fifteenth to seventeenth sessions)
 PRESETS["prev"] = dataclasses.replace(PRESETS["refine"], prev_frame=True, teacher_steps=1000, teacher_continuation=0.65)
+# prev with half the teacher's clips given a blurred, noisy previous frame: the prev student kept the
+# place but smoothed it a little more every frame into a bright blob (log.md, eighteenth session)
+PRESETS["prev_sharp"] = dataclasses.replace(PRESETS["prev"], prev_degrade=0.5)
 
 
 def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
@@ -169,7 +173,7 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
                               chunks=p.teacher_chunks, eval_every=max(1, p.teacher_steps // 10),
                               task_probs=_with_continuation(TeacherTrainConfig.task_probs, p.teacher_continuation),
                               init_from=str(resolve(p.start_from)) if p.start_from else "", compile=p.compile,
-                              prev_frame=p.prev_frame)
+                              prev_frame=p.prev_frame, prev_degrade=p.prev_degrade)
     if not _done(runs / "teacher", p.teacher_steps):
         train_teacher(tcfg, runs / "teacher", progress=progress, device=device)
     log("[5/7] teacher with the streaming view")

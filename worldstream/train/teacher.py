@@ -70,6 +70,10 @@ class TeacherTrainConfig:
     memory_topk: int = 0
     init_from: str = ""  # start from this checkpoint's (EMA) weights, e.g. to fine-tune with a bounded view
     prev_frame: bool = False  # predict around the previous frame (``OmniConfig.prev_frame``)
+    # share of clips whose previous frame is degraded as a 1-step stream's own frames are (``degrade_prev``):
+    # the model learns to pull a blurred, noisy last frame back to a sharp next one instead of copying the
+    # blur, which compounds frame by frame in free-running (log.md, eighteenth session)
+    prev_degrade: float = 0.0
     samples: bool = True  # write a sample video (real history, then generated) at every evaluation
     # torch.compile the blocks' dense parts (``Omni.compile_dense``): 1.82 -> 1.47 s a step at batch 8 x 8
     # chunks on the 2-core CPU after ~60 s of compiling (log.md, tenth session); off for tiny runs
@@ -113,9 +117,34 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
            "drop_action": torch.rand(B) < cfg.p_drop_action}
     if video_shape is not None:
         out["eps_v"] = torch.randn(video_shape)
+        if cfg.prev_frame and cfg.prev_degrade > 0:
+            on = (torch.rand(B) < cfg.prev_degrade).float()
+            out["prev_blur"] = on * torch.rand(B)
+            out["prev_noise"] = on * torch.rand(B) * PREV_NOISE_MAX
+            out["eps_p"] = torch.randn((B, K) + tuple(video_shape[2:]))
     if audio_shape is not None:
         out["eps_a"] = torch.randn(audio_shape)
     return out
+
+
+PREV_NOISE_MAX = 0.5  # largest noise added to a degraded previous frame, in units of the frame change's std
+
+
+def degrade_prev(prev: torch.Tensor, chunk_frames: int, blur: torch.Tensor, noise: torch.Tensor, eps: torch.Tensor,
+                 std: float) -> torch.Tensor:
+    """Previous frames (B, F, C, h, w) as ``previous_frames`` gives them, each clip's moved toward its
+    3x3 local mean by ``blur`` (B,) in [0, 1] and noised by ``noise`` (B,) x ``std`` with ``eps``
+    (B, K, C, h, w), one draw per chunk. A 1-step student regresses toward the mean of the futures it
+    cannot tell apart, so its frames come out smoothed; GameNGen (Valevski et al. 2024) noises the
+    context for the same reason. The first chunk's (zeros: no frame before it) is left as it is."""
+    lasts = prev[:, ::chunk_frames].float()  # (B, K, C, h, w)
+    B, K = lasts.shape[:2]
+    flat = lasts.flatten(0, 1)
+    smooth = torch.nn.functional.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=False).view_as(lasts)
+    b, n = blur.view(B, 1, 1, 1, 1), noise.view(B, 1, 1, 1, 1)
+    out = torch.lerp(lasts, smooth, b) + n * std * eps
+    out[:, 0] = lasts[:, 0]
+    return out.to(prev.dtype).repeat_interleave(chunk_frames, dim=1)
 
 
 def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBank) -> tuple[torch.Tensor, dict]:
@@ -138,9 +167,12 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
         ta_t = draws["ta"].repeat_interleave(cf * tpf, dim=1)  # (B, F * tpf)
         eps_a = draws["eps_a"]
         kw = dict(audio=interpolate(x0a, eps_a, ta_t[..., None]), t_audio=draws["ta"])
+    prev = previous_frames(x0v, cf) if mc.prev_frame else None
+    if prev is not None and "prev_blur" in draws:
+        prev = degrade_prev(prev, cf, draws["prev_blur"], draws["prev_noise"], draws["eps_p"], mc.prev_std)
     with autocast(dev.type, cfg.bf16):
         pv, pa = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
-                       text_pooled=pooled, prev=previous_frames(x0v, cf) if mc.prev_frame else None, **kw)
+                       text_pooled=pooled, prev=prev, **kw)
     # Given (clean) parts carry no loss. Normalise by the element count, not by the unmasked count,
     # so the mean over DDP ranks of per-rank losses is exactly the loss of the global batch.
     wv = (tv_f > 0).float()
