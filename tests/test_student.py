@@ -128,3 +128,28 @@ def test_a_prev_frame_world_fine_tunes_distils_and_streams_batched(tiny_teacher,
         alone = [t.step("run_n") for t in twins]
         for a, b in zip(together, alone):
             assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+
+
+def test_a_student_as_its_own_x0_teacher_is_its_own_target_until_guidance_is_added(tiny_teacher, latent_dataset):
+    """Self-distillation of guidance (``--teacher-sampler x0``): with no guidance the 1-step target
+    is the model's own one-pass answer (nothing to learn: the streaming teacher's cached passes equal
+    the student's full pass), and action guidance moves it by exactly the guided step (what the
+    student then folds in)."""
+    import dataclasses
+
+    from worldstream.data.latents import LatentClips, PromptBank
+    from worldstream.distill.student import heldout_error
+    from worldstream.engine.generate import load_world_model
+
+    torch.set_num_threads(1)
+    model, _ = load_world_model(tiny_teacher)
+    cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 1), teacher_sampler="x0", teacher_steps=1,
+                              text_scale=1.0, action_scale=1.0, levels=(1,))
+    frames = (max(cfg.history, cfg.rollout_chunks) + 1) * model.cfg.chunk_frames
+    clip = LatentClips(cfg.dataset, cfg.latents, "heldout", frames, seed=1).fixed(2)
+    same = heldout_error(model, model, cfg, clip, PromptBank())["x0_mse_t1"]
+    assert same < 1e-10, same
+    # guided, the 1-step answer moves by (s - 1) (cond - no-action): its squared error grows as (s - 1)^2
+    g2, g5 = (heldout_error(model, model, dataclasses.replace(cfg, action_scale=s), clip, PromptBank())["x0_mse_t1"]
+              for s in (2.0, 5.0))
+    assert g2 > 0 and abs(g5 / g2 - 16) < 0.5, (g2, g5)

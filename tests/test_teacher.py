@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from worldstream.checkpoint import load_tensors
@@ -178,3 +179,6 @@ def test_a_prev_frame_teacher_trains_with_degraded_previous_frames(latent_datase
     m = train_teacher(_cfg(latent_dataset, 3, bf16=False, prev_frame=True, prev_degrade=0.5, samples=False),
                       tmp_path / "t", progress=False)
     assert m["step"] == 3 and torch.isfinite(torch.tensor(m["heldout_velocity_mse"]))
+    with pytest.raises(ValueError, match="needs a prev-frame model"):
+        train_teacher(_cfg(latent_dataset, 3, prev_degrade=0.5), tmp_path / "u", progress=False)
+    assert not (tmp_path / "u" / "model.safetensors").exists()

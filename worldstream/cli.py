@@ -218,7 +218,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         from .distill.student import StudentTrainConfig, train_student
 
         cfg = StudentTrainConfig(teacher=a.teacher, dataset=a.data, latents=a.latents, steps=a.steps, batch=a.batch,
-                                 history=a.history, levels=tuple(a.levels), teacher_steps=a.teacher_steps,
+                                 history=a.history, levels=tuple(a.levels), teacher_sampler=a.teacher_sampler,
+                                 teacher_steps=a.teacher_steps,
                                  text_scale=a.text_scale, action_scale=a.action_scale,
                                  self_forcing_from=a.self_forcing_from, self_forcing_share=a.self_forcing_share,
                                  rollout_chunks=a.rollout_chunks, rollout_steps=a.rollout_steps,
@@ -482,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--batch", type=int, default=4)
     ts.add_argument("--history", type=int, default=8, help="real chunks before the predicted one")
     ts.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4], help="step counts to train for")
-    ts.add_argument("--teacher-steps", type=int, default=8, help="Heun steps of the teacher's targets")
+    ts.add_argument("--teacher-sampler", choices=("heun", "euler", "x0"), default="heun",
+                    help="the teacher's sampler (x0: a student as its own teacher, e.g. to fold in more guidance)")
+    ts.add_argument("--teacher-steps", type=int, default=8, help="sampler steps of the teacher's targets")
     ts.add_argument("--text-scale", type=float, default=1.5, help="the teacher's prompt guidance, folded into the student")
     ts.add_argument("--action-scale", type=float, default=2.0, help="the teacher's action guidance, folded in")
     ts.add_argument("--self-forcing-from", type=int, default=200, help="step from which a share of the batches are own rollouts")

@@ -269,6 +269,9 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if cfg.batch % world:
         raise ValueError(f"global batch {cfg.batch} must be divisible by the {world} processes")
+    if cfg.prev_degrade > 0 and not cfg.prev_frame:
+        raise ValueError(f"prev_degrade {cfg.prev_degrade}: degrading the previous frame needs a prev-frame model; "
+                         "add --prev-frame, or drop --prev-degrade")
     torch.manual_seed(cfg.seed)  # same on every rank: same init, same global draws
     prompts = PromptBank()
     train = LatentClips(cfg.dataset, cfg.latents, "train", cfg.chunks, seed=cfg.seed, change_share=cfg.change_share)
