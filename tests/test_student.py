@@ -153,3 +153,17 @@ def test_a_student_as_its_own_x0_teacher_is_its_own_target_until_guidance_is_add
     g2, g5 = (heldout_error(model, model, dataclasses.replace(cfg, action_scale=s), clip, PromptBank())["x0_mse_t1"]
               for s in (2.0, 5.0))
     assert g2 > 0 and abs(g5 / g2 - 16) < 0.5, (g2, g5)
+
+
+def test_a_student_of_a_bundle_finds_the_bundles_autoencoders(tiny_teacher, latent_dataset, tmp_path):
+    """A bundle (the shipped default) names its autoencoders relative to itself; a student distilled
+    from it lives elsewhere and must still load them (it once named a missing ``run/video_ae``)."""
+    from worldstream.weights import export_bundle
+
+    torch.set_num_threads(1)
+    bundle = export_bundle(tiny_teacher, tmp_path / "bundle")["out"]
+    train_student(_cfg(bundle, latent_dataset, 1), tmp_path / "s", progress=False)
+    meta = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert meta["latents"]["video_ae"]["path"] == str((tmp_path / "bundle" / "video_ae").resolve())
+    world = World.load(tmp_path / "s")
+    assert world.stream("a meadow").step("walk_e").frames.shape[2:] == (world.height, world.width, 3)

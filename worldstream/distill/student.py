@@ -47,6 +47,7 @@ from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
 from ..model.omni import Omni, previous_frames
 from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run, train_device
+from ..weights import resolve
 
 LEVELS = {1: (1.0,), 2: (1.0, 0.5), 4: (1.0, 0.75, 0.5, 0.25)}
 REGRESSION = "regression"  # sub-folder: the student as it was when self-forcing began (a run of its own)
@@ -264,6 +265,13 @@ def heldout_error(student, teacher, cfg, clip, prompts) -> dict[str, float]:
     return out
 
 
+def _absolute_latents(latents: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The teacher's autoencoder entries with a bundle's relative paths made absolute, so a student of
+    a bundle (the shipped default as its own teacher) finds them from its own run folder."""
+    return {k: v if v is None or Path(v["path"]).is_absolute() else dict(v, path=str((base / v["path"]).resolve()))
+            for k, v in latents.items()}
+
+
 def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = True,
                   max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
     """``device``: where the teacher, the student (and the fake score) run; as ``train_teacher``."""
@@ -271,6 +279,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     dev = train_device(device, 1)
     torch.manual_seed(cfg.seed)
     teacher, tmeta = load_world_model(cfg.teacher)
+    tmeta = dict(tmeta, latents=_absolute_latents(tmeta["latents"], resolve(cfg.teacher)))
     teacher.requires_grad_(False)
     student = Omni(teacher.cfg)
     if cfg.init_from:
