@@ -51,6 +51,13 @@ def test_the_whole_pipeline_runs_and_resumes_on_the_tiny_preset(tmp_path):
     assert (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime == t
 
 
+def test_the_cli_offers_every_pipeline_preset():
+    from worldstream.cli import PIPELINE_PRESETS
+    from worldstream.train.pipeline import PRESETS
+
+    assert set(PIPELINE_PRESETS) == set(PRESETS)
+
+
 def test_a_student_trains_further_only_with_a_teacher_of_its_shape(tiny_teacher, latent_dataset, tmp_path):
     import dataclasses
 

@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 
+# ``train.pipeline.PRESETS``' names, here so that parsing does not import torch (a test keeps them equal)
+PIPELINE_PRESETS = ("tiny", "default", "refine", "refine_long", "prev", "prev_sharp")
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
@@ -463,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tl = tsub.add_parser("all", help="the whole pipeline on overworld data: record, autoencoders, teacher, "
                                       "streaming view, student, evaluation (re-run to resume)")
-    tl.add_argument("--preset", default="default", choices=("tiny", "default", "refine", "refine_long", "prev", "prev_sharp"),
+    tl.add_argument("--preset", default="default", choices=PIPELINE_PRESETS,
                     help="tiny: a minute-long smoke test; default: the shipped recipe from scratch; refine: the shipped "
                          "model trained further (its autoencoders, its weights as the teacher's start); refine_long: "
                          "the same with a teacher trained three times as long; prev: refine into a model that predicts "
