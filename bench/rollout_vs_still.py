@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--hold", action="store_true", help="stand still (idle) and compare with the first frame")
     ap.add_argument("--text-scale", type=float, help="prompt guidance (a teacher's default otherwise)")
     ap.add_argument("--action-scale", type=float, help="action guidance")
+    ap.add_argument("--prev-level", type=float, help="a --prev-level model: degrade its previous frame at this level")
     ap.add_argument("--sheet", help="PNG: for the first --sheet-starts starts, the truth and each model's frames")
     ap.add_argument("--sheet-starts", type=int, default=3)
     ap.add_argument("--json")
@@ -98,7 +99,7 @@ def main() -> None:
     for spec in a.model:
         name, _, path = spec.partition("=")
         over = {k: v for k, v in (("steps", a.steps), ("history_noise", a.history_noise), ("text_scale", a.text_scale),
-                                  ("action_scale", a.action_scale)) if v is not None}
+                                  ("action_scale", a.action_scale), ("prev_level", a.prev_level)) if v is not None}
         res[name] = run(World.load(None if path in ("", "default") else path), clips, a.frames, a.compile, a.hold, **over)
     at = next(iter(res.values()))["at"]
     print("| model | " + " | ".join(f"frame {f}" for f in at) + " |")

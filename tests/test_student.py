@@ -1,5 +1,6 @@
 """Distillation: the student step runs on a tiny config in seconds, resumes exactly, and its
 1-, 2- and 4-step samplers run through the engine."""
+import dataclasses
 import json
 
 import numpy as np
@@ -174,3 +175,52 @@ def test_a_student_of_a_bundle_finds_the_bundles_autoencoders(tiny_teacher, late
     assert meta["latents"]["video_ae"]["path"] == str((tmp_path / "bundle" / "video_ae").resolve())
     world = World.load(tmp_path / "s")
     assert world.stream("a meadow").step("walk_e").frames.shape[2:] == (world.height, world.width, 3)
+
+
+def test_a_prev_level_world_distils_at_its_level_and_streams_it_batched(tiny_teacher, latent_dataset, tmp_path):
+    """A prev-frame teacher told its previous frame's degradation level, fine-tuned from a plain
+    one, distilled at level 0.25: the student records the level, its streams degrade their own
+    frames at it (batched rows as alone), and asking a model that never learnt levels is a clear error."""
+    import pytest
+
+    from worldstream.engine.batch import step_together
+    from worldstream.train.teacher import TeacherTrainConfig, train_teacher
+
+    torch.set_num_threads(1)
+    tcfg = TeacherTrainConfig(dataset=str(latent_dataset), preset="tiny", steps=2, batch=4, chunks=4, eval_every=2,
+                              warmup=2, window=2, sinks=1, memory_topk=2, init_from=str(tiny_teacher), prev_frame=True,
+                              prev_degrade=0.5, prev_level=True, bf16=False)
+    train_teacher(tcfg, tmp_path / "t", progress=False)
+    assert load_tensors(tmp_path / "t" / "model.safetensors")["prev_level_in.weight"].abs().sum() > 0  # from zero
+    train_student(_cfg(tmp_path / "t", latent_dataset, 3, prev_level=0.25), tmp_path / "s", progress=False)
+    world = World.load(tmp_path / "s")
+    rc = world.rollout_config()
+    assert world.model.cfg.prev_level and rc.prev_level == 0.25
+    cfg = StreamConfig(rollout=rc, bf16=False, memory_chunks=4)
+    streams = [world.stream("a meadow", seed=sd, config=cfg) for sd in (1, 2)]
+    twins = [world.stream("a meadow", seed=sd, config=cfg) for sd in (1, 2)]
+    for s, t, n in zip(streams, twins, (10, 9)):  # full caches: streams step together from then on
+        for i in range(n):
+            s.step(["walk_e", "idle"][i % 2])
+            t.step(["walk_e", "idle"][i % 2])
+    for _ in range(3):
+        for s in streams:
+            s.act("walk_e")
+        together = step_together(streams)
+        alone = [t.step("walk_e") for t in twins]
+        for a, b in zip(together, alone):
+            assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+    at = world.stream("a meadow", seed=1, config=StreamConfig(rollout=rc, bf16=False))
+    clean = world.stream("a meadow", seed=1, config=StreamConfig(rollout=dataclasses.replace(rc, prev_level=0.0),
+                                                                  bf16=False))
+    a, c = ([s.step("walk_e").frames for _ in range(3)] for s in (at, clean))  # (another level still runs)
+    assert np.array_equal(a[0], c[0]) and not np.array_equal(a[2], c[2])  # degraded from the first own frame on
+
+    plain = World.load(tiny_teacher)
+    s = plain.stream("", config=StreamConfig(rollout=dataclasses.replace(plain.rollout_config(), prev_level=0.3),
+                                             bf16=False))
+    with pytest.raises(ValueError, match="--prev-level"):
+        s.step("idle")
+        s.step("idle")
+    with pytest.raises(ValueError, match="--prev-level"):
+        train_student(_cfg(tiny_teacher, latent_dataset, 2, prev_level=0.25), tmp_path / "u", progress=False)

@@ -152,8 +152,7 @@ def test_clips_drawn_around_caption_changes(latent_dataset, tmp_path):
 
 
 def test_a_degraded_previous_frame_is_blurred_and_noised_per_clip_and_chunk_except_the_first():
-    from worldstream.model.omni import previous_frames
-    from worldstream.train.teacher import degrade_prev
+    from worldstream.model.omni import degrade_prev, previous_frames
 
     torch.manual_seed(0)
     video = torch.randn(2, 6, 4, 8, 8)
@@ -182,3 +181,58 @@ def test_a_prev_frame_teacher_trains_with_degraded_previous_frames(latent_datase
     with pytest.raises(ValueError, match="needs a prev-frame model"):
         train_teacher(_cfg(latent_dataset, 3, prev_degrade=0.5), tmp_path / "u", progress=False)
     assert not (tmp_path / "u" / "model.safetensors").exists()
+
+
+def test_a_prev_level_model_hears_the_level_on_noisy_video_tokens_only():
+    """The level of each chunk's degraded previous frame is drawn per chunk (0 for the first chunk
+    and for the clean share of clips) and changes what a noisy chunk's tokens make, never a clean
+    chunk's: history in a stream's cache does not depend on the level its frames were made at."""
+    import dataclasses
+
+    from worldstream.model.omni import Omni, degrade_at_level, degrade_prev, omni_preset, previous_frames
+
+    torch.manual_seed(0)
+    cfg = TeacherTrainConfig(dataset="unused", prev_frame=True, prev_degrade=0.5, prev_level=True)
+    d = draw_tasks(cfg, 4000, 3, (4000, 6, 4, 8, 8))
+    lv = d["prev_level"]
+    assert "prev_blur" not in d and lv.shape == (4000, 3) and (lv[:, 0] == 0).all()
+    on = (lv[:, 1:] > 0).any(1).float().mean()
+    assert 0.45 < on < 0.55 and 0.2 < lv[lv > 0].mean() < 0.3 * 2 and lv.max() <= 1  # uniform in [0, 1]
+    prev = previous_frames(torch.randn(2, 6, 4, 8, 8), 2)
+    eps = torch.randn(2, 3, 4, 8, 8)
+    level = torch.tensor([[0.0, 0.4, 1.0], [0.0, 0.0, 0.2]])
+    torch.testing.assert_close(degrade_at_level(prev, 2, level, eps, 0.5),
+                               degrade_prev(prev, 2, level, level * 0.5, eps, 0.5))
+
+    mc = dataclasses.replace(omni_preset("tiny"), audio_channels=0, prev_frame=True, prev_std=0.5, prev_level=True)
+    model = Omni(mc).eval()
+    assert model.prev_level_in.weight.abs().sum() == 0  # starts at zero: a prev model fine-tunes from where it stood
+    torch.nn.init.normal_(model.prev_level_in.weight, std=0.5)
+    for m in (model.video_out, model.out_ada, model.prev_in):
+        torch.nn.init.normal_(m.weight, std=0.05)
+    cf = mc.chunk_frames
+    video = torch.randn(1, 3 * cf, mc.latent_channels, 4, 4)
+    t = torch.tensor([[0.0, 0.7, 0.7]])  # a clean chunk, then two noisy ones
+    actions = torch.zeros(1, 3 * cf, dtype=torch.long)
+    prev = previous_frames(video, cf)
+    with torch.no_grad():
+        base, _ = model(video, t, actions, prev=prev, prev_level=torch.zeros(1, 3))
+        told, _ = model(video, t, actions, prev=prev, prev_level=torch.tensor([[0.9, 0.9, 0.0]]))
+        unsaid, _ = model(video, t, actions, prev=prev)
+    assert torch.equal(base, unsaid)  # None = level 0
+    assert torch.equal(told[:, :cf], base[:, :cf])  # the clean chunk ignores its level
+    assert (told[:, cf : 2 * cf] - base[:, cf : 2 * cf]).abs().max() > 1e-3  # the noisy chunk hears it
+    with pytest.raises(ValueError, match="one per chunk"):
+        model(video, t, actions, prev=prev, prev_level=torch.zeros(1, 2))
+
+
+def test_a_prev_level_teacher_trains_and_needs_degraded_frames(latent_dataset, tmp_path):
+    torch.set_num_threads(1)
+    m = train_teacher(_cfg(latent_dataset, 2, bf16=False, prev_frame=True, prev_degrade=0.5, prev_level=True,
+                           samples=False), tmp_path / "t", progress=False)
+    assert m["step"] == 2 and torch.isfinite(torch.tensor(m["heldout_velocity_mse"]))
+    import json
+
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["model"]["prev_level"]
+    with pytest.raises(ValueError, match="--prev-degrade"):
+        train_teacher(_cfg(latent_dataset, 2, prev_frame=True, prev_level=True), tmp_path / "u", progress=False)

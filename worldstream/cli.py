@@ -36,6 +36,8 @@ def _rollout_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shift", type=float, help="time-grid shift toward noise")
     p.add_argument("--text-scale", type=float, help="prompt guidance (1 = none)")
     p.add_argument("--action-scale", type=float, help="action guidance (1 = none)")
+    p.add_argument("--prev-level", type=float,
+                   help="a model trained with --prev-level: degrade its previous frame at this level (0 = clean)")
 
 
 def _device_arg(p: argparse.ArgumentParser) -> None:
@@ -55,7 +57,7 @@ def _rollout_config(a: argparse.Namespace, meta: dict):
 
     from .engine.stream import recommended_rollout
 
-    given = {k: getattr(a, k) for k in ("sampler", "steps", "shift", "text_scale", "action_scale")
+    given = {k: getattr(a, k) for k in ("sampler", "steps", "shift", "text_scale", "action_scale", "prev_level")
              if getattr(a, k, None) is not None}
     return dataclasses.replace(recommended_rollout(meta), **given)
 
@@ -229,7 +231,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  rollout_chunks=a.rollout_chunks, rollout_steps=a.rollout_steps,
                                  change_share=a.change_share, init_from=a.init_from, lr=a.lr,
                                  objective=a.objective, fake_lr=a.fake_lr, fake_updates=a.fake_updates,
-                                 eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed)
+                                 prev_level=a.prev_level, warmup=a.warmup, eval_every=a.eval_every, bf16=not a.fp32,
+                                 seed=a.seed)
         metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     else:
         from .train.teacher import TeacherTrainConfig, train_teacher
@@ -239,7 +242,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, window=a.window,
                                  sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
                                  compile=a.compile, change_share=a.change_share, prev_frame=a.prev_frame,
-                                 prev_degrade=a.prev_degrade, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
+                                 prev_degrade=a.prev_degrade, prev_level=a.prev_level, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -456,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--prev-degrade", type=float, default=0.0,
                     help="with --prev-frame: share of clips whose previous frame is blurred and noised, as a "
                          "1-step stream's own frames are, so the model sharpens it instead of copying the blur")
+    tt.add_argument("--prev-level", action="store_true",
+                    help="with --prev-degrade: degrade each chunk's previous frame at a random level and tell the "
+                         "model that level, so a stream can degrade its own frames at a fixed level and say so")
     tt.add_argument("--compile", action="store_true",
                     help="torch.compile the blocks' dense parts: ~20%% faster steps after a minute of compiling")
     tt.add_argument("--task-probs", type=float, nargs=5, metavar="P",
@@ -499,12 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--change-share", type=float, default=0.0,
                     help="share of clips drawn around a caption change, whose history does not yet show the prompt "
                          "(default 0: ~4%% of plain clips hold one)")
+    ts.add_argument("--prev-level", type=float, default=0.0,
+                    help="a teacher trained with --prev-level: degrade the previous frame at this level in the "
+                         "student's rollouts, targets and passes (its streams then use it too); 0 = clean")
     ts.add_argument("--objective", choices=("regression", "dmd"), default="regression",
                     help="own-rollout batches: regression onto the teacher's ODE endpoint, or distribution matching")
     ts.add_argument("--fake-lr", type=float, default=1e-4, help="dmd: the fake score's learning rate")
     ts.add_argument("--fake-updates", type=int, default=1, help="dmd: fake-score steps per student step")
     ts.add_argument("--init-from", default="", help="start from this student checkpoint instead of the teacher (train further)")
     ts.add_argument("--lr", type=float, default=5e-5)
+    ts.add_argument("--warmup", type=int, default=50, help="learning-rate warmup steps")
     ts.add_argument("--eval-every", type=int, default=100)
     ts.add_argument("--fp32", action="store_true")
     ts.add_argument("--seed", type=int, default=0)

@@ -45,7 +45,7 @@ from ..device import autocast
 from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from_velocity
 from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
-from ..model.omni import Omni, previous_frames
+from ..model.omni import Omni, degrade_at_level, previous_frames
 from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run, train_device
 from ..weights import resolve
 
@@ -78,6 +78,9 @@ class StudentTrainConfig:
     objective: str = "regression"  # own-rollout batches: "regression" onto the teacher's ODE endpoint, or "dmd"
     fake_lr: float = 1e-4  # dmd: the fake score's learning rate
     fake_updates: int = 1  # dmd: fake-score steps per student step (DMD2 uses 5 on GPUs; each costs a pass here)
+    # a teacher trained with ``--prev-level``: the level at which the student's previous frame is degraded
+    # (its own rollouts, the teacher's targets and its passes alike) and that its streams use
+    prev_level: float = 0.0
     audio_weight: float = 0.5
     lr: float = 5e-5
     warmup: int = 50
@@ -97,7 +100,7 @@ def teacher_target(teacher: Omni, cfg: StudentTrainConfig, cond: Conditioning, h
                    hist_a: torch.Tensor | None, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The guided teacher's clean next chunk after the given history, from the given noise."""
     rcfg = RolloutConfig(sampler=cfg.teacher_sampler, steps=cfg.teacher_steps, text_scale=cfg.text_scale,
-                         action_scale=cfg.action_scale)
+                         action_scale=cfg.action_scale, prev_level=cfg.prev_level)
     branches = make_branches(teacher, rcfg)
     n = prefill(teacher, branches, cond, hist_v, hist_a)
     return generate_chunk(teacher, branches, rcfg, cond, n, tuple(hist_v.shape[2:]), noise=noise, commit=False)
@@ -120,10 +123,10 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     if target_a is not None:
         xa = interpolate(target_a, noise[:, nv:].view_as(target_a), t.view(B, 1, 1))
         kw = dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
+    prev, level = _prev(mc, video, cfg.prev_level)
     with autocast(video.device.type, cfg.bf16):
         pv, pa = student(video=video, t_video=t_chunks, actions=cond.actions[:, : video.shape[1]], text=cond.text,
-                         text_mask=cond.text_mask, text_pooled=cond.text_pooled,
-                         prev=previous_frames(video, mc.chunk_frames) if mc.prev_frame else None, **kw)
+                         text_mask=cond.text_mask, text_pooled=cond.text_pooled, prev=prev, prev_level=level, **kw)
     n_last = target_v.shape[1]
     x0v = xv - tv * pv[:, -n_last:].float()
     lv = ((x0v - target_v) ** 2).mean()
@@ -137,8 +140,24 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     return loss, parts
 
 
+def _prev(mc, video: torch.Tensor, prev_level: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The previous frames of a pass over ``video`` (a clean history, then the chunk being made) and
+    their levels: the last chunk's degraded at ``prev_level`` as a stream degrades it (global RNG),
+    the history's clean (its tokens ignore it)."""
+    if not mc.prev_frame:
+        return None, None
+    prev = previous_frames(video, mc.chunk_frames)
+    if prev_level <= 0:
+        return prev, None
+    B, K = video.shape[0], video.shape[1] // mc.chunk_frames
+    level = torch.zeros(B, K, device=video.device)
+    level[:, -1] = prev_level
+    eps = torch.randn((B, K) + tuple(video.shape[2:])).to(video.device)
+    return degrade_at_level(prev, mc.chunk_frames, level, eps, mc.prev_std), level
+
+
 def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa, t: torch.Tensor,
-                   use_text: bool = True, use_actions: bool = True):
+                   use_text: bool = True, use_actions: bool = True, prev_level: float = 0.0):
     """The model's velocity for the chunk after a clean history: one pass over the whole sequence
     (the same block-causal view as streaming), the chunk at level t (B,)."""
     B, F = hist_v.shape[0], hist_v.shape[1] + xv.shape[1]
@@ -150,9 +169,9 @@ def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa
         dict(text=None, text_mask=None, text_pooled=None)
     kw = {} if xa is None else dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
     video = torch.cat([hist_v, xv], 1)
-    prev = previous_frames(video, mc.chunk_frames) if mc.prev_frame else None  # (the history's: it is clean)
+    prev, level = _prev(mc, video, prev_level)
     with autocast(xv.device.type, bf16):
-        pv, pa = model(video=video, t_video=t_chunks, actions=actions, prev=prev, **text, **kw)
+        pv, pa = model(video=video, t_video=t_chunks, actions=actions, prev=prev, prev_level=level, **text, **kw)
     return pv[:, -xv.shape[1]:].float(), None if xa is None else pa[:, -xa.shape[1]:].float()
 
 
@@ -166,7 +185,7 @@ def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning
     xa = None if hist_a is None else noise[:, xv[0].numel():].view(B, -1, hist_a.shape[2])
     dev = hist_v.device
     one = torch.ones(B, device=dev)
-    pv, pa = _last_velocity(student, cfg.bf16, cond, hist_v, hist_a, xv, xa, one)
+    pv, pa = _last_velocity(student, cfg.bf16, cond, hist_v, hist_a, xv, xa, one, prev_level=cfg.prev_level)
     x0v = x0_from_velocity(xv, pv, 1.0)  # the sample (with grad)
     x0a = None if xa is None else x0_from_velocity(xa, pa, 1.0)
     with torch.no_grad():
@@ -177,11 +196,11 @@ def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning
         ntv = interpolate(x0v.detach(), eps_v, tv)
         nta = None if xa is None else interpolate(x0a.detach(), eps_a, ta)
         args = (cond, hist_v, hist_a, ntv, nta, t)
-        vu, vt, vb = (_last_velocity(teacher, cfg.bf16, *args, use_text=ut, use_actions=ua)
+        vu, vt, vb = (_last_velocity(teacher, cfg.bf16, *args, use_text=ut, use_actions=ua, prev_level=cfg.prev_level)
                       for ut, ua in ((False, False), (True, False), (True, True)))
         real = [None if u is None else guide(u, b_, c, cfg.text_scale, cfg.action_scale)
                 for u, b_, c in zip(vu, vt, vb)]  # the guided teacher
-        fk = _last_velocity(fake, cfg.bf16, *args)
+        fk = _last_velocity(fake, cfg.bf16, *args, prev_level=cfg.prev_level)
         grads = []
         for x0, xt, tt, vr, vf in ((x0v, ntv, tv, real[0], fk[0]), (x0a, nta, ta, real[1], fk[1])):
             if x0 is None:
@@ -211,7 +230,7 @@ def fake_score_loss(fake, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     if sample_a is not None:
         eps_a = randn(sample_a.shape, generator=g, device=dev)
         xa = interpolate(sample_a, eps_a, t.view(B, 1, 1))
-    pv, pa = _last_velocity(fake, cfg.bf16, cond, hist_v, hist_a, xv, xa, t)
+    pv, pa = _last_velocity(fake, cfg.bf16, cond, hist_v, hist_a, xv, xa, t, prev_level=cfg.prev_level)
     loss = ((pv - velocity_target(sample_v, eps_v)) ** 2).mean()
     if sample_a is not None:
         loss = loss + cfg.audio_weight * ((pa - velocity_target(sample_a, eps_a)) ** 2).mean()
@@ -234,7 +253,8 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
     cond = _cond(prompts, clip, (n_hist + 1) * cf).to(dev)
     if own:
         first_a = None if clip.audio is None else clip.audio[:, : cf * tpf]
-        hist_v, hist_a = own_rollout(student, cond, clip.video[:, :cf], first_a, n_hist, cfg.rollout_steps, g)
+        hist_v, hist_a = own_rollout(student, cond, clip.video[:, :cf], first_a, n_hist, cfg.rollout_steps, g,
+                                     prev_level=cfg.prev_level)
     else:
         hist_v = clip.video[:, : n_hist * cf]
         hist_a = None if clip.audio is None else clip.audio[:, : n_hist * cf * tpf]
@@ -281,6 +301,10 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     teacher, tmeta = load_world_model(cfg.teacher)
     tmeta = dict(tmeta, latents=_absolute_latents(tmeta["latents"], resolve(cfg.teacher)))
     teacher.requires_grad_(False)
+    if cfg.prev_level > 0 and not teacher.cfg.prev_level:
+        raise ValueError(f"prev_level {cfg.prev_level}: the teacher {cfg.teacher} was not trained to be told how degraded "
+                         "its previous frame is (train it with --prev-frame --prev-degrade 0.5 --prev-level); "
+                         "leave --prev-level at 0")
     student = Omni(teacher.cfg)
     if cfg.init_from:
         init, _ = load_world_model(cfg.init_from)
@@ -333,7 +357,8 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         return {"kind": "omni_student", "model": to_dict(student.cfg), "train": to_dict(cfg), "step": step,
                 "metrics": metrics, "latents": tmeta["latents"], "actions": tmeta["actions"], "fps": tmeta["fps"],
                 "latent_shape": tmeta["latent_shape"], "teacher": str(cfg.teacher),
-                "rollout": {"sampler": "x0", "steps": min(2, max(cfg.levels)), "text_scale": 1.0, "action_scale": 1.0},
+                "rollout": {"sampler": "x0", "steps": min(2, max(cfg.levels)), "text_scale": 1.0, "action_scale": 1.0,
+                            **({"prev_level": cfg.prev_level} if cfg.prev_level else {})},
                 "sampler_rng": train.rng.bit_generator.state, "draw_rng": rng.bit_generator.state,
                 "noise_rng": g.get_state().tolist()}
 

@@ -22,7 +22,7 @@ import torch
 
 from ..diffusion.flow import SAMPLERS, guided, interpolate, randn, time_grid
 from ..model.cache import KVCache
-from ..model.omni import Omni
+from ..model.omni import Omni, degrade_at_level
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +33,9 @@ class RolloutConfig:
     text_scale: float = 3.0  # guidance on the prompt (1 = no guidance)
     action_scale: float = 1.5  # guidance on the actions (1 = no guidance)
     history_noise: float = 0.0  # commit generated chunks at this noise level (GameNGen-style context noise)
+    # a ``prev_level`` model: degrade the previous frame at this level and say so (``degrade_at_level``),
+    # so the stream's own frames look to it like the degraded real frames it was trained on
+    prev_level: float = 0.0
 
 
 @dataclasses.dataclass
@@ -130,7 +133,8 @@ def flush(model: Omni, branches: list[Branch]) -> None:
 
 
 def _fused(model: Omni, b: Branch, p: Pending, video: torch.Tensor, t_video: torch.Tensor, audio: torch.Tensor | None,
-           t_audio: torch.Tensor | None, kwargs: dict, prev: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+           t_audio: torch.Tensor | None, kwargs: dict, prev: torch.Tensor | None,
+           prev_level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass over the pending chunk (at its noise level) and this chunk's denoising step;
     commits the pending chunk only; returns this chunk's velocities."""
     cf = p.video.shape[1]
@@ -140,7 +144,9 @@ def _fused(model: Omni, b: Branch, p: Pending, video: torch.Tensor, t_video: tor
                          audio=None if p.audio is None else torch.cat([p.audio, audio], 1),
                          t_audio=None if p.audio is None else torch.cat([p.t, t_audio], 1),
                          cache=b.cache, start_frame=p.start_frame,
-                         prev=None if prev is None else torch.cat([torch.zeros_like(p.video), prev], 1), **kw)
+                         prev=None if prev is None else torch.cat([torch.zeros_like(p.video), prev], 1),
+                         prev_level=None if prev_level is None else torch.cat([torch.zeros_like(p.t), prev_level], 1),
+                         **kw)
     b.cache.commit(chunks=1)
     return out_v[:, cf:], (None if out_a is None else out_a[:, na:])
 
@@ -179,11 +185,18 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     gv = _rows(given.video_rows, B, dev) if given.video is not None else no
     ga = _rows(given.audio_rows, B, dev) if given.audio is not None and na else no
     gb = _rows(given.blend_rows, B, dev) & ~gv if given.blend is not None else no
-    prev = None  # every frame's previous finished frame (``previous_frames``), for a model that predicts around it
+    if cfg.prev_level > 0 and not mc.prev_level:
+        raise ValueError(f"prev_level {cfg.prev_level}: this model was not trained to be told how degraded its previous "
+                         "frame is (train the teacher with --prev-level); leave prev_level at 0")
+    prev = level = None  # every frame's previous finished frame (``previous_frames``), for a model that predicts around it
     if mc.prev_frame:
         last = branches[0].last_video
         prev = (torch.zeros(B, cf, C, h, w, device=dev) if last is None
                 else last.to(dev)[:, None].expand(B, cf, C, h, w))
+        if cfg.prev_level > 0 and last is not None:  # (the zeros before a first chunk are not degraded)
+            level = torch.full((B, 1), cfg.prev_level, device=dev)
+            eps = randn((B, C * h * w), generator=generator, device=dev).view(B, 1, C, h, w)
+            prev = degrade_at_level(prev, cf, level, eps, mc.prev_std, first=False)
 
     def unpack(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         v = z[:, :nv].view(B, cf, C, h, w)
@@ -204,10 +217,10 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
             kw = branch.kwargs(cond, frames)
             p, branch.pending = branch.pending, None
             if p is not None:
-                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw, prev)
+                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw, prev, level)
             else:
                 out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=ta, cache=branch.cache,
-                                     start_frame=chunk * cf, prev=prev, **kw)
+                                     start_frame=chunk * cf, prev=prev, prev_level=level, **kw)
             return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1).float()  # ODE in fp32
 
         return fn
@@ -305,11 +318,12 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
 
 @torch.no_grad()
 def own_rollout(student: Omni, cond: Conditioning, first_v: torch.Tensor, first_a: torch.Tensor | None,
-                n_chunks: int, steps: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+                n_chunks: int, steps: int, generator: torch.Generator,
+                prev_level: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A few-step student's own history for training: one real chunk, then ``n_chunks - 1`` of its
-    own, as it streams them (its bounded view, ``steps`` x0 steps, the deferred commit): the history
-    self-forcing distillation trains on."""
-    rcfg = RolloutConfig(sampler="x0", steps=steps, text_scale=1.0, action_scale=1.0)
+    own, as it streams them (its bounded view, ``steps`` x0 steps, the deferred commit, its
+    previous frame degraded at ``prev_level``): the history self-forcing distillation trains on."""
+    rcfg = RolloutConfig(sampler="x0", steps=steps, text_scale=1.0, action_scale=1.0, prev_level=prev_level)
     branches = make_branches(student, rcfg)
     prefill(student, branches, cond, first_v, first_a)
     vs, as_ = [first_v], [] if first_a is None else [first_a]

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-SPEC_KEYS = {"sampler": str, "steps": int, "text": float, "action": float, "topk": int, "p": float}
+SPEC_KEYS = {"sampler": str, "steps": int, "text": float, "action": float, "topk": int, "p": float, "level": float}
 
 
 @dataclasses.dataclass
@@ -39,8 +39,8 @@ class ModelSpec:
 
 def parse_spec(text: str) -> ModelSpec:
     """``NAME=PATH[,key=value...]`` with keys sampler, steps, text, action (guidance scales), topk
-    (memory chunks retrieved; large = dense over the whole bank) and p (adaptive mass, 0 = fixed
-    top-k). PATH ``default`` is the shipped model."""
+    (memory chunks retrieved; large = dense over the whole bank), p (adaptive mass, 0 = fixed
+    top-k) and level (a ``prev_level`` model's previous-frame degradation). PATH ``default`` is the shipped model."""
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
         raise ValueError(f"model spec {text!r}: use NAME=PATH[,key=value...], e.g. student-1=default,steps=1")
@@ -68,7 +68,7 @@ def load(spec: ModelSpec):
         world.model.cfg = dataclasses.replace(world.model.cfg, **view)
     r = world.rollout_config()
     given = {k: o[s] for k, s in (("sampler", "sampler"), ("steps", "steps"), ("text_scale", "text"),
-                                  ("action_scale", "action")) if s in o}
+                                  ("action_scale", "action"), ("prev_level", "level")) if s in o}
     return world, dataclasses.replace(r, **given)
 
 

@@ -72,12 +72,20 @@ class OmniConfig:
     # guess did worse than a copy (log.md, fourteenth and fifteenth sessions)
     prev_frame: bool = False
     prev_std: float = 0.0  # std of a frame's change in the training latents (the preconditioning's sigma_data)
+    # also told how degraded the previous frame is (``degrade_prev``'s level, per chunk): trained on
+    # real frames degraded at random levels and streamed with its own frames degraded at one fixed
+    # level, so a generated frame and a real one look alike to it (GameNGen, Valevski et al. 2024,
+    # conditions on its context noise the same way). Unconditioned degradation sharpened every frame,
+    # degraded or not (log.md, nineteenth session)
+    prev_level: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads or (self.width // self.heads) % 2:
             raise ValueError(f"width {self.width} / heads {self.heads} must give an even head dim")
         if self.prev_frame and self.prev_std <= 0:
             raise ValueError("prev_frame needs prev_std > 0: the std of a frame's change in the training latents")
+        if self.prev_level and not self.prev_frame:
+            raise ValueError("prev_level conditions on the previous frame's degradation: it needs prev_frame")
 
 
 def omni_preset(name: str) -> OmniConfig:
@@ -98,6 +106,35 @@ def previous_frames(video: torch.Tensor, chunk_frames: int, before: torch.Tensor
     lasts = video[:, chunk_frames - 1 :: chunk_frames]  # (B, K, C, h, w)
     first = torch.zeros_like(lasts[:, :1]) if before is None else before[:, None].to(video.dtype)
     return torch.cat([first, lasts[:, :-1]], 1).repeat_interleave(chunk_frames, dim=1)
+
+
+PREV_NOISE_MAX = 0.5  # noise added to a previous frame at degradation level 1, in units of the frame change's std
+
+
+def degrade_prev(prev: torch.Tensor, chunk_frames: int, blur: torch.Tensor, noise: torch.Tensor, eps: torch.Tensor,
+                 std: float, first: bool = True) -> torch.Tensor:
+    """Previous frames (B, F, C, h, w) as ``previous_frames`` gives them, each chunk's moved toward its
+    3x3 local mean by ``blur`` and noised by ``noise`` x ``std`` with ``eps`` (B, K, C, h, w); ``blur``
+    and ``noise`` are (B,) per clip or (B, K) per chunk, in [0, 1]. A 1-step student regresses toward
+    the mean of the futures it cannot tell apart, so its frames come out smoothed; GameNGen
+    (Valevski et al. 2024) noises the context for the same reason. ``first``: ``prev`` starts at a
+    clip's first chunk, whose previous frame (zeros: none before it) is left as it is."""
+    lasts = prev[:, ::chunk_frames].float()  # (B, K, C, h, w)
+    B, K = lasts.shape[:2]
+    flat = lasts.flatten(0, 1)
+    smooth = F.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=False).view_as(lasts)
+    b, n = (x.reshape(B, -1, 1, 1, 1).to(lasts) for x in (blur, noise))
+    out = torch.lerp(lasts, smooth, b) + n * std * eps.to(lasts)
+    if first:
+        out[:, 0] = lasts[:, 0]
+    return out.to(prev.dtype).repeat_interleave(chunk_frames, dim=1)
+
+
+def degrade_at_level(prev: torch.Tensor, chunk_frames: int, level: torch.Tensor, eps: torch.Tensor,
+                     std: float, first: bool = True) -> torch.Tensor:
+    """``degrade_prev`` at one level per chunk (B, K): blur ``level``, noise ``level`` x PREV_NOISE_MAX
+    (``OmniConfig.prev_level``)."""
+    return degrade_prev(prev, chunk_frames, level, level * PREV_NOISE_MAX, eps, std, first)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -167,6 +204,8 @@ class Omni(nn.Module):
         # the previous frame's patches, weighted by the noise level (clean tokens do not need it);
         # zero at the start so a plain checkpoint fine-tunes from where it stood
         self.prev_in = nn.Linear(cfg.latent_channels * p * p, D) if cfg.prev_frame else None
+        # the previous frame's degradation level, into a video token's conditioning (weighted like prev_in)
+        self.prev_level_in = nn.Linear(D, D) if cfg.prev_level else None
         self.audio_in = nn.Linear(cfg.audio_channels, D) if cfg.audio_channels else None
         self.action_emb = nn.Embedding(cfg.n_actions + 1, D)  # last id: no action / dropped
         self.action_cond = nn.Embedding(cfg.n_actions + 1, D) if cfg.action_adaln else None
@@ -183,7 +222,7 @@ class Omni(nn.Module):
         self.out_ada = nn.Linear(D, 2 * D)
         self.video_out = nn.Linear(D, cfg.latent_channels * p * p)
         self.audio_out = nn.Linear(D, cfg.audio_channels) if cfg.audio_channels else None
-        for m in (self.out_ada, self.video_out, self.audio_out, self.prev_in):
+        for m in (self.out_ada, self.video_out, self.audio_out, self.prev_in, self.prev_level_in):
             if m is not None:
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -226,7 +265,8 @@ class Omni(nn.Module):
                 audio: torch.Tensor | None = None, t_audio: torch.Tensor | None = None,
                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 text_pooled: torch.Tensor | None = None, cache: KVCache | None = None,
-                start_frame: int = 0, prev: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                start_frame: int = 0, prev: torch.Tensor | None = None,
+                prev_level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Velocities for K chunks.
 
         video (B, F, C, h, w) noisy latents with F = K * chunk_frames; t_video (B, K) per-chunk
@@ -236,6 +276,8 @@ class Omni(nn.Module):
         chunks follow the cached ones (``start_frame`` = frames already generated). ``prev``
         (B, F, C, h, w): each frame's previous clean frame (``previous_frames``), for a
         ``prev_frame`` model; None = zeros (no previous frame; a clean pass does not need it).
+        ``prev_level`` (B, K): how degraded each chunk's ``prev`` is (``degrade_at_level``), for a
+        ``prev_level`` model; None = 0 (a clean previous frame).
         Returns (v_video like video, v_audio like audio or None).
         """
         cfg, p = self.cfg, self.cfg.patch
@@ -256,7 +298,14 @@ class Omni(nn.Module):
             prev = None
         elif prev is None:
             prev = torch.zeros_like(video)
-        x, cond = self._embed(video, actions, audio, t_video, t_audio, text_pooled, mods, *groups[1:], prev=prev)
+        if prev_level is not None and prev_level.shape != t_video.shape:
+            raise ValueError(f"prev_level {tuple(prev_level.shape)} must match t_video {tuple(t_video.shape)}: one per chunk")
+        if self.prev_level_in is None or prev is None:
+            prev_level = None
+        elif prev_level is None:
+            prev_level = torch.zeros_like(t_video)
+        x, cond = self._embed(video, actions, audio, t_video, t_audio, text_pooled, mods, *groups[1:], prev=prev,
+                              prev_level=prev_level)
         n_stream, n_groups = x.shape[1], cond.shape[1]
         group = g_stream
         # the text prefix goes into this pass unless the cache already holds the prompt
@@ -283,8 +332,8 @@ class Omni(nn.Module):
     # copy compiles them like the blocks' dense parts (``compile_dense``).
     def _embed(self, video: torch.Tensor, actions: torch.Tensor, audio: torch.Tensor | None, t_video: torch.Tensor,
                t_audio: torch.Tensor | None, text_pooled: torch.Tensor | None, mods: torch.Tensor,
-               g_frame: torch.Tensor, g_audio: torch.Tensor, prev: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               g_frame: torch.Tensor, g_audio: torch.Tensor, prev: torch.Tensor | None = None,
+               prev_level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Stream tokens x (B, N, D) and the conditioning of each group (B, G, D)."""
         cfg, p = self.cfg, self.cfg.patch
         B, Fr, C, h, w = video.shape
@@ -313,6 +362,9 @@ class Omni(nn.Module):
         if cfg.audio_channels:
             t_g = torch.where(g_audio[None], t_audio[:, g_chunk], t_g)
         cond = self.t_mlp(timestep_embedding(t_g, D))  # (B, G, D)
+        if prev_level is not None:  # video groups only, weighted by their noise level: clean tokens ignore prev
+            w = (t_video[:, g_chunk] * (~g_audio)[None].to(t_video.dtype))[..., None]
+            cond = cond + w.to(cond.dtype) * self.prev_level_in(timestep_embedding(prev_level[:, g_chunk], D))
         if self.action_cond is not None:  # a token of frame f is modulated by the action of frame f
             cond = cond + self.action_cond(action_ids)[:, g_frame]
         if text_pooled is not None:

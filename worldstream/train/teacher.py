@@ -36,7 +36,7 @@ from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
 from ..diffusion.flow import change_loss_weight, interpolate, sample_t_logit_normal, velocity_target
-from ..model.omni import Omni, omni_preset, previous_frames
+from ..model.omni import PREV_NOISE_MAX, Omni, degrade_at_level, degrade_prev, omni_preset, previous_frames
 from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, train_device
 
 TASKS = ("joint", "video|audio", "audio|video", "image->world", "continuation")
@@ -74,6 +74,10 @@ class TeacherTrainConfig:
     # the model learns to pull a blurred, noisy last frame back to a sharp next one instead of copying the
     # blur, which compounds frame by frame in free-running (log.md, eighteenth session)
     prev_degrade: float = 0.0
+    # tell the model each degraded frame's level (``OmniConfig.prev_level``): one level per chunk, drawn
+    # uniformly in [0, 1], blur and noise together (``degrade_at_level``); streams degrade their own
+    # frames at one fixed level (``RolloutConfig.prev_level``)
+    prev_level: bool = False
     samples: bool = True  # write a sample video (real history, then generated) at every evaluation
     # torch.compile the blocks' dense parts (``Omni.compile_dense``): 1.82 -> 1.47 s a step at batch 8 x 8
     # chunks on the 2-core CPU after ~60 s of compiling (log.md, tenth session); off for tiny runs
@@ -92,7 +96,7 @@ def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
                                audio_channels=audio.shape[1] if audio is not None else 0,
                                audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions),
                                window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk,
-                               prev_frame=cfg.prev_frame, prev_std=prev_std)
+                               prev_frame=cfg.prev_frame, prev_std=prev_std, prev_level=cfg.prev_level)
 
 
 def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
@@ -117,7 +121,13 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
            "drop_action": torch.rand(B) < cfg.p_drop_action}
     if video_shape is not None:
         out["eps_v"] = torch.randn(video_shape)
-        if cfg.prev_frame and cfg.prev_degrade > 0:
+        if cfg.prev_frame and cfg.prev_degrade > 0 and cfg.prev_level:
+            on = (torch.rand(B) < cfg.prev_degrade).float()
+            level = on[:, None] * torch.rand(B, K)
+            level[:, 0] = 0.0  # the first chunk's previous frame is zeros, not degraded
+            out["prev_level"] = level
+            out["eps_p"] = torch.randn((B, K) + tuple(video_shape[2:]))
+        elif cfg.prev_frame and cfg.prev_degrade > 0:
             on = (torch.rand(B) < cfg.prev_degrade).float()
             out["prev_blur"] = on * torch.rand(B)
             out["prev_noise"] = on * torch.rand(B) * PREV_NOISE_MAX
@@ -125,26 +135,6 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
     if audio_shape is not None:
         out["eps_a"] = torch.randn(audio_shape)
     return out
-
-
-PREV_NOISE_MAX = 0.5  # largest noise added to a degraded previous frame, in units of the frame change's std
-
-
-def degrade_prev(prev: torch.Tensor, chunk_frames: int, blur: torch.Tensor, noise: torch.Tensor, eps: torch.Tensor,
-                 std: float) -> torch.Tensor:
-    """Previous frames (B, F, C, h, w) as ``previous_frames`` gives them, each clip's moved toward its
-    3x3 local mean by ``blur`` (B,) in [0, 1] and noised by ``noise`` (B,) x ``std`` with ``eps``
-    (B, K, C, h, w), one draw per chunk. A 1-step student regresses toward the mean of the futures it
-    cannot tell apart, so its frames come out smoothed; GameNGen (Valevski et al. 2024) noises the
-    context for the same reason. The first chunk's (zeros: no frame before it) is left as it is."""
-    lasts = prev[:, ::chunk_frames].float()  # (B, K, C, h, w)
-    B, K = lasts.shape[:2]
-    flat = lasts.flatten(0, 1)
-    smooth = torch.nn.functional.avg_pool2d(flat, 3, stride=1, padding=1, count_include_pad=False).view_as(lasts)
-    b, n = blur.view(B, 1, 1, 1, 1), noise.view(B, 1, 1, 1, 1)
-    out = torch.lerp(lasts, smooth, b) + n * std * eps
-    out[:, 0] = lasts[:, 0]
-    return out.to(prev.dtype).repeat_interleave(chunk_frames, dim=1)
 
 
 def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBank) -> tuple[torch.Tensor, dict]:
@@ -170,9 +160,12 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
     prev = previous_frames(x0v, cf) if mc.prev_frame else None
     if prev is not None and "prev_blur" in draws:
         prev = degrade_prev(prev, cf, draws["prev_blur"], draws["prev_noise"], draws["eps_p"], mc.prev_std)
+    level = draws.get("prev_level")
+    if prev is not None and level is not None:
+        prev = degrade_at_level(prev, cf, level, draws["eps_p"], mc.prev_std)
     with autocast(dev.type, cfg.bf16):
         pv, pa = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
-                       text_pooled=pooled, prev=prev, **kw)
+                       text_pooled=pooled, prev=prev, prev_level=level, **kw)
     # Given (clean) parts carry no loss. Normalise by the element count, not by the unmasked count,
     # so the mean over DDP ranks of per-rank losses is exactly the loss of the global batch.
     wv = (tv_f > 0).float()
@@ -269,6 +262,9 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if cfg.batch % world:
         raise ValueError(f"global batch {cfg.batch} must be divisible by the {world} processes")
+    if cfg.prev_level and cfg.prev_degrade <= 0:
+        raise ValueError("prev_level: the model learns degradation levels from degraded previous frames; "
+                         "set --prev-degrade (e.g. 0.5), or drop --prev-level")
     if cfg.prev_degrade > 0 and not cfg.prev_frame:
         raise ValueError(f"prev_degrade {cfg.prev_degrade}: degrading the previous frame needs a prev-frame model; "
                          "add --prev-frame, or drop --prev-degrade")
