@@ -103,11 +103,32 @@ def test_distribution_matching_runs_and_resumes_exactly(tiny_teacher, latent_dat
     assert log and all(np.isfinite(r["fake"]) and np.isfinite(r["video"]) for r in log)
 
 
+def _batched_equals_alone(world, cfg, prompts, warmup, action):
+    """Two streams (seeds 1, 2) stepped ``warmup`` times each until their caches are full, then three
+    chunks stepped as one batch: each makes what its twin makes alone (so each keeps its own last
+    frame, and its own noise)."""
+    from worldstream.engine.batch import signature, step_together
+
+    streams = [world.stream(p, seed=sd, config=cfg) for p, sd in zip(prompts, (1, 2))]
+    twins = [world.stream(p, seed=sd, config=cfg) for p, sd in zip(prompts, (1, 2))]
+    for s, t, n in zip(streams, twins, warmup):
+        for i in range(n):
+            s.step(["walk_e", "idle"][i % 2])
+            t.step(["walk_e", "idle"][i % 2])
+    assert signature(streams[0]) is not None and signature(streams[0]) == signature(streams[1])
+    for _ in range(3):
+        for s in streams:
+            s.act(action)
+        together = step_together(streams)
+        alone = [t.step(action) for t in twins]
+        for a, b in zip(together, alone):
+            assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+
+
 def test_a_prev_frame_world_fine_tunes_distils_and_streams_batched(tiny_teacher, latent_dataset, tmp_path):
     """A plain teacher fine-tuned into one that predicts around the previous frame (its new layer
     starts at zero), distilled with self-forcing, then streamed: streams stepped as one batch make
     what they make alone, so each keeps its own last frame."""
-    from worldstream.engine.batch import signature, step_together
     from worldstream.train.teacher import TeacherTrainConfig, train_teacher
 
     torch.set_num_threads(1)
@@ -122,20 +143,7 @@ def test_a_prev_frame_world_fine_tunes_distils_and_streams_batched(tiny_teacher,
     assert world.model.cfg.prev_frame
     cfg = StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0), bf16=False,
                        memory_chunks=4)
-    streams = [world.stream(p, seed=sd, config=cfg) for p, sd in (("a meadow", 1), ("snow", 2))]
-    twins = [world.stream(p, seed=sd, config=cfg) for p, sd in (("a meadow", 1), ("snow", 2))]
-    for s, t, n in zip(streams, twins, (12, 9)):
-        for i in range(n):
-            s.step(["walk_e", "idle"][i % 2])
-            t.step(["walk_e", "idle"][i % 2])
-    assert signature(streams[0]) is not None and signature(streams[0]) == signature(streams[1])
-    for i in range(3):
-        for s in streams:
-            s.act("run_n")
-        together = step_together(streams)
-        alone = [t.step("run_n") for t in twins]
-        for a, b in zip(together, alone):
-            assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+    _batched_equals_alone(world, cfg, ("a meadow", "snow"), (12, 9), "run_n")
 
 
 def test_a_student_as_its_own_x0_teacher_is_its_own_target_until_guidance_is_added(tiny_teacher, latent_dataset):
@@ -183,7 +191,6 @@ def test_a_prev_level_world_distils_at_its_level_and_streams_it_batched(tiny_tea
     frames at it (batched rows as alone), and asking a model that never learnt levels is a clear error."""
     import pytest
 
-    from worldstream.engine.batch import step_together
     from worldstream.train.teacher import TeacherTrainConfig, train_teacher
 
     torch.set_num_threads(1)
@@ -197,19 +204,7 @@ def test_a_prev_level_world_distils_at_its_level_and_streams_it_batched(tiny_tea
     rc = world.rollout_config()
     assert world.model.cfg.prev_level and rc.prev_level == 0.25
     cfg = StreamConfig(rollout=rc, bf16=False, memory_chunks=4)
-    streams = [world.stream("a meadow", seed=sd, config=cfg) for sd in (1, 2)]
-    twins = [world.stream("a meadow", seed=sd, config=cfg) for sd in (1, 2)]
-    for s, t, n in zip(streams, twins, (10, 9)):  # full caches: streams step together from then on
-        for i in range(n):
-            s.step(["walk_e", "idle"][i % 2])
-            t.step(["walk_e", "idle"][i % 2])
-    for _ in range(3):
-        for s in streams:
-            s.act("walk_e")
-        together = step_together(streams)
-        alone = [t.step("walk_e") for t in twins]
-        for a, b in zip(together, alone):
-            assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+    _batched_equals_alone(world, cfg, ("a meadow", "a meadow"), (10, 9), "walk_e")
     at = world.stream("a meadow", seed=1, config=StreamConfig(rollout=rc, bf16=False))
     clean = world.stream("a meadow", seed=1, config=StreamConfig(rollout=dataclasses.replace(rc, prev_level=0.0),
                                                                   bf16=False))
