@@ -363,7 +363,7 @@ class Omni(nn.Module):
             t_g = torch.where(g_audio[None], t_audio[:, g_chunk], t_g)
         cond = self.t_mlp(timestep_embedding(t_g, D))  # (B, G, D)
         if prev_level is not None:  # video groups only, weighted by their noise level: clean tokens ignore prev
-            w = (t_video[:, g_chunk] * (~g_audio)[None].to(t_video.dtype))[..., None]
+            w = torch.where(g_audio[None], 0.0, t_g)[..., None]
             cond = cond + w.to(cond.dtype) * self.prev_level_in(timestep_embedding(prev_level[:, g_chunk], D))
         if self.action_cond is not None:  # a token of frame f is modulated by the action of frame f
             cond = cond + self.action_cond(action_ids)[:, g_frame]

@@ -121,16 +121,15 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
            "drop_action": torch.rand(B) < cfg.p_drop_action}
     if video_shape is not None:
         out["eps_v"] = torch.randn(video_shape)
-        if cfg.prev_frame and cfg.prev_degrade > 0 and cfg.prev_level:
+        if cfg.prev_frame and cfg.prev_degrade > 0:
             on = (torch.rand(B) < cfg.prev_degrade).float()
-            level = on[:, None] * torch.rand(B, K)
-            level[:, 0] = 0.0  # the first chunk's previous frame is zeros, not degraded
-            out["prev_level"] = level
-            out["eps_p"] = torch.randn((B, K) + tuple(video_shape[2:]))
-        elif cfg.prev_frame and cfg.prev_degrade > 0:
-            on = (torch.rand(B) < cfg.prev_degrade).float()
-            out["prev_blur"] = on * torch.rand(B)
-            out["prev_noise"] = on * torch.rand(B) * PREV_NOISE_MAX
+            if cfg.prev_level:
+                level = on[:, None] * torch.rand(B, K)
+                level[:, 0] = 0.0  # the first chunk's previous frame is zeros, not degraded
+                out["prev_level"] = level
+            else:
+                out["prev_blur"] = on * torch.rand(B)
+                out["prev_noise"] = on * torch.rand(B) * PREV_NOISE_MAX
             out["eps_p"] = torch.randn((B, K) + tuple(video_shape[2:]))
     if audio_shape is not None:
         out["eps_a"] = torch.randn(audio_shape)
