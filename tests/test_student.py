@@ -219,3 +219,81 @@ def test_a_prev_level_world_distils_at_its_level_and_streams_it_batched(tiny_tea
         s.step("idle")
     with pytest.raises(ValueError, match="--prev-level"):
         train_student(_cfg(tiny_teacher, latent_dataset, 2, prev_level=0.25), tmp_path / "u", progress=False)
+
+
+def test_a_prev_own_teacher_learns_from_a_students_guesses_and_streams_say_whose_frame_it_is(
+        tiny_teacher, latent_dataset, tmp_path):
+    """``--prev-own``: a student's one-step guess of each frame is exactly what a stream prefilled
+    with the real frames before it makes next; a teacher trains on those guesses as previous frames
+    (the rows it picks, nothing else), its student distils and streams batched as alone, and a
+    stream tells the model whether its previous frame is its own (generated) or real (given)."""
+    import pytest
+
+    from worldstream.data.latents import LatentClips, PromptBank
+    from worldstream.engine.generate import load_world_model
+    from worldstream.engine.rollout import Conditioning, generate_chunk, make_branches, one_step_guesses, prefill
+    from worldstream.train.teacher import TeacherTrainConfig, draw_tasks, teacher_loss, train_teacher
+
+    torch.set_num_threads(1)
+    base = dict(dataset=str(latent_dataset), preset="tiny", steps=2, batch=4, chunks=4, eval_every=2, warmup=2,
+                window=2, sinks=1, memory_topk=2, prev_frame=True, bf16=False, samples=False)
+    train_teacher(TeacherTrainConfig(**base, init_from=str(tiny_teacher)), tmp_path / "pt", progress=False)
+    train_student(_cfg(tmp_path / "pt", latent_dataset, 2), tmp_path / "ps", progress=False)  # makes the guesses
+    guesser, _ = load_world_model(tmp_path / "ps")
+    clip = LatentClips(str(latent_dataset), "default", "heldout", 4, seed=1).fixed(2)
+    prompts = PromptBank()
+    cond = Conditioning(*prompts.batch(clip.captions), clip.actions)
+    tpf, shape = guesser.cfg.audio_tokens_per_frame, tuple(clip.video.shape[2:])
+    guesses = one_step_guesses(guesser, cond, clip.video, clip.audio, 1, torch.Generator().manual_seed(5))
+    assert torch.equal(guesses[:, :1], clip.video[:, :1])  # nothing before the first frame to guess from
+    rc = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
+    gen = torch.Generator().manual_seed(5)  # (one noise draw a chunk, in the same order)
+    for c in (1, 2, 3):
+        b = make_branches(guesser, rc)
+        prefill(guesser, b, cond, clip.video[:, :c], clip.audio[:, : c * tpf])
+        v, _ = generate_chunk(guesser, b, rc, cond, c, shape, gen)
+        torch.testing.assert_close(v, guesses[:, c : c + 1], rtol=0, atol=1e-5)
+        assert (v - clip.video[:, c : c + 1]).abs().mean() > 1e-3  # a guess, not the real frame
+
+    own = dict(base, init_from=str(tmp_path / "pt"), prev_level=True, prev_own=1.0, prev_own_from=str(tmp_path / "ps"))
+    tcfg = TeacherTrainConfig(**own)
+    train_teacher(tcfg, tmp_path / "t", progress=False)
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["model"]["prev_own"]
+    assert load_tensors(tmp_path / "t" / "model.safetensors")["prev_level_in.weight"].abs().sum() > 0  # from zero
+    teacher, _ = load_world_model(tmp_path / "t")
+    torch.nn.init.zeros_(teacher.prev_level_in.weight)
+    torch.nn.init.zeros_(teacher.prev_level_in.bias)
+    torch.manual_seed(0)
+    draws = draw_tasks(tcfg, 2, 4, tuple(clip.video.shape), tuple(clip.audio.shape))
+    real = {k: v for k, v in draws.items() if k != "prev_own"}
+    with torch.no_grad():  # (levels unheard) a picked row's previous frames are the guesses, and only those
+        assert teacher_loss(teacher, tcfg, clip, draws, prompts, clip.video)[0] == teacher_loss(teacher, tcfg, clip, real,
+                                                                                            prompts)[0]
+        assert teacher_loss(teacher, tcfg, clip, draws, prompts, guesses)[0] != teacher_loss(teacher, tcfg, clip, real,
+                                                                                           prompts)[0]
+        none = dict(draws, prev_own=torch.zeros(2, dtype=torch.bool))  # a batch that picks no row needs no guesses
+        assert teacher_loss(teacher, tcfg, clip, none, prompts)[0] == teacher_loss(teacher, tcfg, clip, real, prompts)[0]
+    with pytest.raises(ValueError, match="--prev-own-from"):
+        train_teacher(TeacherTrainConfig(**dict(own, prev_own_from="")), tmp_path / "u", progress=False)
+
+    train_student(_cfg(tmp_path / "t", latent_dataset, 3), tmp_path / "s", progress=False)  # step 3: own rollouts
+    world = World.load(tmp_path / "s")
+    assert world.model.cfg.prev_own and world.rollout_config().prev_level == 0
+    _batched_equals_alone(world, StreamConfig(rollout=world.rollout_config(), bf16=False, memory_chunks=4),
+                          ("a meadow", "snow"), (10, 9), "walk_e")
+    m = world.model
+    torch.nn.init.normal_(m.prev_level_in.weight, std=0.5)  # (a loud level, to see it heard)
+
+    def after(own_last: bool):
+        b = make_branches(m, rc)
+        prefill(m, b, cond, clip.video[:, :2], clip.audio[:, : 2 * tpf], own=own_last)
+        return generate_chunk(m, b, rc, cond, 2, shape, torch.Generator().manual_seed(0))[0], b
+
+    (real_next, b), (own_next, _) = after(False), after(True)
+    assert (real_next - own_next).abs().max() > 1e-6  # heard (the same pass exactly, but for the level)
+    assert b[0].last_own.all()  # a generated frame is the stream's own
+    generate_chunk(m, b, rc, cond, 3, shape, given_video=clip.video[:, 3:4])
+    assert not b[0].last_own.any()  # a given picture is real
+    with pytest.raises(ValueError, match="leave prev_level at 0"):
+        generate_chunk(m, make_branches(m, dataclasses.replace(rc, prev_level=0.3)), dataclasses.replace(rc, prev_level=0.3),
+                       cond, 0, shape)

@@ -97,19 +97,22 @@ def _levels(cfg: StudentTrainConfig) -> torch.Tensor:
 
 @torch.no_grad()
 def teacher_target(teacher: Omni, cfg: StudentTrainConfig, cond: Conditioning, hist_v: torch.Tensor,
-                   hist_a: torch.Tensor | None, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The guided teacher's clean next chunk after the given history, from the given noise."""
+                   hist_a: torch.Tensor | None, noise: torch.Tensor,
+                   own: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The guided teacher's clean next chunk after the given history, from the given noise
+    (``own``: the history is the student's own rollout, which a ``prev_own`` teacher is told)."""
     rcfg = RolloutConfig(sampler=cfg.teacher_sampler, steps=cfg.teacher_steps, text_scale=cfg.text_scale,
                          action_scale=cfg.action_scale, prev_level=cfg.prev_level)
     branches = make_branches(teacher, rcfg)
-    n = prefill(teacher, branches, cond, hist_v, hist_a)
+    n = prefill(teacher, branches, cond, hist_v, hist_a, own=own and hist_v.shape[1] > teacher.cfg.chunk_frames)
     return generate_chunk(teacher, branches, rcfg, cond, n, tuple(hist_v.shape[2:]), noise=noise, commit=False)
 
 
 def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, hist_a, target_v, target_a, noise,
-                 t: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+                 t: torch.Tensor, own: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
     """x0 regression of the student's prediction for the chunk after the history, from the point
-    at level t on the straight path between the noise and the teacher's answer."""
+    at level t on the straight path between the noise and the teacher's answer (``own``: the
+    history is the student's own rollout)."""
     mc = student.module.cfg if hasattr(student, "module") else student.cfg
     B = hist_v.shape[0]
     nv = target_v[0].numel()
@@ -123,7 +126,7 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     if target_a is not None:
         xa = interpolate(target_a, noise[:, nv:].view_as(target_a), t.view(B, 1, 1))
         kw = dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
-    prev, level = _prev(mc, video, cfg.prev_level)
+    prev, level = _prev(mc, video, cfg.prev_level, own)
     with autocast(video.device.type, cfg.bf16):
         pv, pa = student(video=video, t_video=t_chunks, actions=cond.actions[:, : video.shape[1]], text=cond.text,
                          text_mask=cond.text_mask, text_pooled=cond.text_pooled, prev=prev, prev_level=level, **kw)
@@ -140,13 +143,20 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     return loss, parts
 
 
-def _prev(mc, video: torch.Tensor, prev_level: float) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+def _prev(mc, video: torch.Tensor, prev_level: float,
+          own: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """The previous frames of a pass over ``video`` (a clean history, then the chunk being made) and
     their levels: the last chunk's degraded at ``prev_level`` as a stream degrades it (global RNG),
-    the history's clean (its tokens ignore it)."""
+    the history's clean (its tokens ignore it). A ``prev_own`` model's level is instead 1 where
+    the last chunk's previous frame is the student's own (``own``, a rollout longer than its first,
+    real chunk), else 0; nothing is degraded."""
     if not mc.prev_frame:
         return None, None
     prev = previous_frames(video, mc.chunk_frames)
+    if mc.prev_own:
+        level = torch.zeros(video.shape[0], video.shape[1] // mc.chunk_frames, device=video.device)
+        level[:, -1] = float(own and level.shape[1] > 2)
+        return prev, level
     if prev_level <= 0:
         return prev, None
     B, K = video.shape[0], video.shape[1] // mc.chunk_frames
@@ -157,7 +167,7 @@ def _prev(mc, video: torch.Tensor, prev_level: float) -> tuple[torch.Tensor | No
 
 
 def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa, t: torch.Tensor,
-                   use_text: bool = True, use_actions: bool = True, prev_level: float = 0.0):
+                   use_text: bool = True, use_actions: bool = True, prev_level: float = 0.0, own: bool = False):
     """The model's velocity for the chunk after a clean history: one pass over the whole sequence
     (the same block-causal view as streaming), the chunk at level t (B,)."""
     B, F = hist_v.shape[0], hist_v.shape[1] + xv.shape[1]
@@ -169,7 +179,7 @@ def _last_velocity(model, bf16: bool, cond: Conditioning, hist_v, hist_a, xv, xa
         dict(text=None, text_mask=None, text_pooled=None)
     kw = {} if xa is None else dict(audio=torch.cat([hist_a, xa], 1), t_audio=t_chunks)
     video = torch.cat([hist_v, xv], 1)
-    prev, level = _prev(mc, video, prev_level)
+    prev, level = _prev(mc, video, prev_level, own)
     with autocast(xv.device.type, bf16):
         pv, pa = model(video=video, t_video=t_chunks, actions=actions, prev=prev, prev_level=level, **text, **kw)
     return pv[:, -xv.shape[1]:].float(), None if xa is None else pa[:, -xa.shape[1]:].float()
@@ -185,7 +195,7 @@ def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning
     xa = None if hist_a is None else noise[:, xv[0].numel():].view(B, -1, hist_a.shape[2])
     dev = hist_v.device
     one = torch.ones(B, device=dev)
-    pv, pa = _last_velocity(student, cfg.bf16, cond, hist_v, hist_a, xv, xa, one, prev_level=cfg.prev_level)
+    pv, pa = _last_velocity(student, cfg.bf16, cond, hist_v, hist_a, xv, xa, one, prev_level=cfg.prev_level, own=True)
     x0v = x0_from_velocity(xv, pv, 1.0)  # the sample (with grad)
     x0a = None if xa is None else x0_from_velocity(xa, pa, 1.0)
     with torch.no_grad():
@@ -196,11 +206,12 @@ def dmd_loss(student, fake, teacher, cfg: StudentTrainConfig, cond: Conditioning
         ntv = interpolate(x0v.detach(), eps_v, tv)
         nta = None if xa is None else interpolate(x0a.detach(), eps_a, ta)
         args = (cond, hist_v, hist_a, ntv, nta, t)
-        vu, vt, vb = (_last_velocity(teacher, cfg.bf16, *args, use_text=ut, use_actions=ua, prev_level=cfg.prev_level)
+        vu, vt, vb = (_last_velocity(teacher, cfg.bf16, *args, use_text=ut, use_actions=ua, prev_level=cfg.prev_level,
+                                      own=True)
                       for ut, ua in ((False, False), (True, False), (True, True)))
         real = [None if u is None else guide(u, b_, c, cfg.text_scale, cfg.action_scale)
                 for u, b_, c in zip(vu, vt, vb)]  # the guided teacher
-        fk = _last_velocity(fake, cfg.bf16, *args, prev_level=cfg.prev_level)
+        fk = _last_velocity(fake, cfg.bf16, *args, prev_level=cfg.prev_level, own=True)
         grads = []
         for x0, xt, tt, vr, vf in ((x0v, ntv, tv, real[0], fk[0]), (x0a, nta, ta, real[1], fk[1])):
             if x0 is None:
@@ -230,7 +241,7 @@ def fake_score_loss(fake, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     if sample_a is not None:
         eps_a = randn(sample_a.shape, generator=g, device=dev)
         xa = interpolate(sample_a, eps_a, t.view(B, 1, 1))
-    pv, pa = _last_velocity(fake, cfg.bf16, cond, hist_v, hist_a, xv, xa, t, prev_level=cfg.prev_level)
+    pv, pa = _last_velocity(fake, cfg.bf16, cond, hist_v, hist_a, xv, xa, t, prev_level=cfg.prev_level, own=True)
     loss = ((pv - velocity_target(sample_v, eps_v)) ** 2).mean()
     if sample_a is not None:
         loss = loss + cfg.audio_weight * ((pa - velocity_target(sample_a, eps_a)) ** 2).mean()
@@ -265,7 +276,7 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
     if not target:
         target_v = target_a = None
     else:
-        target_v, target_a = teacher_target(teacher, cfg, cond, hist_v, hist_a, noise)
+        target_v, target_a = teacher_target(teacher, cfg, cond, hist_v, hist_a, noise, own)
     levels = _levels(cfg)
     t = levels[torch.from_numpy(rng.integers(len(levels), size=B))].to(dev)
     return cond, hist_v, hist_a, target_v, target_a, noise, t
@@ -381,7 +392,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
                 optimizer_step(fake, fake_opt, fl, cosine_lr(cfg.fake_lr, cfg.warmup, cfg.steps, step))
             parts["fake"] = fl.item()
         else:
-            loss, parts = student_loss(student, cfg, *batch)
+            loss, parts = student_loss(student, cfg, *batch, own=own)
             optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
         step += 1
         if bar is not None:

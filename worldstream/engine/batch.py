@@ -127,6 +127,8 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
         bb.cache = _stack([s.branches[j].cache for s in streams])
         lasts = [s.branches[j].last_video for s in streams]
         bb.last_video = None if any(x is None for x in lasts) else torch.cat(lasts)
+        owns = [s.branches[j].last_own for s in streams]
+        bb.last_own = None if any(x is None for x in owns) else torch.cat(owns)
         branches.append(bb)
     nt = max(s.text.shape[1] for s in streams)  # (the caches hold the prompts; the pooled ones condition adaLN)
     text = torch.cat([F.pad(s.text, (0, 0, 0, nt - s.text.shape[1])) for s in streams])
@@ -142,6 +144,7 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
         _split(branches[j].cache, [s.branches[j].cache for s in streams], cf)
         for r, s in enumerate(streams):
             s.branches[j].last_video = branches[j].last_video[r : r + 1]
+            s.branches[j].last_own = branches[j].last_own[r : r + 1]
     vstate = _stack_state([s.vstate for s in streams])
     astate = _stack_state([s.astate for s in streams]) if w.aae is not None else None
     vdecode, adecode = w.decoders(s0.config.compile)

@@ -78,6 +78,7 @@ class Branch:
         self.use_text, self.use_actions = use_text, use_actions
         self.pending: Pending | None = None  # a deferred commit
         self.last_video: torch.Tensor | None = None  # (B, C, h, w) the newest finished frame (``OmniConfig.prev_frame``)
+        self.last_own: torch.Tensor | None = None  # (B,) bool: that frame was generated, not given (``OmniConfig.prev_own``)
 
     def kwargs(self, cond: Conditioning, frames: slice) -> dict:
         frames = slice(frames.start - cond.action_offset, frames.stop - cond.action_offset)
@@ -188,12 +189,18 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     if cfg.prev_level > 0 and not mc.prev_level:
         raise ValueError(f"prev_level {cfg.prev_level}: this model was not trained to be told how degraded its previous "
                          "frame is (train the teacher with --prev-level); leave prev_level at 0")
+    if cfg.prev_level > 0 and mc.prev_own:
+        raise ValueError(f"prev_level {cfg.prev_level}: this model's level says whether the previous frame is its own "
+                         "(it is set for you) and is never a degradation; leave prev_level at 0")
     prev = level = None  # every frame's previous finished frame (``previous_frames``), for a model that predicts around it
     if mc.prev_frame:
         last = branches[0].last_video
         prev = (torch.zeros(B, cf, C, h, w, device=dev) if last is None
                 else last.to(dev)[:, None].expand(B, cf, C, h, w))
-        if cfg.prev_level > 0 and last is not None:  # (the zeros before a first chunk are not degraded)
+        if mc.prev_own and last is not None:  # the level says whose frame it is; nothing degrades it
+            own = branches[0].last_own
+            level = (torch.zeros(B, 1, device=dev) if own is None else own.to(dev).float()[:, None])
+        elif cfg.prev_level > 0 and last is not None:  # (the zeros before a first chunk are not degraded)
             level = torch.full((B, 1), cfg.prev_level, device=dev)
             eps = randn((B, C * h * w), generator=generator, device=dev).view(B, 1, C, h, w)
             prev = degrade_at_level(prev, cf, level, eps, mc.prev_std, first=False)
@@ -262,6 +269,7 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
         ha = None if audio is None else interpolate(audio, eps[:, nv:].view_as(audio), cfg.history_noise)
     for b in branches:  # commit the chunk: its keys/values (clean, or lightly noised) become history
         b.last_video = video[:, -1]
+        b.last_own = ~gv  # a given picture is real
         p = Pending(hv, ha, th, chunk * cf, b.kwargs(cond, frames))
         if defer:
             b.pending = p
@@ -291,10 +299,11 @@ def rollout(model: Omni, cfg: RolloutConfig, cond: Conditioning, n_chunks: int, 
 
 @torch.no_grad()
 def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torch.Tensor,
-            audio: torch.Tensor | None) -> int:
+            audio: torch.Tensor | None, own: bool = False) -> int:
     """Commit known clean chunks (e.g. real history, teacher forcing) into every branch's cache.
 
     video (B, F, C, h, w) with F a multiple of chunk_frames; returns the number of chunks committed.
+    ``own``: its last frame is a model's own (a student's rollout), not a real one (``OmniConfig.prev_own``).
     """
     flush(model, branches)
     dev = next(model.parameters()).device
@@ -313,6 +322,7 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
     if n:
         for b in branches:
             b.last_video = video[:, n * cf - 1]
+            b.last_own = torch.full((video.shape[0],), own, dtype=torch.bool, device=dev)
     return n
 
 
@@ -333,3 +343,30 @@ def own_rollout(student: Omni, cond: Conditioning, first_v: torch.Tensor, first_
         if a is not None:
             as_.append(a)
     return torch.cat(vs, 1), (torch.cat(as_, 1) if as_ else None)
+
+
+@torch.no_grad()
+def one_step_guesses(student: Omni, cond: Conditioning, video: torch.Tensor, audio: torch.Tensor | None,
+                     steps: int, generator: torch.Generator, prev_level: float = 0.0) -> torch.Tensor:
+    """A few-step student's guess of every chunk from the real chunks before it (teacher forcing):
+    video (B, F, C, h, w) real latents; returns guesses of the same shape, chunk 0 the real one
+    (nothing comes before it). Each guess is exactly what a stream prefilled with the real chunks
+    before it would make next: the real chunk, not the guess, is committed after each. One student
+    pass a chunk (the deferred commit carries the real chunk along). These are the own previous
+    frames an ``OmniConfig.prev_own`` teacher learns from."""
+    mc = student.cfg
+    cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
+    rcfg = RolloutConfig(sampler="x0", steps=steps, text_scale=1.0, action_scale=1.0, prev_level=prev_level)
+    branches = make_branches(student, rcfg)
+    prefill(student, branches, cond, video[:, :cf], None if audio is None else audio[:, : cf * tpf])
+    out = [video[:, :cf]]
+    for c in range(1, video.shape[1] // cf):
+        v, _ = generate_chunk(student, branches, rcfg, cond, c, tuple(video.shape[2:]), generator, defer=True)
+        out.append(v.to(video.dtype))
+        real_v = video[:, c * cf : (c + 1) * cf].to(v.device)
+        real_a = None if audio is None else audio[:, c * cf * tpf : (c + 1) * cf * tpf].to(v.device)
+        for b in branches:  # history stays real: commit the real chunk in place of the guess
+            b.pending = dataclasses.replace(b.pending, video=real_v, audio=real_a)
+            b.last_video = real_v[:, -1]
+            b.last_own = torch.zeros_like(b.last_own)
+    return torch.cat(out, 1)

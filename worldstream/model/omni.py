@@ -78,6 +78,12 @@ class OmniConfig:
     # conditions on its context noise the same way). Unconditioned degradation sharpened every frame,
     # degraded or not (log.md, nineteenth session)
     prev_level: bool = False
+    # the level says instead whether the previous frame is the stream's own (1) or a real one (0),
+    # and nothing degrades it: trained on a student's one-step guesses of the previous frame from the
+    # real history (``engine.rollout.one_step_guesses``), so the model learns the student's own loss
+    # of detail rather than a stand-in for it (Self-Forcing, Huang et al. 2025, trains on the model's
+    # own frames for the same reason; log.md, twenty-fourth session)
+    prev_own: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads or (self.width // self.heads) % 2:
@@ -86,6 +92,9 @@ class OmniConfig:
             raise ValueError("prev_frame needs prev_std > 0: the std of a frame's change in the training latents")
         if self.prev_level and not self.prev_frame:
             raise ValueError("prev_level conditions on the previous frame's degradation: it needs prev_frame")
+        if self.prev_own and not self.prev_level:
+            raise ValueError("prev_own tells the model through its level input whether the previous frame is its own: "
+                             "it needs prev_level")
 
 
 def omni_preset(name: str) -> OmniConfig:

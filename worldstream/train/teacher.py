@@ -35,6 +35,8 @@ from ..checkpoint import load_json
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
+from ..engine.generate import load_world_model
+from ..engine.rollout import Conditioning, one_step_guesses
 from ..diffusion.flow import change_loss_weight, interpolate, sample_t_logit_normal, velocity_target
 from ..model.omni import PREV_NOISE_MAX, Omni, degrade_at_level, degrade_prev, omni_preset, previous_frames
 from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, train_device
@@ -78,6 +80,11 @@ class TeacherTrainConfig:
     # uniformly in [0, 1], blur and noise together (``degrade_at_level``); streams degrade their own
     # frames at one fixed level (``RolloutConfig.prev_level``)
     prev_level: bool = False
+    # share of clips whose previous frames are a student's one-step guesses of them from the real history
+    # before (``engine.rollout.one_step_guesses``) instead of the real frames, the level saying so
+    # (``OmniConfig.prev_own``; needs --prev-level): the stream's own loss of detail, not a stand-in
+    prev_own: float = 0.0
+    prev_own_from: str = ""  # the student that makes those guesses (a prev-frame student of the same data)
     samples: bool = True  # write a sample video (real history, then generated) at every evaluation
     # torch.compile the blocks' dense parts (``Omni.compile_dense``): 1.82 -> 1.47 s a step at batch 8 x 8
     # chunks on the 2-core CPU after ~60 s of compiling (log.md, tenth session); off for tiny runs
@@ -96,7 +103,8 @@ def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
                                audio_channels=audio.shape[1] if audio is not None else 0,
                                audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions),
                                window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk,
-                               prev_frame=cfg.prev_frame, prev_std=prev_std, prev_level=cfg.prev_level)
+                               prev_frame=cfg.prev_frame, prev_std=prev_std, prev_level=cfg.prev_level,
+                               prev_own=cfg.prev_own > 0)
 
 
 def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
@@ -131,12 +139,17 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
                 out["prev_blur"] = on * torch.rand(B)
                 out["prev_noise"] = on * torch.rand(B) * PREV_NOISE_MAX
             out["eps_p"] = torch.randn((B, K) + tuple(video_shape[2:]))
+        if cfg.prev_own > 0:
+            out["prev_own"] = torch.rand(B) < cfg.prev_own
     if audio_shape is not None:
         out["eps_a"] = torch.randn(audio_shape)
     return out
 
 
-def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBank) -> tuple[torch.Tensor, dict]:
+def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBank,
+                 guesses: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """``guesses`` (B, F, C, h, w): a student's one-step guesses of the clip's frames (``own_guesses``),
+    the previous frames of the rows ``draws["prev_own"]`` picks."""
     mc = model.module.cfg if hasattr(model, "module") else model.cfg
     dev = next(model.parameters()).device  # batches are drawn on the CPU (the same draws on any device), then moved
     clip = clip.to(dev)
@@ -162,6 +175,16 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
     level = draws.get("prev_level")
     if prev is not None and level is not None:
         prev = degrade_at_level(prev, cf, level, draws["eps_p"], mc.prev_std)
+    if prev is not None and mc.prev_own:
+        own = torch.zeros(B, Fr // cf, device=dev)
+        if "prev_own" in draws and draws["prev_own"].any():
+            if guesses is None:
+                raise ValueError("prev_own: pass the student's guesses (own_guesses) for the rows it picks")
+            # chunk 1's previous frame is chunk 0's, which is real in a guess too: own from chunk 2 on
+            own[:, 2:] = draws["prev_own"].float()[:, None]
+            on = draws["prev_own"][:, None, None, None, None]
+            prev = torch.where(on, previous_frames(guesses.to(dev, prev.dtype), cf), prev)
+        level = own
     with autocast(dev.type, cfg.bf16):
         pv, pa = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
                        text_pooled=pooled, prev=prev, prev_level=level, **kw)
@@ -180,6 +203,26 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
         loss = loss + cfg.audio_weight * la
         parts["audio"] = la.item()
     return loss, parts
+
+
+@torch.no_grad()
+def own_guesses(student, clip, draws, prompts: PromptBank, generator: torch.Generator) -> torch.Tensor | None:
+    """The student's one-step guesses of the clip's frames (``one_step_guesses``) for the rows
+    ``draws["prev_own"]`` picks (the others keep their real frames); None when it picks none."""
+    rows = draws.get("prev_own")
+    if rows is None or not rows.any():
+        return None
+    dev = next(student.parameters()).device
+    idx = rows.nonzero()[:, 0]
+    text, mask, pooled = prompts.batch([clip.captions[i] for i in idx.tolist()])
+    cond = Conditioning(text, mask, pooled, clip.actions[idx]).to(dev)
+    v = clip.video[idx].to(dev)
+    a = None if clip.audio is None else clip.audio[idx].to(dev)
+    with autocast(dev.type, True):
+        g = one_step_guesses(student, cond, v, a, 1, generator)
+    out = clip.video.clone().to(dev)
+    out[idx] = g.to(out.dtype)
+    return out
 
 
 def _lr(cfg: TeacherTrainConfig, step: int) -> float:
@@ -261,9 +304,14 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     if cfg.batch % world:
         raise ValueError(f"global batch {cfg.batch} must be divisible by the {world} processes")
-    if cfg.prev_level and cfg.prev_degrade <= 0:
+    if cfg.prev_level and cfg.prev_degrade <= 0 and cfg.prev_own <= 0:
         raise ValueError("prev_level: the model learns degradation levels from degraded previous frames; "
-                         "set --prev-degrade (e.g. 0.5), or drop --prev-level")
+                         "set --prev-degrade (e.g. 0.5) or --prev-own, or drop --prev-level")
+    if cfg.prev_own > 0 and not (cfg.prev_level and cfg.prev_own_from):
+        raise ValueError(f"prev_own {cfg.prev_own}: the model hears whose previous frame it is through its level, and a "
+                         "student makes the guesses; add --prev-level and --prev-own-from STUDENT")
+    if cfg.prev_own > 0 and cfg.prev_degrade > 0:
+        raise ValueError("prev_own and prev_degrade give the level two meanings; use one of them")
     if cfg.prev_degrade > 0 and not cfg.prev_frame:
         raise ValueError(f"prev_degrade {cfg.prev_degrade}: degrading the previous frame needs a prev-frame model; "
                          "add --prev-frame, or drop --prev-degrade")
@@ -291,6 +339,14 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
            if world > 1 else model)
     eval_clip = heldout.fixed(min(4, cfg.batch))
     latents_ident = train.ident
+    guesser = None
+    if cfg.prev_own > 0:
+        guesser, gmeta = load_world_model(cfg.prev_own_from)
+        if not guesser.cfg.prev_frame or guesser.cfg.latent_channels != mcfg.latent_channels:
+            raise ValueError(f"prev_own_from {cfg.prev_own_from}: needs a prev-frame student of this data's latents")
+        if gmeta.get("latents", {}).get("video_ae", {}).get("sha256") != latents_ident.get("video_ae", {}).get("sha256"):
+            raise ValueError(f"prev_own_from {cfg.prev_own_from}: its video autoencoder is not the one of these latents")
+        guesser.requires_grad_(False).eval().to(dev)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     bar = None
     if progress and rank == 0:
@@ -303,7 +359,11 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         draws = draw_tasks(cfg, cfg.batch, cfg.chunks // mcfg.chunk_frames, tuple(clip.video.shape),
                            None if clip.audio is None else tuple(clip.audio.shape))
         clip, draws = _slice(clip, draws, rank, world)
-        loss, parts = teacher_loss(net, cfg, clip, draws, prompts)
+        guesses = None
+        if guesser is not None:  # the same guesses after a resume: seeded by step and rank
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
+            guesses = own_guesses(guesser, clip, draws, prompts, gen)
+        loss, parts = teacher_loss(net, cfg, clip, draws, prompts, guesses)
         optimizer_step(model, opt, loss, _lr(cfg, step), ema, cfg.ema, step)
         step += 1
         if bar is not None:
