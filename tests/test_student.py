@@ -254,6 +254,19 @@ def test_a_prev_own_teacher_learns_from_a_students_guesses_and_streams_say_whose
         v, _ = generate_chunk(guesser, b, rc, cond, c, shape, gen)
         torch.testing.assert_close(v, guesses[:, c : c + 1], rtol=0, atol=1e-5)
         assert (v - clip.video[:, c : c + 1]).abs().mean() > 1e-3  # a guess, not the real frame
+    # chained: each guess made from the guess before it as the previous frame, the history still real
+    chained = one_step_guesses(guesser, cond, clip.video, clip.audio, 1, torch.Generator().manual_seed(5), chain=True)
+    torch.testing.assert_close(chained[:, :2], guesses[:, :2], rtol=0, atol=0)  # frame 1 follows a real frame
+    gen = torch.Generator().manual_seed(5)
+    b = make_branches(guesser, rc)
+    prefill(guesser, b, cond, clip.video[:, :1], clip.audio[:, :tpf])
+    v1, _ = generate_chunk(guesser, b, rc, cond, 1, shape, gen)
+    b = make_branches(guesser, rc)
+    prefill(guesser, b, cond, clip.video[:, :2], clip.audio[:, : 2 * tpf])
+    b[0].last_video = v1[:, -1]
+    v2, _ = generate_chunk(guesser, b, rc, cond, 2, shape, gen)
+    torch.testing.assert_close(v2, chained[:, 2:3], rtol=0, atol=1e-5)
+    assert (v2 - guesses[:, 2:3]).abs().max() > 1e-4
 
     own = dict(base, init_from=str(tmp_path / "pt"), prev_level=True, prev_own=1.0, prev_own_from=str(tmp_path / "ps"))
     tcfg = TeacherTrainConfig(**own)
@@ -273,6 +286,8 @@ def test_a_prev_own_teacher_learns_from_a_students_guesses_and_streams_say_whose
                                                                                            prompts)[0]
         none = dict(draws, prev_own=torch.zeros(2, dtype=torch.bool))  # a batch that picks no row needs no guesses
         assert teacher_loss(teacher, tcfg, clip, none, prompts)[0] == teacher_loss(teacher, tcfg, clip, real, prompts)[0]
+    with pytest.raises(ValueError, match="--prev-own"):
+        train_teacher(TeacherTrainConfig(**dict(base, prev_own_chain=True)), tmp_path / "u", progress=False)
     with pytest.raises(ValueError, match="--prev-own-from"):
         train_teacher(TeacherTrainConfig(**dict(own, prev_own_from="")), tmp_path / "u", progress=False)
 

@@ -243,7 +243,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
                                  compile=a.compile, change_share=a.change_share, prev_frame=a.prev_frame,
                                  prev_degrade=a.prev_degrade, prev_level=a.prev_level, prev_own=a.prev_own,
-                                 prev_own_from=a.prev_own_from or "", **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
+                                 prev_own_from=a.prev_own_from or "", prev_own_chain=a.prev_own_chain, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -468,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "from the real history (its own loss of detail), the level saying 'own'; streams then "
                          "tell it which frames are their own")
     tt.add_argument("--prev-own-from", metavar="STUDENT", help="the student that makes the --prev-own guesses")
+    tt.add_argument("--prev-own-chain", action="store_true",
+                    help="with --prev-own: each guess is made from the student's own previous guess (history "
+                         "stays real), so its errors compound along the previous frame as in a stream")
     tt.add_argument("--compile", action="store_true",
                     help="torch.compile the blocks' dense parts: ~20%% faster steps after a minute of compiling")
     tt.add_argument("--task-probs", type=float, nargs=5, metavar="P",

@@ -347,13 +347,16 @@ def own_rollout(student: Omni, cond: Conditioning, first_v: torch.Tensor, first_
 
 @torch.no_grad()
 def one_step_guesses(student: Omni, cond: Conditioning, video: torch.Tensor, audio: torch.Tensor | None,
-                     steps: int, generator: torch.Generator, prev_level: float = 0.0) -> torch.Tensor:
+                     steps: int, generator: torch.Generator, prev_level: float = 0.0,
+                     chain: bool = False) -> torch.Tensor:
     """A few-step student's guess of every chunk from the real chunks before it (teacher forcing):
     video (B, F, C, h, w) real latents; returns guesses of the same shape, chunk 0 the real one
     (nothing comes before it). Each guess is exactly what a stream prefilled with the real chunks
     before it would make next: the real chunk, not the guess, is committed after each. One student
     pass a chunk (the deferred commit carries the real chunk along). These are the own previous
-    frames an ``OmniConfig.prev_own`` teacher learns from."""
+    frames an ``OmniConfig.prev_own`` teacher learns from. ``chain``: the previous frame the student
+    is given is its own guess of it (told so to a ``prev_own`` student) while the cache stays real,
+    so errors compound along the previous-frame path as in a stream, not along the history."""
     mc = student.cfg
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     rcfg = RolloutConfig(sampler="x0", steps=steps, text_scale=1.0, action_scale=1.0, prev_level=prev_level)
@@ -367,6 +370,7 @@ def one_step_guesses(student: Omni, cond: Conditioning, video: torch.Tensor, aud
         real_a = None if audio is None else audio[:, c * cf * tpf : (c + 1) * cf * tpf].to(v.device)
         for b in branches:  # history stays real: commit the real chunk in place of the guess
             b.pending = dataclasses.replace(b.pending, video=real_v, audio=real_a)
-            b.last_video = real_v[:, -1]
-            b.last_own = torch.zeros_like(b.last_own)
+            if not chain:
+                b.last_video = real_v[:, -1]
+                b.last_own = torch.zeros_like(b.last_own)
     return torch.cat(out, 1)

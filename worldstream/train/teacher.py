@@ -85,6 +85,7 @@ class TeacherTrainConfig:
     # (``OmniConfig.prev_own``; needs --prev-level): the stream's own loss of detail, not a stand-in
     prev_own: float = 0.0
     prev_own_from: str = ""  # the student that makes those guesses (a prev-frame student of the same data)
+    prev_own_chain: bool = False  # the guesses chain through the previous frame (``one_step_guesses(chain=True)``)
     samples: bool = True  # write a sample video (real history, then generated) at every evaluation
     # torch.compile the blocks' dense parts (``Omni.compile_dense``): 1.82 -> 1.47 s a step at batch 8 x 8
     # chunks on the 2-core CPU after ~60 s of compiling (log.md, tenth session); off for tiny runs
@@ -206,7 +207,8 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
 
 
 @torch.no_grad()
-def own_guesses(student, clip, draws, prompts: PromptBank, generator: torch.Generator) -> torch.Tensor | None:
+def own_guesses(student, clip, draws, prompts: PromptBank, generator: torch.Generator,
+                chain: bool = False) -> torch.Tensor | None:
     """The student's one-step guesses of the clip's frames (``one_step_guesses``) for the rows
     ``draws["prev_own"]`` picks (the others keep their real frames); None when it picks none."""
     rows = draws.get("prev_own")
@@ -219,7 +221,7 @@ def own_guesses(student, clip, draws, prompts: PromptBank, generator: torch.Gene
     v = clip.video[idx].to(dev)
     a = None if clip.audio is None else clip.audio[idx].to(dev)
     with autocast(dev.type, True):
-        g = one_step_guesses(student, cond, v, a, 1, generator)
+        g = one_step_guesses(student, cond, v, a, 1, generator, chain=chain)
     out = clip.video.clone().to(dev)
     out[idx] = g.to(out.dtype)
     return out
@@ -310,6 +312,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
     if cfg.prev_own > 0 and not (cfg.prev_level and cfg.prev_own_from):
         raise ValueError(f"prev_own {cfg.prev_own}: the model hears whose previous frame it is through its level, and a "
                          "student makes the guesses; add --prev-level and --prev-own-from STUDENT")
+    if cfg.prev_own_chain and cfg.prev_own <= 0:
+        raise ValueError("prev_own_chain chains the student's guesses of previous frames: set --prev-own (e.g. 0.5)")
     if cfg.prev_own > 0 and cfg.prev_degrade > 0:
         raise ValueError("prev_own and prev_degrade give the level two meanings; use one of them")
     if cfg.prev_degrade > 0 and not cfg.prev_frame:
@@ -362,7 +366,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         guesses = None
         if guesser is not None:  # the same guesses after a resume: seeded by step and rank
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
-            guesses = own_guesses(guesser, clip, draws, prompts, gen)
+            guesses = own_guesses(guesser, clip, draws, prompts, gen, cfg.prev_own_chain)
         loss, parts = teacher_loss(net, cfg, clip, draws, prompts, guesses)
         optimizer_step(model, opt, loss, _lr(cfg, step), ema, cfg.ema, step)
         step += 1
