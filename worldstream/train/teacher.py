@@ -208,7 +208,7 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
 
 @torch.no_grad()
 def own_guesses(student, clip, draws, prompts: PromptBank, generator: torch.Generator,
-                chain: bool = False) -> torch.Tensor | None:
+                chain: bool = False, bf16: bool = True) -> torch.Tensor | None:
     """The student's one-step guesses of the clip's frames (``one_step_guesses``) for the rows
     ``draws["prev_own"]`` picks (the others keep their real frames); None when it picks none."""
     rows = draws.get("prev_own")
@@ -220,7 +220,7 @@ def own_guesses(student, clip, draws, prompts: PromptBank, generator: torch.Gene
     cond = Conditioning(text, mask, pooled, clip.actions[idx]).to(dev)
     v = clip.video[idx].to(dev)
     a = None if clip.audio is None else clip.audio[idx].to(dev)
-    with autocast(dev.type, True):
+    with autocast(dev.type, bf16):
         g = one_step_guesses(student, cond, v, a, 1, generator, chain=chain)
     out = clip.video.clone().to(dev)
     out[idx] = g.to(out.dtype)
@@ -366,7 +366,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         guesses = None
         if guesser is not None:  # the same guesses after a resume: seeded by step and rank
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
-            guesses = own_guesses(guesser, clip, draws, prompts, gen, cfg.prev_own_chain)
+            guesses = own_guesses(guesser, clip, draws, prompts, gen, cfg.prev_own_chain, cfg.bf16)
         loss, parts = teacher_loss(net, cfg, clip, draws, prompts, guesses)
         optimizer_step(model, opt, loss, _lr(cfg, step), ema, cfg.ema, step)
         step += 1
