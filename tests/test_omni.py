@@ -125,13 +125,15 @@ def test_rollout_chunk_by_chunk_is_deterministic_and_causal():
 
 
 @torch.no_grad()
-def test_a_prev_frame_stream_equals_the_teacher_forced_full_pass():
-    """A model that predicts around the previous frame: each streamed chunk (deferred commits, the
-    last frame kept by the rollout) is exactly what one full pass over the finished frames makes."""
+@pytest.mark.parametrize("prev_shift", [False, True])
+def test_a_prev_frame_stream_equals_the_teacher_forced_full_pass(prev_shift):
+    """A model that predicts around the previous frame (moved by its own guess of the view's shift,
+    or not): each streamed chunk (deferred commits, the last frame kept by the rollout) is exactly
+    what one full pass over the finished frames makes."""
     from worldstream.engine.rollout import Conditioning, RolloutConfig, rollout
     from worldstream.model.omni import previous_frames
 
-    m = _model(5, prev_frame=True, prev_std=0.2)
+    m = _model(5, prev_frame=True, prev_std=0.2, prev_shift=prev_shift)
     x = _inputs(B=1, K=4)
     cond = Conditioning(x["text"][:1], x["text_mask"][:1], x["text_pooled"][:1], x["actions"][:1])
     cfg = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
@@ -170,4 +172,52 @@ def test_a_prev_frame_model_with_a_zero_output_copies_the_last_frame_at_any_leng
     img = torch.randn(1, 1, 8, 4, 6)
     v, _ = rollout(m, RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0), cond, 12, (8, 4, 6),
                    seed=1, first_video=img)
+    assert (v - img).abs().max() < 1e-5
+
+
+def test_moving_frames_is_a_bilinear_sub_pixel_move_with_a_repeated_border_and_a_gradient():
+    from worldstream.model.omni import move_frames
+
+    z = torch.randn(2, 3, 4, 5, 6)
+    one = torch.zeros(2, 3, 2)
+    one[..., 1] = 1.0  # a whole latent pixel right: out[j] = z[j - 1], the first column repeated
+    m = move_frames(z, one)
+    torch.testing.assert_close(m[..., 1:], z[..., :-1])
+    torch.testing.assert_close(m[..., 0], z[..., 0])
+    quarter = torch.zeros(2, 3, 2)
+    quarter[..., 0] = -0.25  # a quarter up: each row a quarter of the way to the one below
+    torch.testing.assert_close(move_frames(z, quarter)[..., :-1, :], 0.75 * z[..., :-1, :] + 0.25 * z[..., 1:, :])
+    assert torch.equal(move_frames(z, torch.zeros(2, 3, 2)), z)
+    s = torch.full((2, 3, 2), 0.3, requires_grad=True)
+    move_frames(z, s).square().sum().backward()
+    assert s.grad.abs().min() > 0  # a loss on the moved frame teaches the shift
+
+
+@torch.no_grad()
+def test_a_prev_shift_model_with_a_zero_change_moves_its_last_frame_by_its_shift():
+    """Predicting around the previous frame moved by the model's shift: with the change head at zero
+    and the shift head saying "a quarter pixel right", a one-step stream scrolls its first frame a
+    quarter pixel a frame, frame after frame; with the shift head at zero (a fine-tune's start) it
+    copies as a plain prev-frame model does."""
+    import math
+
+    from worldstream.engine.rollout import Conditioning, RolloutConfig, rollout
+    from worldstream.model.omni import PREV_SHIFT_MAX, move_frames
+
+    m = _model(6, prev_frame=True, prev_std=0.15, prev_shift=True)
+    m.video_out.weight.zero_()
+    m.video_out.bias.zero_()
+    m.prev_shift_out.weight.zero_()
+    m.prev_shift_out.bias.copy_(torch.tensor([0.0, math.atanh(0.25 / PREV_SHIFT_MAX)]))
+    x = _inputs(B=1, K=6)
+    cond = Conditioning(x["text"][:1], x["text_mask"][:1], x["text_pooled"][:1], x["actions"][:1])
+    cfg = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
+    img = torch.randn(1, 1, 8, 4, 6)
+    v, _ = rollout(m, cfg, cond, 6, (8, 4, 6), seed=1, first_video=img)
+    quarter = torch.tensor([[[0.0, 0.25]]])
+    for c in range(1, 6):
+        torch.testing.assert_close(v[:, c : c + 1], move_frames(v[:, c - 1 : c], quarter), rtol=0, atol=1e-5)
+    assert (v[:, -1] - img[:, 0]).abs().max() > 0.1  # it really scrolled
+    m.prev_shift_out.bias.zero_()
+    v, _ = rollout(m, cfg, cond, 6, (8, 4, 6), seed=1, first_video=img)
     assert (v - img).abs().max() < 1e-5

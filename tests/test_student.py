@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from worldstream.checkpoint import load_tensors
@@ -61,8 +62,6 @@ def test_the_cli_offers_every_pipeline_preset():
 
 def test_a_student_trains_further_only_with_a_teacher_of_its_shape(tiny_teacher, latent_dataset, tmp_path):
     import dataclasses
-
-    import pytest
 
     from worldstream.train.teacher import TeacherTrainConfig, train_teacher
 
@@ -125,19 +124,22 @@ def _batched_equals_alone(world, cfg, prompts, warmup, action):
             assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
 
 
-def test_a_prev_frame_world_fine_tunes_distils_and_streams_batched(tiny_teacher, latent_dataset, tmp_path):
-    """A plain teacher fine-tuned into one that predicts around the previous frame (its new layer
-    starts at zero), distilled with self-forcing, then streamed: streams stepped as one batch make
-    what they make alone, so each keeps its own last frame."""
+@pytest.mark.parametrize("prev_shift", [False, True])
+def test_a_prev_frame_world_fine_tunes_distils_and_streams_batched(tiny_teacher, latent_dataset, tmp_path, prev_shift):
+    """A plain teacher fine-tuned into one that predicts around the previous frame (its new layers
+    start at zero; with ``prev_shift`` also the head that moves that frame), distilled with
+    self-forcing, then streamed: streams stepped as one batch make what they make alone, so each
+    keeps its own last frame."""
     from worldstream.train.teacher import TeacherTrainConfig, train_teacher
 
     torch.set_num_threads(1)
     tcfg = TeacherTrainConfig(dataset=str(latent_dataset), preset="tiny", steps=2, batch=4, chunks=4, eval_every=2,
                               warmup=2, window=2, sinks=1, memory_topk=2, init_from=str(tiny_teacher), prev_frame=True,
-                              bf16=False)
+                              prev_shift=prev_shift, bf16=False)
     train_teacher(tcfg, tmp_path / "t", progress=False)
     w = load_tensors(tmp_path / "t" / "model.safetensors")
     assert w["prev_in.weight"].abs().sum() > 0  # trained from zero
+    assert ("prev_shift_out.weight" in w) == prev_shift and (not prev_shift or w["prev_shift_out.weight"].abs().sum() > 0)
     train_student(_cfg(tmp_path / "t", latent_dataset, 3), tmp_path / "s", progress=False)  # step 3: own rollouts
     world = World.load(tmp_path / "s")
     assert world.model.cfg.prev_frame

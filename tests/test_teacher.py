@@ -236,3 +236,23 @@ def test_a_prev_level_teacher_trains_and_needs_degraded_frames(latent_dataset, t
     assert json.loads((tmp_path / "t" / "config.json").read_text())["model"]["prev_level"]
     with pytest.raises(ValueError, match="--prev-degrade"):
         train_teacher(_cfg(latent_dataset, 2, prev_frame=True, prev_level=True), tmp_path / "u", progress=False)
+
+
+def test_a_prev_frame_fine_tune_keeps_its_preconditioning_only_on_the_latents_it_started_from(latent_dataset, tmp_path):
+    """The change's std (``OmniConfig.prev_std``) belongs to a latent space: a fine-tune on the
+    latents of the run it starts from keeps it, one on other latents (a shift-consistent
+    autoencoder's) measures its own."""
+    import json
+
+    from worldstream.data.latents import LatentClips
+    from worldstream.train.teacher import model_config
+
+    clips = LatentClips(str(latent_dataset), "default", "train", 4)
+    measured = round(clips.frame_change_std(), 4)
+    for latents, want in (("default", 9.5), ("other", measured)):
+        start = tmp_path / latents
+        start.mkdir()
+        (start / "config.json").write_text(json.dumps({"model": {"prev_std": 9.5}, "train": {"latents": latents}}))
+        cfg = TeacherTrainConfig(dataset=str(latent_dataset), prev_frame=True, init_from=str(start))
+        assert model_config(cfg, clips).prev_std == want
+    assert measured != 9.5

@@ -243,7 +243,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  sinks=a.sinks, memory_topk=a.memory_topk, init_from=a.init_from or "",
                                  compile=a.compile, change_share=a.change_share, prev_frame=a.prev_frame,
                                  prev_degrade=a.prev_degrade, prev_level=a.prev_level, prev_own=a.prev_own,
-                                 prev_own_from=a.prev_own_from or "", prev_own_chain=a.prev_own_chain, **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
+                                 prev_own_from=a.prev_own_from or "", prev_own_chain=a.prev_own_chain, prev_shift=a.prev_shift,
+                                 **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
@@ -457,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--init-from", help="start from this run's weights (fine-tuning)")
     tt.add_argument("--prev-frame", action="store_true",
                     help="predict each frame around the previous one (a copy is the model's easy answer)")
+    tt.add_argument("--prev-shift", action="store_true",
+                    help="with --prev-frame: predict around the previous frame moved by a learned global shift (the "
+                         "view's scroll; use shift-consistent latents, train autoencoder --shift-weight)")
     tt.add_argument("--prev-degrade", type=float, default=0.0,
                     help="with --prev-frame: share of clips whose previous frame is blurred and noised, as a "
                          "1-step stream's own frames are, so the model sharpens it instead of copying the blur")

@@ -84,6 +84,14 @@ class OmniConfig:
     # of detail rather than a stand-in for it (Self-Forcing, Huang et al. 2025, trains on the model's
     # own frames for the same reason; log.md, twenty-fourth session)
     prev_own: bool = False
+    # predict around the previous frame *moved by a learned global shift* (``move_frames``): a small
+    # head reads each frame's pooled output and says how far (in latent pixels, at most
+    # ``PREV_SHIFT_MAX``) the view moved since the last frame, and the frame is predicted around the
+    # moved copy. A scrolling view's next frame is the last one moved by a pixel or two: on a
+    # shift-consistent latent (``--shift-weight``) that is a sub-cell bilinear move, which a copy
+    # misses and the prev-frame network learnt only slowly (walks 18%; log.md, fifteenth and
+    # eighteenth sessions). The global motion compensation of video codecs (MPEG-4 part 2's GMC)
+    prev_shift: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads or (self.width // self.heads) % 2:
@@ -95,6 +103,8 @@ class OmniConfig:
         if self.prev_own and not self.prev_level:
             raise ValueError("prev_own tells the model through its level input whether the previous frame is its own: "
                              "it needs prev_level")
+        if self.prev_shift and not self.prev_frame:
+            raise ValueError("prev_shift moves the previous frame the model predicts around: it needs prev_frame")
 
 
 def omni_preset(name: str) -> OmniConfig:
@@ -115,6 +125,27 @@ def previous_frames(video: torch.Tensor, chunk_frames: int, before: torch.Tensor
     lasts = video[:, chunk_frames - 1 :: chunk_frames]  # (B, K, C, h, w)
     first = torch.zeros_like(lasts[:, :1]) if before is None else before[:, None].to(video.dtype)
     return torch.cat([first, lasts[:, :-1]], 1).repeat_interleave(chunk_frames, dim=1)
+
+
+PREV_SHIFT_MAX = 0.5  # latent pixels (4 px of an f8 frame): the game scrolls 1-2 px a frame walking or running
+
+
+def move_frames(z: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Frames ``z`` (B, F, C, h, w) whose content moved by ``shift`` (B, F, 2) latent pixels (dy, dx),
+    |shift| <= 1, bilinear, the border repeated: out[i, j] = z[i - dy, j - dx]. Differentiable in
+    ``shift`` (``OmniConfig.prev_shift``), and the latent move ``train.autoencoder.shift_latent``
+    teaches a shift-consistent autoencoder to match."""
+    dt = z.dtype
+    z, shift = z.float(), shift.float()
+
+    def along(z: torch.Tensor, d: torch.Tensor, dim: int) -> torch.Tensor:
+        n = z.shape[dim]
+        before = torch.cat([z.narrow(dim, 0, 1), z.narrow(dim, 0, n - 1)], dim)  # z[i - 1]
+        after = torch.cat([z.narrow(dim, 1, n - 1), z.narrow(dim, n - 1, 1)], dim)  # z[i + 1]
+        d = d[:, :, None, None, None]
+        return z + d.clamp_min(0) * (before - z) + (-d).clamp_min(0) * (after - z)
+
+    return along(along(z, shift[..., 0], 3), shift[..., 1], 4).to(dt)
 
 
 PREV_NOISE_MAX = 0.5  # noise added to a previous frame at degradation level 1, in units of the frame change's std
@@ -215,6 +246,8 @@ class Omni(nn.Module):
         self.prev_in = nn.Linear(cfg.latent_channels * p * p, D) if cfg.prev_frame else None
         # the previous frame's degradation level, into a video token's conditioning (weighted like prev_in)
         self.prev_level_in = nn.Linear(D, D) if cfg.prev_level else None
+        # how far the view moved since the previous frame (dy, dx), from a frame's pooled output tokens
+        self.prev_shift_out = nn.Linear(D, 2) if cfg.prev_shift else None
         self.audio_in = nn.Linear(cfg.audio_channels, D) if cfg.audio_channels else None
         self.action_emb = nn.Embedding(cfg.n_actions + 1, D)  # last id: no action / dropped
         self.action_cond = nn.Embedding(cfg.n_actions + 1, D) if cfg.action_adaln else None
@@ -231,7 +264,7 @@ class Omni(nn.Module):
         self.out_ada = nn.Linear(D, 2 * D)
         self.video_out = nn.Linear(D, cfg.latent_channels * p * p)
         self.audio_out = nn.Linear(D, cfg.audio_channels) if cfg.audio_channels else None
-        for m in (self.out_ada, self.video_out, self.audio_out, self.prev_in, self.prev_level_in):
+        for m in (self.out_ada, self.video_out, self.audio_out, self.prev_in, self.prev_level_in, self.prev_shift_out):
             if m is not None:
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -331,9 +364,11 @@ class Omni(nn.Module):
             cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
         pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
         x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache, layout=(K, h, w, n_text))
-        vv, va = self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w)
+        vv, va, shift = self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w)
         if prev is not None:
             t = t_video.repeat_interleave(cfg.chunk_frames, dim=1)[:, :, None, None, None].float()
+            if shift is not None:
+                prev = move_frames(prev, shift)
             vv = velocity_around(vv, video, prev, t, cfg.prev_std)
         return vv, va
 
@@ -381,8 +416,9 @@ class Omni(nn.Module):
         return x, cond
 
     def _head(self, x: torch.Tensor, cond: torch.Tensor, g_stream: torch.Tensor, Fr: int, h: int,
-              w: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The stream tokens' velocities: video (B, F, C, h, w), audio (B, F * tokens, Ca) or None."""
+              w: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The stream tokens' velocities: video (B, F, C, h, w), audio (B, F * tokens, Ca) or None,
+        and a ``prev_shift`` model's move of each frame's previous frame (B, F, 2), else None."""
         cfg, p = self.cfg, self.cfg.patch
         B, _, D = x.shape
         C, gh, gw = cfg.latent_channels, h // p, w // p
@@ -393,11 +429,14 @@ class Omni(nn.Module):
         x = self.out_norm(x) * (1 + scale) + shift
         per_chunk = x.view(B, Fr, -1, D)
         vv = self.video_out(per_chunk[:, :, 1 : 1 + gh * gw])  # (B, F, gh*gw, C*p*p)
+        shift = None
+        if self.prev_shift_out is not None:
+            shift = PREV_SHIFT_MAX * torch.tanh(self.prev_shift_out(per_chunk[:, :, 1 : 1 + gh * gw].mean(2)).float())
         vv = vv.view(B, Fr, gh, gw, C, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)
         va = None
         if cfg.audio_channels:
             va = self.audio_out(per_chunk[:, :, 1 + gh * gw :]).reshape(B, Fr * cfg.audio_tokens_per_frame, -1)
-        return vv, va
+        return vv, va, shift
 
     def _text_tokens(self, text: torch.Tensor, text_pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The prompt's tokens (B, Nt, D) and their one conditioning group (B, 1, D)."""

@@ -104,7 +104,7 @@ def init_weights(model: torch.nn.Module, run: str | Path, what: str) -> None:
     load_into(model, tensors, src)
 
 
-ZERO_START = ("prev_in.", "prev_level_in.")  # zero-initialised layers a fine-tune may add (``Omni.prev_in``, ...)
+ZERO_START = ("prev_in.", "prev_level_in.", "prev_shift_out.")  # zero-initialised layers a fine-tune may add (``Omni.prev_in``, ...)
 
 
 def has_run(out: Path) -> bool:

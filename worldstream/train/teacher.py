@@ -72,6 +72,7 @@ class TeacherTrainConfig:
     memory_topk: int = 0
     init_from: str = ""  # start from this checkpoint's (EMA) weights, e.g. to fine-tune with a bounded view
     prev_frame: bool = False  # predict around the previous frame (``OmniConfig.prev_frame``)
+    prev_shift: bool = False  # ... moved by a learned global shift (``OmniConfig.prev_shift``; shift-consistent latents)
     # share of clips whose previous frame is degraded as a 1-step stream's own frames are (``degrade_prev``):
     # the model learns to pull a blurred, noisy last frame back to a sharp next one instead of copying the
     # blur, which compounds frame by frame in free-running (log.md, eighteenth session)
@@ -97,15 +98,16 @@ def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
     n_actions = len(clips.ds.manifest["actions"]["names"])
     audio = item["audio"]
     prev_std = 0.0
-    if cfg.prev_frame:  # the run it starts from keeps its preconditioning; a new one measures its data
-        start = load_json(Path(cfg.init_from) / "config.json")["model"] if cfg.init_from else {}
-        prev_std = start.get("prev_std") or round(clips.frame_change_std(), 4)
+    if cfg.prev_frame:  # a run on the latents it starts from keeps its preconditioning; others measure their data
+        start = load_json(Path(cfg.init_from) / "config.json") if cfg.init_from else {}
+        same = start.get("train", {}).get("latents", cfg.latents) == cfg.latents
+        prev_std = (same and start.get("model", {}).get("prev_std")) or round(clips.frame_change_std(), 4)
     return dataclasses.replace(omni_preset(cfg.preset), latent_channels=item["video"].shape[1],
                                audio_channels=audio.shape[1] if audio is not None else 0,
                                audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions),
                                window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk,
                                prev_frame=cfg.prev_frame, prev_std=prev_std, prev_level=cfg.prev_level,
-                               prev_own=cfg.prev_own > 0)
+                               prev_own=cfg.prev_own > 0, prev_shift=cfg.prev_shift)
 
 
 def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
