@@ -364,11 +364,11 @@ class Omni(nn.Module):
             cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
         pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
         x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache, layout=(K, h, w, n_text))
-        vv, va, shift = self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w)
+        vv, va, moved = self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w)
         if prev is not None:
             t = t_video.repeat_interleave(cfg.chunk_frames, dim=1)[:, :, None, None, None].float()
-            if shift is not None:
-                prev = move_frames(prev, shift)
+            if moved is not None:
+                prev = move_frames(prev, moved)
             vv = velocity_around(vv, video, prev, t, cfg.prev_std)
         return vv, va
 
@@ -429,14 +429,14 @@ class Omni(nn.Module):
         x = self.out_norm(x) * (1 + scale) + shift
         per_chunk = x.view(B, Fr, -1, D)
         vv = self.video_out(per_chunk[:, :, 1 : 1 + gh * gw])  # (B, F, gh*gw, C*p*p)
-        shift = None
+        moved = None  # (not the adaLN shift above)
         if self.prev_shift_out is not None:
-            shift = PREV_SHIFT_MAX * torch.tanh(self.prev_shift_out(per_chunk[:, :, 1 : 1 + gh * gw].mean(2)).float())
+            moved = PREV_SHIFT_MAX * torch.tanh(self.prev_shift_out(per_chunk[:, :, 1 : 1 + gh * gw].mean(2)).float())
         vv = vv.view(B, Fr, gh, gw, C, p, p).permute(0, 1, 4, 2, 5, 3, 6).reshape(B, Fr, C, h, w)
         va = None
         if cfg.audio_channels:
             va = self.audio_out(per_chunk[:, :, 1 + gh * gw :]).reshape(B, Fr * cfg.audio_tokens_per_frame, -1)
-        return vv, va, shift
+        return vv, va, moved
 
     def _text_tokens(self, text: torch.Tensor, text_pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The prompt's tokens (B, Nt, D) and their one conditioning group (B, 1, D)."""
