@@ -8,7 +8,7 @@ reads 0 in the second, so the two together say whether a low action-following sc
 stands or one that moves slowly.
 
     .venv/bin/python bench/view_scroll.py --data pipeline/data/overworld --model mc=pipeline/exp/mc/student \\
-        --model shipped=default --starts 6 --frames 5
+        --model shipped=default --starts 12 --frames 5
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--model", action="append", required=True, help="name=checkpoint (or 'default')")
-    ap.add_argument("--starts", type=int, default=6)
+    ap.add_argument("--starts", type=int, default=12)
     ap.add_argument("--frames", type=int, default=5, help="frames a key is held (scroll is seen up to 6 px: the game walks 5 px in 5 frames)")
     ap.add_argument("--keys", default="walk_e,walk_s")
     ap.add_argument("--json")
