@@ -51,6 +51,11 @@ def guessed_shifts(model, clip, prompts: PromptBank) -> torch.Tensor:
         hook.remove()
 
 
+def distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Latent MSE per frame (N, C, h, w) -> (N,), away from the border a move repeats."""
+    return (a - b)[..., 1:-1, 1:-1].pow(2).mean((1, 2, 3))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True)
@@ -79,21 +84,20 @@ def main() -> None:
         for _ in range(a.batches):
             c = clips.sample(a.batch)
             v = c.video.float()
-            B, K = v.shape[:2]
             prev, nxt = v[:, :-1].reshape(-1, 1, *v.shape[2:]), v[:, 1:].reshape(-1, *v.shape[2:])
             act = c.actions[:, 1:].reshape(-1)  # the action that made each next frame
-            errs = torch.stack([(move_frames(prev, s.expand(prev.shape[0], 1, 2))[:, 0] - nxt)[..., 1:-1, 1:-1]
-                                .pow(2).mean((1, 2, 3)) for s in grid], 1)
+            errs = torch.stack([distance(move_frames(prev, s.expand(len(prev), 1, 2))[:, 0], nxt) for s in grid], 1)
             i = errs.argmin(1)
-            copy = (prev[:, 0] - nxt)[..., 1:-1, 1:-1].pow(2).mean((1, 2, 3))
-            guess = guessed_shifts(model, c, prompts).reshape(-1, 2) if model is not None else None
+            copy = distance(prev[:, 0], nxt)
+            guess = guessed = None
+            if model is not None:
+                guess = guessed_shifts(model, c, prompts).reshape(-1, 2)
+                guessed = distance(move_frames(prev, guess[:, None])[:, 0], nxt)
             for k in range(len(act)):
                 name = names[int(act[k])] if act[k] >= 0 else "none"
                 row = (float(copy[k]), float(errs[k, i[k]]), *grid[i[k]].tolist())
                 if guess is not None:
-                    g = guess[k : k + 1, None]
-                    guessed = (move_frames(prev[k : k + 1], g)[:, 0] - nxt[k : k + 1])[..., 1:-1, 1:-1].pow(2).mean()
-                    row += (*guess[k].tolist(), float(guessed))
+                    row += (*guess[k].tolist(), float(guessed[k]))
                 rows.setdefault(name, []).append(row)
     out = {}
     head = f"{'action':<12} {'n':>5} {'copy MSE':>9} {'moved MSE':>10} {'best dy':>8} {'(sd)':>6} {'best dx':>8} {'(sd)':>6}"

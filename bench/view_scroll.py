@@ -2,9 +2,9 @@
 
 From held-out start frames a model streams ``--frames`` frames holding one key (walk_e, walk_s); the
 view's scroll is measured (``eval.motion.scroll`` on despeckled frames) once between the first and
-the last frame, and once summed frame by frame, as ``eval/walks.py`` judges a span. The game moves
-1 px a frame walking (the scroll is seen up to 6 px, so keep --frames at 5). A model that moves less than a pixel a frame scrolls in the first measure and
-reads 0 in the second, so the two together say whether a low action-following score is a model that
+the last frame, and once summed frame by frame as ``eval.walks`` judges a span (``frame_scrolls``).
+The game moves 1 px a frame walking (the scroll is seen up to 6 px, so keep --frames at 5). A model
+that moves less than a pixel a frame scrolls in the first measure and reads 0 in the second, so the two together say whether a low action-following score is a model that
 stands or one that moves slowly.
 
     .venv/bin/python bench/view_scroll.py --data pipeline/data/overworld --model mc=pipeline/exp/mc/student \\
@@ -22,6 +22,7 @@ from rollout_vs_still import starts
 from worldstream.data.format import Dataset
 from worldstream.engine.stream import StreamConfig, World, recommended_rollout
 from worldstream.eval.motion import despeckle, scroll
+from worldstream.eval.walks import frame_scrolls
 
 
 def measure(world: World, clips: list[tuple], keys: tuple[str, ...], frames: int) -> dict:
@@ -30,11 +31,9 @@ def measure(world: World, clips: list[tuple], keys: tuple[str, ...], frames: int
         ends, summed = [], []
         for real, _, caption in clips:
             s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(rollout=recommended_rollout(world.meta)))
-            f = [despeckle(s.step().frames[0, -1])]
-            for _ in range(frames):
-                f.append(despeckle(s.step(key).frames[0, -1]))
-            ends.append(scroll(f[0], f[-1]))
-            summed.append(np.sum([scroll(f[i], f[i + 1]) for i in range(frames)], axis=0))
+            f = [s.step().frames[0, -1]] + [s.step(key).frames[0, -1] for _ in range(frames)]
+            ends.append(scroll(despeckle(f[0]), despeckle(f[-1])))
+            summed.append(np.sum(frame_scrolls(f), axis=0))
         out[key] = {"ends_dx_dy": np.mean(ends, 0).tolist(), "per_frame_dx_dy": np.mean(summed, 0).tolist()}
     return out
 

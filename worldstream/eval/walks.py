@@ -105,12 +105,18 @@ class WalkScore:
         return (self.moving_ok + self.stopped_ok) / max(self.spans, 1)
 
 
+def frame_scrolls(frames: list[np.ndarray]) -> list[tuple[int, int]]:
+    """Whole-pixel scroll (dx, dy) between each pair of consecutive despeckled frames: what a span's
+    judged move sums (so a view that moves under a pixel a frame reads as standing)."""
+    clean = [despeckle(f) for f in frames]
+    return [scroll(a, b, max_shift=3) for a, b in zip(clean, clean[1:])]  # running moves 2 px a frame
+
+
 def score_walk(frames: list[np.ndarray], direction: str, truth: np.ndarray | None = None) -> WalkScore:
     """Score each span of ``frames`` (walking ``direction``) against the game's positions
     ``truth`` ((len(frames) + 1, 2) px, the start first), or by the direction alone without it."""
     s = WalkScore()
-    clean = [despeckle(f) for f in frames]
-    step = [scroll(a, b, max_shift=3) for a, b in zip(clean, clean[1:])]  # running moves 2 px a frame
+    step = frame_scrolls(frames)
     for i in range(0, len(frames) - SPAN, SPAN):
         dx, dy = np.sum(step[i : i + SPAN], axis=0)
         along = bool(follows(dx, dy, direction))
