@@ -102,6 +102,53 @@ def test_distribution_matching_runs_and_resumes_exactly(tiny_teacher, latent_dat
     assert log and all(np.isfinite(r["fake"]) and np.isfinite(r["video"]) for r in log)
 
 
+def test_adversarial_post_training_runs_and_resumes_exactly(tiny_teacher, latent_dataset, tmp_path):
+    """Adversarial own-rollout batches: the student, anchored to its teacher, and its critic train,
+    and a cut run resumes to the same weights (the critic and its optimizer are saved with it)."""
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 4, objective="adversarial", random_rollout_length=True,
+                                   adv_anchor=0.5), self_forcing_from=0)
+    m = train_student(cfg, tmp_path / "a", progress=False)
+    assert m["step"] == 4
+    train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)
+    train_student(cfg, tmp_path / "b", progress=False)
+    for f in ("model.safetensors", "discriminator/model.safetensors"):
+        a, b = load_tensors(tmp_path / "a" / f), load_tensors(tmp_path / "b" / f)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{f}: {k}")
+    log = [json.loads(l) for l in open(tmp_path / "a" / "log.jsonl") if '"own": true' in l]
+    assert len(log) == 4 and all(np.isfinite([r["push"], r["d_loss"], r["d_real"], r["d_fake"]]).all() for r in log)
+
+
+def test_the_critic_separates_real_from_blurred_and_its_push_sharpens():
+    """The critic learns real transitions against blurred copies of them, and the generator's push
+    moves a blurred frame toward what the critic calls real (its logit rises) by the step asked."""
+    from worldstream.distill.discriminator import (DiscriminatorConfig, TransitionDiscriminator, discriminator_loss,
+                                                   generator_push)
+
+    torch.manual_seed(0)
+    disc = TransitionDiscriminator(DiscriminatorConfig(latent_channels=4, n_actions=3, width=16))
+    opt = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.0, 0.99))
+    blur = lambda x: torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # noqa: E731
+    for _ in range(60):
+        nxt = torch.randn(16, 4, 8, 8)
+        prev, act = torch.randn(16, 4, 8, 8), torch.randint(-1, 3, (16,))
+        loss, parts = discriminator_loss(disc, (prev, nxt, act), (prev, blur(nxt), act), gamma=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert parts["d_real"] > parts["d_fake"] + 1
+    prev, act = torch.randn(8, 4, 8, 8), torch.randint(-1, 3, (8,))
+    fake = blur(torch.randn(8, 4, 8, 8)).requires_grad_(True)
+    push, logit = generator_push(disc, prev, fake, act, step=0.05)
+    (g,) = torch.autograd.grad(push, fake)
+    moved = fake.detach() - g * fake.numel()  # the regression target the push pulls toward (mean over all)
+    assert torch.allclose(g.flatten(1).pow(2).mean(1).sqrt() * fake.numel(), torch.full((8,), 0.05), rtol=1e-3)
+    assert disc(prev, moved, act).mean() > logit
+    with pytest.raises(ValueError, match="latent frames"):
+        disc(prev, fake[:, :, :4], act)
+
+
 def _batched_equals_alone(world, cfg, prompts, warmup, action):
     """Two streams (seeds 1, 2) stepped ``warmup`` times each until their caches are full, then three
     chunks stepped as one batch: each makes what its twin makes alone (so each keeps its own last

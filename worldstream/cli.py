@@ -231,6 +231,9 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  rollout_chunks=a.rollout_chunks, rollout_steps=a.rollout_steps,
                                  change_share=a.change_share, init_from=a.init_from, lr=a.lr,
                                  objective=a.objective, fake_lr=a.fake_lr, fake_updates=a.fake_updates,
+                                 adv_step=a.adv_step, disc_lr=a.disc_lr, disc_gamma=a.disc_gamma,
+                                 disc_warmup=a.disc_warmup, adv_anchor=a.adv_anchor,
+                                 random_rollout_length=a.random_rollout_length,
                                  prev_level=a.prev_level, warmup=a.warmup, eval_every=a.eval_every, bf16=not a.fp32,
                                  seed=a.seed)
         metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
@@ -514,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--self-forcing-from", type=int, default=200, help="step from which a share of the batches are own rollouts")
     ts.add_argument("--self-forcing-share", type=float, default=0.5, help="share of own-rollout batches from then on")
     ts.add_argument("--rollout-chunks", type=int, default=16)
+    ts.add_argument("--random-rollout-length", action="store_true",
+                    help="own rollouts of a random length, 2 to --rollout-chunks chunks (drift starts early)")
     ts.add_argument("--rollout-steps", type=int, default=1, help="student steps per chunk in its own rollouts")
     ts.add_argument("--change-share", type=float, default=0.0,
                     help="share of clips drawn around a caption change, whose history does not yet show the prompt "
@@ -521,10 +526,18 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--prev-level", type=float, default=0.0,
                     help="a teacher trained with --prev-level: degrade the previous frame at this level in the "
                          "student's rollouts, targets and passes (its streams then use it too); 0 = clean")
-    ts.add_argument("--objective", choices=("regression", "dmd"), default="regression",
-                    help="own-rollout batches: regression onto the teacher's ODE endpoint, or distribution matching")
+    ts.add_argument("--objective", choices=("regression", "dmd", "adversarial"), default="regression",
+                    help="own-rollout batches: regression onto the teacher's ODE endpoint, distribution matching, or "
+                         "that regression plus a latent critic's push toward real transitions (adversarial)")
     ts.add_argument("--fake-lr", type=float, default=1e-4, help="dmd: the fake score's learning rate")
     ts.add_argument("--fake-updates", type=int, default=1, help="dmd: fake-score steps per student step")
+    ts.add_argument("--adv-step", type=float, default=0.1,
+                    help="adversarial: the critic's push on each own 1-step frame, RMS in latent units")
+    ts.add_argument("--disc-lr", type=float, default=1e-4, help="adversarial: the critic's learning rate")
+    ts.add_argument("--disc-gamma", type=float, default=1.0, help="adversarial: R1 + R2 gradient penalty weight")
+    ts.add_argument("--disc-warmup", type=int, default=0, help="adversarial: steps in which only the critic learns")
+    ts.add_argument("--adv-anchor", type=float, default=1.0,
+                    help="adversarial: weight of the regression onto the teacher on own-rollout batches (0: the critic alone)")
     ts.add_argument("--init-from", default="", help="start from this student checkpoint instead of the teacher (train further)")
     ts.add_argument("--lr", type=float, default=5e-5)
     ts.add_argument("--warmup", type=int, default=50, help="learning-rate warmup steps")

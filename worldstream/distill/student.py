@@ -26,6 +26,15 @@ samples would; the student moves toward the first and away from the second. Regr
 conditional mean, which is blurred wherever the future is uncertain; matching distributions asks
 for samples as sharp as the teacher's. Teacher-forced batches keep the regression (and the 2-
 and 4-step levels).
+
+Adversarial post-training (``objective="adversarial"``, ``distill.discriminator``). On own-rollout
+batches the student makes its 1-step frame after its own history (t = 1, exactly as it streams),
+keeps the regression onto the teacher's answer as an anchor, and is pushed a fixed step along a
+latent critic's gradient toward what real transitions of the world look like (AAPT, Lin et al.
+2025); the critic learns real (previous, next, key) transitions from the clips against the
+student's own. Run with the student as its own teacher (``--teacher default --teacher-sampler x0
+--teacher-steps 1`` and guidance 1), the anchor is the student as it was, which keeps the guidance
+already folded into it.
 """
 from __future__ import annotations
 
@@ -42,6 +51,7 @@ import torch
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
+from .discriminator import DiscriminatorConfig, TransitionDiscriminator, discriminator_loss, generator_push
 from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from_velocity
 from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
@@ -52,6 +62,8 @@ from ..weights import resolve
 LEVELS = {1: (1.0,), 2: (1.0, 0.5), 4: (1.0, 0.75, 0.5, 0.25)}
 REGRESSION = "regression"  # sub-folder: the student as it was when self-forcing began (a run of its own)
 FAKE = "fake_score"  # sub-folder: the distribution-matching fake score and its optimizer (to resume)
+DISC = "discriminator"  # sub-folder: the adversarial critic and its optimizer (to resume)
+OBJECTIVES = ("regression", "dmd", "adversarial")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +87,20 @@ class StudentTrainConfig:
     # the history does not show yet, which plain clips almost never ask for
     change_share: float = 0.0
     init_from: str = ""  # start from this student's (EMA) weights instead of the teacher's (train further)
-    objective: str = "regression"  # own-rollout batches: "regression" onto the teacher's ODE endpoint, or "dmd"
+    objective: str = "regression"  # own-rollout batches: "regression" onto the teacher's ODE endpoint, "dmd" or "adversarial"
     fake_lr: float = 1e-4  # dmd: the fake score's learning rate
     fake_updates: int = 1  # dmd: fake-score steps per student step (DMD2 uses 5 on GPUs; each costs a pass here)
+    adv_step: float = 0.1  # adversarial: the critic's push on each own 1-step frame, RMS in latent units
+    disc_lr: float = 1e-4  # adversarial: the critic's learning rate
+    disc_gamma: float = 1.0  # adversarial: R1 + R2 gradient penalty weight
+    disc_width: int = 64  # adversarial: the critic's channels at full latent resolution
+    disc_warmup: int = 0  # adversarial: steps in which only the critic learns (its early gradient is noise)
+    # adversarial: weight of the regression onto the teacher on own-rollout batches; after its own history
+    # the teacher's answer is itself dissolving (0: only the critic judges them, as in AAPT)
+    adv_anchor: float = 1.0
+    # own rollouts of a random length, 2 to ``rollout_chunks`` chunks, instead of always the longest:
+    # a stream's drift starts in its first frames, which a fixed length never trains on
+    random_rollout_length: bool = False
     # a teacher trained with ``--prev-level``: the level at which the student's previous frame is degraded
     # (its own rollouts, the teacher's targets and its passes alike) and that its streams use
     prev_level: float = 0.0
@@ -109,10 +132,11 @@ def teacher_target(teacher: Omni, cfg: StudentTrainConfig, cond: Conditioning, h
 
 
 def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, hist_a, target_v, target_a, noise,
-                 t: torch.Tensor, own: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
+                 t: torch.Tensor, own: bool = False) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """x0 regression of the student's prediction for the chunk after the history, from the point
     at level t on the straight path between the noise and the teacher's answer (``own``: the
-    history is the student's own rollout)."""
+    history is the student's own rollout). Returns (loss, parts, the predicted clean video chunk
+    with its gradient: at t = 1 the student's 1-step frame)."""
     mc = student.module.cfg if hasattr(student, "module") else student.cfg
     B = hist_v.shape[0]
     nv = target_v[0].numel()
@@ -140,7 +164,7 @@ def student_loss(student, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
         la = ((x0a - target_a) ** 2).mean()
         loss = loss + cfg.audio_weight * la
         parts["audio"] = la.item()
-    return loss, parts
+    return loss, parts, x0v
 
 
 def _prev(mc, video: torch.Tensor, prev_level: float,
@@ -248,6 +272,26 @@ def fake_score_loss(fake, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     return loss
 
 
+def real_transitions(video: torch.Tensor, actions: torch.Tensor, n: int,
+                     rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` real (previous frame, next frame, next frame's key) transitions from clips' latents
+    (B, F, C, h, w) and keys (B, F), at random clips and frames: what the critic learns as real."""
+    B, F = actions.shape
+    b = torch.from_numpy(rng.integers(B, size=n))
+    k = torch.from_numpy(rng.integers(1, F, size=n))
+    return video[b, k - 1], video[b, k], actions[b, k]
+
+
+def own_transitions(hist_v: torch.Tensor, chunk: torch.Tensor,
+                    actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The transitions into each frame of a chunk made after a history (B, F, C, h, w): its first
+    frame's previous is the history's last; ``actions`` (B, >= F + chunk frames) the keys. Flattened
+    to (B * chunk frames, ...); the chunk keeps its gradient."""
+    F, cf = hist_v.shape[1], chunk.shape[1]
+    prev = torch.cat([hist_v[:, -1:].to(chunk.dtype), chunk[:, :-1].detach()], 1)
+    return prev.flatten(0, 1), chunk.flatten(0, 1), actions[:, F : F + cf].flatten()
+
+
 def _cond(prompts: PromptBank, clip, frames: int) -> Conditioning:
     text, mask, pooled = prompts.batch(clip.captions)
     return Conditioning(text, mask, pooled, clip.actions[:, :frames])
@@ -259,6 +303,8 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
     mc = student.cfg
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     n_hist = cfg.rollout_chunks if own else cfg.history
+    if own and cfg.random_rollout_length:
+        n_hist = int(rng.integers(2, cfg.rollout_chunks + 1))
     dev = next(student.parameters()).device  # clips and random numbers come from the CPU, then move
     clip = clip.to(dev)
     cond = _cond(prompts, clip, (n_hist + 1) * cf).to(dev)
@@ -290,10 +336,31 @@ def heldout_error(student, teacher, cfg, clip, prompts) -> dict[str, float]:
     cond, hv, ha, tv, ta, noise, _ = _batch(cfg, student, teacher, clip, prompts, rng, g, own=False)
     out = {}
     for lvl in _levels(cfg).tolist():
-        loss, parts = student_loss(student, dataclasses.replace(cfg, bf16=False), cond, hv, ha, tv, ta, noise,
-                                   torch.full((hv.shape[0],), lvl, device=hv.device))
+        loss, parts, _ = student_loss(student, dataclasses.replace(cfg, bf16=False), cond, hv, ha, tv, ta, noise,
+                                      torch.full((hv.shape[0],), lvl, device=hv.device))
         out[f"x0_mse_t{lvl:g}"] = parts["video"]
     return out
+
+
+def adversarial_step(student, disc, disc_opt, cfg: StudentTrainConfig, batch, clip, rng: np.random.Generator,
+                     step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    """An own-rollout batch of adversarial post-training: the student's 1-step chunk after its own
+    history, its loss (the anchor's regression plus the critic's push; the caller steps the
+    student), and one critic update on real transitions against these."""
+    cond, hist_v, hist_a, target_v, target_a, noise, t = batch
+    t = torch.ones_like(t)  # the 1-step frame, exactly as the student streams it
+    loss, parts, chunk = student_loss(student, cfg, cond, hist_v, hist_a, target_v, target_a, noise, t, own=True)
+    fake = own_transitions(hist_v, chunk, cond.actions)
+    push, logit = generator_push(disc, *fake, cfg.adv_step if step >= cfg.disc_warmup else 0.0)
+    loss = cfg.adv_anchor * loss + push
+    parts.update(push=push.item(), g_logit=logit)
+    dev = hist_v.device
+    real = tuple(x.to(dev) for x in real_transitions(clip.video, clip.actions, fake[0].shape[0], rng))
+    disc.train()
+    d_loss, d_parts = discriminator_loss(disc, real, tuple(x.detach() for x in fake), cfg.disc_gamma)
+    optimizer_step(disc, disc_opt, d_loss, cosine_lr(cfg.disc_lr, cfg.warmup, cfg.steps, step))
+    parts.update(d_loss=d_loss.item(), **d_parts)
+    return loss, parts
 
 
 def _absolute_latents(latents: dict[str, Any], base: Path) -> dict[str, Any]:
@@ -327,8 +394,8 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         student.load_state_dict(teacher.state_dict())
     teacher.to(dev), student.to(dev)
     ema = copy.deepcopy(student).requires_grad_(False)
-    if cfg.objective not in ("regression", "dmd"):
-        raise ValueError(f"objective {cfg.objective!r}: use 'regression' or 'dmd'")
+    if cfg.objective not in OBJECTIVES:
+        raise ValueError(f"objective {cfg.objective!r}: use one of {', '.join(OBJECTIVES)}")
     if cfg.objective == "dmd" and cfg.fake_updates < 1:
         raise ValueError("dmd needs fake_updates >= 1: the fake score must follow the student's samples")
     fake = fake_opt = None
@@ -337,6 +404,11 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         fake.load_state_dict(teacher.state_dict())
         fake.to(dev)
         fake_opt = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, betas=(0.9, 0.95), weight_decay=0.0)
+    disc = disc_opt = None
+    if cfg.objective == "adversarial":
+        disc = TransitionDiscriminator(DiscriminatorConfig(latent_channels=teacher.cfg.latent_channels,
+                                                           n_actions=teacher.cfg.n_actions, width=cfg.disc_width)).to(dev)
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99), weight_decay=0.0)
     cf = teacher.cfg.chunk_frames
     frames = (max(cfg.history, cfg.rollout_chunks) + 1) * cf
     train = LatentClips(cfg.dataset, cfg.latents, "train", frames, seed=cfg.seed, change_share=cfg.change_share)
@@ -353,6 +425,8 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     if has_run(out):
         if fake is not None:
             resume_run(out / FAKE, cfg, fake, fake, fake_opt)
+        if disc is not None:
+            resume_run(out / DISC, cfg, disc, disc, disc_opt)
         meta = resume_run(out, cfg, student, ema, opt)
         train.rng.bit_generator.state = meta["sampler_rng"]
         rng.bit_generator.state = meta["draw_rng"]
@@ -391,8 +465,11 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
                 fl = fake_score_loss(fake, cfg, cond, hist_v, hist_a, *sample, g)
                 optimizer_step(fake, fake_opt, fl, cosine_lr(cfg.fake_lr, cfg.warmup, cfg.steps, step))
             parts["fake"] = fl.item()
+        elif own and disc is not None:
+            loss, parts = adversarial_step(student, disc, disc_opt, cfg, batch, clip, rng, step)
+            optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
         else:
-            loss, parts = student_loss(student, cfg, *batch, own=own)
+            loss, parts, _ = student_loss(student, cfg, *batch, own=own)
             optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
         step += 1
         if bar is not None:
@@ -413,6 +490,10 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             if fake is not None:  # first, so a run cut between the two saves resumes from the older student
                 (out / FAKE).mkdir(exist_ok=True)
                 save_run(out / FAKE, fake, fake, fake_opt, {"kind": "dmd_fake_score", "train": to_dict(cfg), "step": step})
+            if disc is not None:  # likewise
+                (out / DISC).mkdir(exist_ok=True)
+                save_run(out / DISC, disc, disc, disc_opt, {"kind": "adversarial_critic", "model": to_dict(disc.cfg),
+                                                            "train": to_dict(cfg), "step": step})
             save_run(out, student, ema, opt, meta())
             t_save = time.perf_counter()
         if out_of_time:
