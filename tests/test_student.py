@@ -80,6 +80,18 @@ def test_a_student_trains_further_only_with_a_teacher_of_its_shape(tiny_teacher,
         train_student(dataclasses.replace(further, teacher=str(other)), tmp_path / "c", progress=False)
 
 
+def _runs_and_resumes_exactly(cfg, tmp_path, side: str) -> None:
+    """A 4-step run in ``a``; the same run cut after one step and resumed in ``b``: the student and
+    the network trained beside it (in the sub-folder ``side``) end the same."""
+    assert train_student(cfg, tmp_path / "a", progress=False)["step"] == 4
+    train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)
+    train_student(cfg, tmp_path / "b", progress=False)
+    for f in ("model.safetensors", f"{side}/model.safetensors"):
+        a, b = load_tensors(tmp_path / "a" / f), load_tensors(tmp_path / "b" / f)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{f}: {k}")
+
+
 def test_distribution_matching_runs_and_resumes_exactly(tiny_teacher, latent_dataset, tmp_path):
     """DMD on own rollouts: the student and its fake score train, and a cut run resumes to the same
     weights (the fake score and its optimizer are saved with the student)."""
@@ -87,14 +99,7 @@ def test_distribution_matching_runs_and_resumes_exactly(tiny_teacher, latent_dat
 
     torch.set_num_threads(1)
     cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 4, objective="dmd"), self_forcing_from=0)
-    m = train_student(cfg, tmp_path / "a", progress=False)
-    assert m["step"] == 4
-    train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)
-    train_student(cfg, tmp_path / "b", progress=False)
-    for f in ("model.safetensors", "fake_score/model.safetensors"):
-        a, b = load_tensors(tmp_path / "a" / f), load_tensors(tmp_path / "b" / f)
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{f}: {k}")
+    _runs_and_resumes_exactly(cfg, tmp_path, "fake_score")
     teacher = load_tensors(tiny_teacher / "model.safetensors")
     fake = load_tensors(tmp_path / "a" / "fake_score" / "model.safetensors")
     assert any(not torch.equal(teacher[k], fake[k]) for k in teacher)  # the fake score moved off the teacher
@@ -108,14 +113,7 @@ def test_adversarial_post_training_runs_and_resumes_exactly(tiny_teacher, latent
     torch.set_num_threads(1)
     cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 4, objective="adversarial", random_rollout_length=True,
                                    adv_anchor=0.5), self_forcing_from=0)
-    m = train_student(cfg, tmp_path / "a", progress=False)
-    assert m["step"] == 4
-    train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)
-    train_student(cfg, tmp_path / "b", progress=False)
-    for f in ("model.safetensors", "discriminator/model.safetensors"):
-        a, b = load_tensors(tmp_path / "a" / f), load_tensors(tmp_path / "b" / f)
-        for k in a:
-            torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{f}: {k}")
+    _runs_and_resumes_exactly(cfg, tmp_path, "discriminator")
     log = [json.loads(l) for l in open(tmp_path / "a" / "log.jsonl") if '"own": true' in l]
     assert len(log) == 4 and all(np.isfinite([r["push"], r["d_loss"], r["d_real"], r["d_fake"]]).all() for r in log)
 
