@@ -51,13 +51,13 @@ import torch
 from ..config import to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
-from .discriminator import DiscriminatorConfig, TransitionDiscriminator, discriminator_loss, generator_push
 from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from_velocity
 from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
 from ..model.omni import Omni, degrade_at_level, previous_frames
 from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run, train_device
 from ..weights import resolve
+from .discriminator import DiscriminatorConfig, TransitionDiscriminator, discriminator_loss, generator_push
 
 LEVELS = {1: (1.0,), 2: (1.0, 0.5), 4: (1.0, 0.75, 0.5, 0.25)}
 REGRESSION = "regression"  # sub-folder: the student as it was when self-forcing began (a run of its own)
@@ -95,8 +95,9 @@ class StudentTrainConfig:
     disc_gamma: float = 1.0  # adversarial: R1 + R2 gradient penalty weight
     disc_width: int = 64  # adversarial: the critic's channels at full latent resolution
     disc_warmup: int = 0  # adversarial: steps in which only the critic learns (its early gradient is noise)
-    # adversarial: weight of the regression onto the teacher on own-rollout batches; after its own history
-    # the teacher's answer is itself dissolving (0: only the critic judges them, as in AAPT)
+    # adversarial: weight of the regression onto the teacher (video and audio) on own-rollout batches;
+    # after the student's own history the teacher's answer is itself dissolving (0: only the critic
+    # judges them, as in AAPT)
     adv_anchor: float = 1.0
     # own rollouts of a random length, 2 to ``rollout_chunks`` chunks, instead of always the longest:
     # a stream's drift starts in its first frames, which a fixed length never trains on
