@@ -87,7 +87,8 @@ class StudentTrainConfig:
     # the history does not show yet, which plain clips almost never ask for
     change_share: float = 0.0
     init_from: str = ""  # start from this student's (EMA) weights instead of the teacher's (train further)
-    objective: str = "regression"  # own-rollout batches: "regression" onto the teacher's ODE endpoint, "dmd" or "adversarial"
+    # own-rollout batches: "regression" onto the teacher's ODE endpoint, "dmd" or "adversarial"
+    objective: str = "regression"
     fake_lr: float = 1e-4  # dmd: the fake score's learning rate
     fake_updates: int = 1  # dmd: fake-score steps per student step (DMD2 uses 5 on GPUs; each costs a pass here)
     adv_step: float = 0.1  # adversarial: the critic's push on each own 1-step frame, RMS in latent units
@@ -357,7 +358,6 @@ def adversarial_step(student, disc, disc_opt, cfg: StudentTrainConfig, batch, cl
     parts.update(push=push.item(), g_logit=logit)
     dev = hist_v.device
     real = tuple(x.to(dev) for x in real_transitions(clip.video, clip.actions, fake[0].shape[0], rng))
-    disc.train()
     d_loss, d_parts = discriminator_loss(disc, real, tuple(x.detach() for x in fake), cfg.disc_gamma)
     optimizer_step(disc, disc_opt, d_loss, cosine_lr(cfg.disc_lr, cfg.warmup, cfg.steps, step))
     parts.update(d_loss=d_loss.item(), **d_parts)
@@ -407,9 +407,15 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         fake_opt = torch.optim.AdamW(fake.parameters(), lr=cfg.fake_lr, betas=(0.9, 0.95), weight_decay=0.0)
     disc = disc_opt = None
     if cfg.objective == "adversarial":
-        disc = TransitionDiscriminator(DiscriminatorConfig(latent_channels=teacher.cfg.latent_channels,
-                                                           n_actions=teacher.cfg.n_actions, width=cfg.disc_width)).to(dev)
+        dcfg = DiscriminatorConfig(latent_channels=teacher.cfg.latent_channels, n_actions=teacher.cfg.n_actions,
+                                   width=cfg.disc_width)
+        disc = TransitionDiscriminator(dcfg).to(dev)
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.0, 0.99), weight_decay=0.0)
+    # networks trained beside the student, each saved (with its optimizer) in a sub-folder to resume:
+    # (folder, network, optimizer, what its config.json records besides the run's settings and step)
+    beside = [(FAKE, fake, fake_opt, {"kind": "dmd_fake_score"})] if fake is not None else []
+    if disc is not None:
+        beside.append((DISC, disc, disc_opt, {"kind": "adversarial_critic", "model": to_dict(disc.cfg)}))
     cf = teacher.cfg.chunk_frames
     frames = (max(cfg.history, cfg.rollout_chunks) + 1) * cf
     train = LatentClips(cfg.dataset, cfg.latents, "train", frames, seed=cfg.seed, change_share=cfg.change_share)
@@ -424,10 +430,8 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     step, metrics = 0, {}
     out.mkdir(parents=True, exist_ok=True)
     if has_run(out):
-        if fake is not None:
-            resume_run(out / FAKE, cfg, fake, fake, fake_opt)
-        if disc is not None:
-            resume_run(out / DISC, cfg, disc, disc, disc_opt)
+        for folder, net, net_opt, _ in beside:
+            resume_run(out / folder, cfg, net, net, net_opt)
         meta = resume_run(out, cfg, student, ema, opt)
         train.rng.bit_generator.state = meta["sampler_rng"]
         rng.bit_generator.state = meta["draw_rng"]
@@ -488,13 +492,9 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             (out / REGRESSION).mkdir(exist_ok=True)
             save_run(out / REGRESSION, student, ema, opt, meta())
         if last or out_of_time or time.perf_counter() - t_save > cfg.save_every_s:
-            if fake is not None:  # first, so a run cut between the two saves resumes from the older student
-                (out / FAKE).mkdir(exist_ok=True)
-                save_run(out / FAKE, fake, fake, fake_opt, {"kind": "dmd_fake_score", "train": to_dict(cfg), "step": step})
-            if disc is not None:  # likewise
-                (out / DISC).mkdir(exist_ok=True)
-                save_run(out / DISC, disc, disc, disc_opt, {"kind": "adversarial_critic", "model": to_dict(disc.cfg),
-                                                            "train": to_dict(cfg), "step": step})
+            for folder, net, net_opt, record in beside:  # first: a run cut between saves resumes the older student
+                (out / folder).mkdir(exist_ok=True)
+                save_run(out / folder, net, net, net_opt, {**record, "train": to_dict(cfg), "step": step})
             save_run(out, student, ema, opt, meta())
             t_save = time.perf_counter()
         if out_of_time:
