@@ -54,10 +54,26 @@ def test_the_whole_pipeline_runs_and_resumes_on_the_tiny_preset(tmp_path):
 
 
 def test_the_cli_offers_every_pipeline_preset():
-    from worldstream.cli import PIPELINE_PRESETS
-    from worldstream.train.pipeline import PRESETS
+    from worldstream.cli import PIPELINE_PRESETS, PIPELINE_STAGES
+    from worldstream.train.pipeline import PRESETS, STAGES
 
-    assert set(PIPELINE_PRESETS) == set(PRESETS)
+    assert set(PIPELINE_PRESETS) == set(PRESETS) and PIPELINE_STAGES == STAGES
+
+
+def test_a_time_budget_ends_a_run_with_its_schedule_decayed_and_train_all_moves_on(tiny_teacher, latent_dataset,
+                                                                                    tmp_path):
+    from worldstream.train.pipeline import _done
+    from worldstream.train.state import schedule_step
+
+    assert schedule_step(10, 100, 5.0, None) == 10  # no budget: the steps decide
+    assert schedule_step(10, 100, 5.0, 10.0) == 50 and schedule_step(80, 100, 5.0, 10.0) == 80  # the further one
+    torch.set_num_threads(1)
+    cfg = _cfg(tiny_teacher, latent_dataset, 50, lr=1e-3)
+    train_student(cfg, tmp_path / "s", progress=False, budget_s=0.0)  # spent at once: one step, at the end's rate
+    meta = json.loads((tmp_path / "s" / "config.json").read_text())
+    assert meta["step"] == 1 and meta["budget_ended"] and _done(tmp_path / "s", 50)
+    first = json.loads((tmp_path / "s" / "log.jsonl").read_text().splitlines()[0])
+    assert first["lr"] == pytest.approx(1e-4)  # cosine_lr's floor: 10% of the base rate
 
 
 def test_a_student_trains_further_only_with_a_teacher_of_its_shape(tiny_teacher, latent_dataset, tmp_path):

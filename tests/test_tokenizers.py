@@ -219,6 +219,35 @@ def test_text_encoder_hash_similarity_cache_truncation(tmp_path):
         TextEncoder(bad)
 
 
+def test_a_text_table_gives_the_encoders_numbers_where_the_encoder_is_missing(tiny_dataset, tmp_path, monkeypatch):
+    from worldstream.data.latents import PromptBank
+    from worldstream.tokenizers.text import (TEXT_TABLE_ENV, TextEncoder, TextEncoderError, TextTable, dataset_captions,
+                                             save_text_table)
+
+    te = TextEncoder()
+    captions = dataset_captions([tiny_dataset])
+    assert captions and all(isinstance(c, str) and c for c in captions)
+    res = save_text_table(captions + ["night falls", ""], tmp_path / "t.safetensors", encoder=te)
+    assert res["prompts"] == len(set(captions) | {"night falls"})
+    monkeypatch.setenv(TEXT_TABLE_ENV, str(tmp_path / "t.safetensors"))
+    bank = PromptBank()  # trainers' default: the table, the encoder never loaded
+    assert isinstance(bank.encoder, TextTable)
+    for p in (captions[0], "night falls"):
+        torch.testing.assert_close(bank.encoder.encode(p).tokens, te.encode(p).tokens, rtol=0, atol=0)
+        torch.testing.assert_close(bank.encoder.encode(p).pooled, te.encode(p).pooled, rtol=0, atol=0)
+    tokens, mask, pooled = bank.batch(["", "night falls"])
+    assert not mask[0].any() and float(pooled[0].abs().sum()) == 0 and mask[1].sum() == te.encode("night falls").tokens.shape[0]
+    with pytest.raises(TextEncoderError, match="not in the text table"):
+        bank.encoder.encode("a purple elephant dances")
+    monkeypatch.setenv(TEXT_TABLE_ENV + "_MISSING", "empty")  # opt-in: an unknown prompt trains as the empty one
+    with pytest.warns(UserWarning, match="empty prompt"):
+        assert TextTable(tmp_path / "t.safetensors").encode("a purple elephant dances").tokens.shape == (0, 384)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a table")
+    for path, match in ((tmp_path / "bad.safetensors", "not a text table"), (tmp_path / "none", "no such file")):
+        with pytest.raises(TextEncoderError, match=match):
+            TextTable(path)
+
+
 def test_action_vocab_from_manifest_and_keys():
     from worldstream.worlds.overworld import ACTIONS
 

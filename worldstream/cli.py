@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 # ``train.pipeline.PRESETS``' names, here so that parsing does not import torch (a test keeps them equal)
-PIPELINE_PRESETS = ("tiny", "default", "refine", "refine_long", "prev", "prev_sharp")
+PIPELINE_PRESETS = ("tiny", "default", "refine", "refine_long", "prev", "prev_sharp", "refine_gpu")
+PIPELINE_STAGES = ("record", "autoencoders", "latents", "teacher", "view", "student", "eval")  # train/pipeline.py STAGES
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -211,7 +212,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.what == "all":
         from .train.pipeline import train_all
 
-        train_all(a.preset or "default", a.out, device=a.device)
+        train_all(a.preset or "default", a.out, device=a.device, until=a.until)
         return 0
     if a.what == "autoencoder":
         defaults = {"video": ("f8", 8, 4), "audio": ("default", 16, 8)}[a.kind]
@@ -236,7 +237,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  random_rollout_length=a.random_rollout_length,
                                  prev_level=a.prev_level, warmup=a.warmup, eval_every=a.eval_every, bf16=not a.fp32,
                                  seed=a.seed)
-        metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
+        metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device,
+                                budget_s=a.budget_minutes * 60 if a.budget_minutes else None)
     else:
         from .train.teacher import TeacherTrainConfig, train_teacher
 
@@ -248,7 +250,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  prev_degrade=a.prev_degrade, prev_level=a.prev_level, prev_own=a.prev_own,
                                  prev_own_from=a.prev_own_from or "", prev_own_chain=a.prev_own_chain, prev_shift=a.prev_shift,
                                  **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
-        metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device)
+        metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device,
+                                budget_s=a.budget_minutes * 60 if a.budget_minutes else None)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"{a.out}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
     return 0
@@ -280,6 +283,16 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_captions(a: argparse.Namespace) -> int:
+    from .data.latents import dataset_paths
+    from .tokenizers.text import TEXT_TABLE_ENV, dataset_captions, save_text_table
+
+    res = save_text_table(dataset_captions(dataset_paths(a.data)) + a.prompt, a.out)
+    print(f"{res['out']}: {res['prompts']} prompts, {res['bytes'] / 2**20:.1f} MB; train elsewhere with "
+          f"{TEXT_TABLE_ENV}={res['out']}")
+    return 0
+
+
 def cmd_encode(a: argparse.Namespace) -> int:
     import torch
 
@@ -287,7 +300,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    res = encode_dataset(a.data, a.video_ae, a.audio_ae, name=a.name)
+    res = encode_dataset(a.data, a.video_ae, a.audio_ae, name=a.name, device=a.device)
     print(f"{res['out']}: encoded {res['episodes']} episodes, {res['frames']} frames"
           + (f" at {res['frames_per_second']:.0f} frames/s" if res["frames_per_second"] else ""))
     return 0
@@ -455,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--threads", type=int, default=0)
     _device_arg(tt)
     tt.add_argument("--max-minutes", type=float, default=None)
+    tt.add_argument("--budget-minutes", type=float, default=None,
+                    help="end the run after this long with its learning rate decayed to the end by then (--steps stays "
+                         "the most): one-shot runs on a rented GPU. --max-minutes instead pauses a run to resume later")
     tt.add_argument("--window", type=int, default=0, help="attention window in chunks (0 = unbounded)")
     tt.add_argument("--sinks", type=int, default=0, help="first chunks always attended")
     tt.add_argument("--memory-topk", type=int, default=0, help="evicted chunks each chunk retrieves from memory")
@@ -494,9 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "model trained further (its autoencoders, its weights as the teacher's start); refine_long: "
                          "the same with a teacher trained three times as long; prev: refine into a model that predicts "
                          "each frame around the previous one; prev_sharp: prev with half the teacher's clips given a blurred, "
-                         "noisy previous frame to sharpen")
+                         "noisy previous frame to sharpen; refine_gpu: refine with 8x the batch in a time budget "
+                         "per stage, for one GPU (about ten minutes)")
     tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
     tl.add_argument("--threads", type=int, default=0)
+    tl.add_argument("--until", default="eval", choices=PIPELINE_STAGES,
+                    help="the last stage to run (e.g. student: evaluate elsewhere; latents: the data only)")
     _device_arg(tl)
     tl.set_defaults(fn=cmd_train)
 
@@ -547,6 +566,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--threads", type=int, default=0)
     _device_arg(ts)
     ts.add_argument("--max-minutes", type=float, default=None)
+    ts.add_argument("--budget-minutes", type=float, default=None,
+                    help="end the run after this long with its learning rate decayed to the end by then (--steps stays "
+                         "the most): one-shot runs on a rented GPU. --max-minutes instead pauses a run to resume later")
     ts.set_defaults(fn=cmd_train)
 
     gn = sub.add_parser("generate", help="prompt + action script -> MP4 with sound")
@@ -579,7 +601,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--audio-ae", help="audio autoencoder checkpoint folder")
     e.add_argument("--name", default="default", help="name of this latent cache")
     e.add_argument("--threads", type=int, default=0)
+    _device_arg(e)
     e.set_defaults(fn=cmd_encode)
+
+    cp = sub.add_parser("captions", help="precompute the text encoder's embeddings of every caption in datasets, for "
+                                         "training where the encoder is not installed (WORLDSTREAM_TEXT_TABLE=FILE)")
+    cp.add_argument("--data", required=True, help="dataset folder(s), comma-separated")
+    cp.add_argument("--out", required=True, help="the table to write (.safetensors)")
+    cp.add_argument("--prompt", action="append", default=[], help="another prompt to include (repeatable)")
+    cp.set_defaults(fn=cmd_captions)
 
     ev = sub.add_parser("eval", help="measure components on held-out data; writes JSON, PNG, WAV")
     ev.add_argument("what", choices=("suite", "tokenizers", "teacher", "stream"),

@@ -151,10 +151,10 @@ class PromptBank:
     """Text embeddings of prompts, computed once each by the frozen encoder, padded per batch."""
 
     def __init__(self, encoder=None):
-        if encoder is None:
-            from ..tokenizers.text import TextEncoder
+        if encoder is None:  # the frozen encoder, or its precomputed table (``WORLDSTREAM_TEXT_TABLE``)
+            from ..tokenizers.text import prompt_encoder
 
-            encoder = TextEncoder()
+            encoder = prompt_encoder()
         self.encoder = encoder
 
     def batch(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -55,7 +55,7 @@ from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from
 from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
 from ..model.omni import Omni, degrade_at_level, previous_frames
-from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run, train_device
+from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run, schedule_step, train_device
 from ..weights import resolve
 from .discriminator import DiscriminatorConfig, TransitionDiscriminator, discriminator_loss, generator_push
 
@@ -372,8 +372,9 @@ def _absolute_latents(latents: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = True,
-                  max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
-    """``device``: where the teacher, the student (and the fake score) run; as ``train_teacher``."""
+                  max_seconds: float | None = None, device: str = "cpu",
+                  budget_s: float | None = None) -> dict[str, Any]:
+    """``device``: where the teacher, the student (and the fake score) run; ``budget_s`` as ``train_teacher``."""
     out = Path(out)
     dev = train_device(device, 1)
     torch.manual_seed(cfg.seed)
@@ -450,9 +451,10 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
                 "rollout": {"sampler": "x0", "steps": min(2, max(cfg.levels)), "text_scale": 1.0, "action_scale": 1.0,
                             **({"prev_level": cfg.prev_level} if cfg.prev_level else {})},
                 "sampler_rng": train.rng.bit_generator.state, "draw_rng": rng.bit_generator.state,
-                "noise_rng": g.get_state().tolist()}
+                "noise_rng": g.get_state().tolist(), **({"budget_ended": True} if spent else {})}
 
     t0 = t_save = time.perf_counter()
+    spent = False  # the time budget ended the run (config.json says so: ``train all`` then moves on)
     while step < cfg.steps:
         own = step >= cfg.self_forcing_from and rng.random() < cfg.self_forcing_share
         dmd = own and cfg.objective == "dmd"
@@ -460,7 +462,8 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         student.eval()  # the rollout and the teacher target run without dropout / grad
         batch = _batch(cfg, student, teacher, clip, prompts, rng, g, own, target=not dmd)
         student.train()
-        lr = cosine_lr(cfg.lr, cfg.warmup, cfg.steps, step)
+        at = schedule_step(step, cfg.steps, time.perf_counter() - t0, budget_s)
+        lr = cosine_lr(cfg.lr, cfg.warmup, cfg.steps, at)
         if dmd:
             cond, hist_v, hist_a, _, _, noise, _ = batch
             loss, parts, sample = dmd_loss(student, fake, teacher, cfg, cond, hist_v, hist_a, noise, g)
@@ -468,7 +471,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             fake.train()
             for _ in range(cfg.fake_updates):
                 fl = fake_score_loss(fake, cfg, cond, hist_v, hist_a, *sample, g)
-                optimizer_step(fake, fake_opt, fl, cosine_lr(cfg.fake_lr, cfg.warmup, cfg.steps, step))
+                optimizer_step(fake, fake_opt, fl, cosine_lr(cfg.fake_lr, cfg.warmup, cfg.steps, at))
             parts["fake"] = fl.item()
         elif own and disc is not None:
             loss, parts = adversarial_step(student, disc, disc_opt, cfg, batch, clip, rng, step)
@@ -482,7 +485,8 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             bar.set_postfix(loss=f"{loss.item():.4f}", own=int(own) + int(dmd))
         log.write(json.dumps({"step": step, "loss": loss.item(), "own": own, "dmd": dmd, **parts,
                               "lr": lr}) + "\n")
-        last = step == cfg.steps
+        spent = budget_s is not None and time.perf_counter() - t0 > budget_s
+        last = step == cfg.steps or spent
         if step % cfg.eval_every == 0 or last:
             metrics = {"step": step, **heldout_error(ema, teacher, cfg, eval_clip, prompts)}
             log.write(json.dumps({"eval": metrics}) + "\n")
@@ -497,7 +501,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
                 save_run(out / folder, net, net, net_opt, {**record, "train": to_dict(cfg), "step": step})
             save_run(out, student, ema, opt, meta())
             t_save = time.perf_counter()
-        if out_of_time:
+        if out_of_time or last:
             break
     if bar is not None:
         bar.close()

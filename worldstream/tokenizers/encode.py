@@ -32,13 +32,18 @@ def _ae_id(path: Path) -> dict[str, Any]:
 
 @torch.no_grad()
 def encode_dataset(dataset: str | Path, video_ae: str | Path | None, audio_ae: str | Path | None,
-                   name: str = "default", progress: bool = True) -> dict[str, Any]:
-    """Encode every episode; returns a summary with timings."""
+                   name: str = "default", progress: bool = True, device: str = "cpu") -> dict[str, Any]:
+    """Encode every episode on ``device`` (the same latents, to float16 rounding, on any device);
+    returns a summary with timings."""
+    from ..device import torch_device
+
+    dev = torch_device(device)
     ds = Dataset(dataset)
     if video_ae is None and audio_ae is None:
         raise ValueError("give at least one of --video-ae, --audio-ae")
     vae = load_autoencoder(video_ae, "video_ae") if video_ae else None
     aae = load_autoencoder(audio_ae, "audio_ae") if audio_ae else None
+    vae, aae = (None if m is None else m.to(dev) for m in (vae, aae))
     if aae is not None and aae.cfg.samples_per_frame != ds.manifest["samples_per_frame"]:
         raise DatasetError(f"{dataset}: {ds.manifest['samples_per_frame']} audio samples per frame; the audio AE "
                            f"was trained for {aae.cfg.samples_per_frame}")
@@ -68,14 +73,14 @@ def encode_dataset(dataset: str | Path, video_ae: str | Path | None, audio_ae: s
             step = CHUNK_FRAMES - CHUNK_FRAMES % tt
             for a in range(0, T, step):
                 x = torch.from_numpy(np.array(frames[a : min(a + step, T), :H, :W])).permute(0, 3, 1, 2)
-                zs.append(vae.encode(x[None].float() / 255.0, state)[0])
+                zs.append(vae.encode(x[None].to(dev).float() / 255.0, state)[0].cpu())
             tensors["video"] = torch.cat(zs).half()
         if aae is not None:
             audio = torch.from_numpy(ep.audio())
             state, zs = {}, []
             n = CHUNK_FRAMES * aae.cfg.samples_per_frame
             for a in range(0, len(audio), n):
-                zs.append(aae.encode(audio[None, a : a + n], state)[0])
+                zs.append(aae.encode(audio[None, a : a + n].to(dev), state)[0].cpu())
             tensors["audio"] = torch.cat(zs).half()
         save_tensors(out / f"{ep.name}.safetensors", tensors)
         frames_done += ep.n_frames

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -158,3 +159,91 @@ class TextEncoder(nn.Module):
 
     def similarity(self, a: str, b: str) -> float:
         return float(self.encode(a).pooled @ self.encode(b).pooled)
+
+
+# ---------------------------------------------------------------------------------------------
+# Precomputed prompts: training where the text encoder's package is not installed (a rented GPU
+# machine without the 91 MB of MiniLM weights). The encoder is frozen, so a table of its outputs
+# for every caption a dataset holds gives the trainers the very numbers the encoder would.
+
+TEXT_TABLE_ENV = "WORLDSTREAM_TEXT_TABLE"  # when set, trainers read prompts from this table
+
+
+def save_text_table(prompts: list[str], path: str | Path, encoder: "TextEncoder | None" = None) -> dict:
+    """Encode ``prompts`` once and write their per-token and pooled embeddings to one safetensors
+    file (float32, the encoder's exact outputs; the prompts and the encoder's SHA-256 in its metadata)."""
+    from safetensors.torch import save_file
+
+    encoder = encoder or TextEncoder()
+    prompts = sorted({p for p in prompts if p.strip()})
+    embs = [encoder.encode(p) for p in prompts]
+    lengths = [e.tokens.shape[0] for e in embs]
+    tensors = {"tokens": torch.cat([e.tokens for e in embs]) if embs else torch.zeros(0, encoder.width),
+               "lengths": torch.tensor(lengths, dtype=torch.int64),
+               "pooled": torch.stack([e.pooled for e in embs]) if embs else torch.zeros(0, encoder.width)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path),
+              metadata={"prompts": json.dumps(prompts), "encoder_sha256": MODEL_SHA256})
+    return {"out": str(path), "prompts": len(prompts), "bytes": path.stat().st_size}
+
+
+class TextTable:
+    """The text encoder's outputs for a fixed set of prompts (``save_text_table``); ``encode`` as
+    ``TextEncoder.encode``, and a clear error for a prompt the table was not made with."""
+
+    def __init__(self, path: str | Path):
+        from safetensors import safe_open
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise TextEncoderError(f"{TEXT_TABLE_ENV}={self.path}: no such file; make it with "
+                                   "`worldstream captions --data DATASET --out FILE` where the text encoder is installed")
+        try:
+            with safe_open(str(self.path), "pt") as f:
+                meta = f.metadata() or {}
+                tokens, lengths, pooled = (f.get_tensor(k) for k in ("tokens", "lengths", "pooled"))
+            prompts = json.loads(meta["prompts"])
+        except Exception as e:  # a truncated or foreign file
+            raise TextEncoderError(f"{self.path}: not a text table ({e}); remake it with `worldstream captions`") from e
+        if meta.get("encoder_sha256") != MODEL_SHA256:
+            raise TextEncoderError(f"{self.path}: made with another text encoder; remake it with `worldstream captions`")
+        self.width = pooled.shape[1]
+        # WORLDSTREAM_TEXT_TABLE_MISSING=empty: a prompt outside the table trains as the empty prompt (as the
+        # teacher's dropped prompts do) instead of stopping the run; for data recorded where the table was not made
+        self.missing_empty = os.environ.get(TEXT_TABLE_ENV + "_MISSING") == "empty"
+        offsets = [0, *torch.cumsum(lengths, 0).tolist()]
+        self.table = {p: TextEmbedding(tokens[a:b], pooled[i], p)
+                      for i, (p, a, b) in enumerate(zip(prompts, offsets[:-1], offsets[1:]))}
+
+    def encode(self, text: str) -> TextEmbedding:
+        if not isinstance(text, str):
+            raise TypeError(f"prompt must be a string, got {type(text).__name__}")
+        if text.strip() == "":
+            return TextEmbedding(torch.zeros(0, self.width), torch.zeros(self.width), text)
+        hit = self.table.get(text)
+        if hit is None and self.missing_empty:  # (warned once per prompt)
+            warnings.warn(f"prompt {text!r} is not in the text table {self.path}: trained as the empty prompt")
+            hit = self.table[text] = TextEmbedding(torch.zeros(0, self.width), torch.zeros(self.width), text)
+        if hit is None:
+            raise TextEncoderError(f"prompt {text!r} is not in the text table {self.path} ({len(self.table)} prompts): "
+                                   "remake the table with every dataset you train on (`worldstream captions`), or "
+                                   f"install the text encoder and unset {TEXT_TABLE_ENV}")
+        return hit
+
+
+def prompt_encoder():
+    """What trainers embed prompts with: the table named by ``WORLDSTREAM_TEXT_TABLE`` if set, else the encoder."""
+    table = os.environ.get(TEXT_TABLE_ENV)
+    return TextTable(table) if table else TextEncoder()
+
+
+def dataset_captions(datasets: list[str | Path]) -> list[str]:
+    """Every caption the episodes of ``datasets`` (all splits) hold."""
+    from ..data.format import Dataset
+
+    out: set[str] = set()
+    for d in datasets:
+        for ep in Dataset(d).episodes:
+            out.update(r["caption"] for r in ep.records() if r.get("caption"))
+    return sorted(out)

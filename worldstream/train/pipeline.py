@@ -58,7 +58,15 @@ class PipelineConfig:
     student_history: int = 8
     student_rollout: int = 16
     student_teacher_steps: int = 6
+    student_batch: int = 4
+    student_self_forcing_from: int = -1  # the step from which own rollouts train the student (-1: a fifth of its steps)
     batch: int = 8
+    # time budgets of the teacher, view and student stages in minutes (0 = none: the steps decide); with
+    # one, a stage ends by then with its learning rate decayed to the end (``schedule_step``) and its
+    # steps are the most it may take: a GPU recipe whose step rates are not known in advance
+    teacher_minutes: float = 0.0
+    view_minutes: float = 0.0
+    student_minutes: float = 0.0
     compile: bool = True  # compile the teacher's dense parts (faster steps after a minute; not for tiny runs)
     # "" trains everything from scratch; a bundle or run folder (e.g. "default", the shipped model)
     # lends its autoencoders (their training is skipped) and starts the teacher from its world
@@ -90,6 +98,13 @@ PRESETS["prev"] = dataclasses.replace(PRESETS["refine"], prev_frame=True, teache
 # prev with half the teacher's clips given a blurred, noisy previous frame: the prev student kept the
 # place but smoothed it a little more every frame into a bright blob (log.md, eighteenth session)
 PRESETS["prev_sharp"] = dataclasses.replace(PRESETS["prev"], prev_degrade=0.5)
+# refine sized for one GPU in under ten minutes of training: batches 8x (teacher, view) and 4x (student)
+# the CPU's, each stage in a time budget (its steps an upper bound, guessed at twice what an H200 does
+# in the budget), the student's own rollouts from step 40; the data and autoencoders are refine's
+PRESETS["refine_gpu"] = dataclasses.replace(PRESETS["refine"], batch=64, teacher_steps=4000, view_steps=1000,
+                                            student_steps=600, student_batch=16, student_self_forcing_from=40,
+                                            teacher_minutes=2.75, view_minutes=1.25, student_minutes=2.0,
+                                            compile=False)
 
 
 def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
@@ -119,13 +134,24 @@ def _adopt_autoencoders(source: str, runs: Path) -> None:
 
 
 def _done(run: Path, steps: int) -> bool:
+    """The stage's run reached its steps, or its time budget ended it."""
     cfg = run / "config.json"
-    return cfg.exists() and int(load_json(cfg).get("step", 0)) >= steps
+    if not cfg.exists():
+        return False
+    meta = load_json(cfg)
+    return int(meta.get("step", 0)) >= steps or bool(meta.get("budget_ended"))
 
 
-def train_all(preset: str, root: str | Path, progress: bool = True, log=print, device: str = "cpu") -> dict[str, Any]:
-    """The whole chain; ``device`` is where the teacher and the student train (the autoencoders
-    and the evaluation run on the CPU)."""
+STAGES = ("record", "autoencoders", "latents", "teacher", "view", "student", "eval")
+
+
+def train_all(preset: str, root: str | Path, progress: bool = True, log=print, device: str = "cpu",
+              until: str = "eval") -> dict[str, Any]:
+    """The whole chain; ``device`` is where the latents are encoded and the teacher and the student
+    train (the autoencoders and the evaluation run on the CPU). ``until`` names the last stage to run
+    (``STAGES``): e.g. "student" on a GPU machine whose student is measured elsewhere."""
+    import os
+
     from ..data.record import RecordConfig, record
     from ..distill.student import StudentTrainConfig, train_student
     from ..tokenizers.encode import encode_dataset
@@ -135,14 +161,20 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
 
     if preset not in PRESETS:
         raise ValueError(f"unknown pipeline preset {preset!r}; choose from {sorted(PRESETS)}")
+    if until not in STAGES:
+        raise ValueError(f"unknown stage {until!r}; choose from {list(STAGES)}")
+    stop = lambda stage: stage == until  # noqa: E731
     p = PRESETS[preset]
     root = Path(root)
     data, wide, runs = root / "data" / "overworld", root / "data" / "overworld_wide", root / "runs"
+    workers = max(2, min(16, os.cpu_count() or 2))  # one episode per process
     log(f"[1/7] record {p.episodes} + {p.wide_episodes} episodes at {p.size} and {p.wide_size}")
     record(data, RecordConfig(world=OverworldConfig(width=p.size[0], height=p.size[1]), episodes=p.episodes,
-                              frames=p.frames), workers=2, progress=progress)
+                              frames=p.frames), workers=workers, progress=progress)
     record(wide, RecordConfig(world=OverworldConfig(width=p.wide_size[0], height=p.wide_size[1]),
-                              episodes=p.wide_episodes, frames=p.frames), workers=2, progress=progress)
+                              episodes=p.wide_episodes, frames=p.frames), workers=workers, progress=progress)
+    if stop("record"):
+        return {}
     log("[2/7] autoencoders")
     if p.start_from:
         _adopt_autoencoders(p.start_from, runs)
@@ -164,18 +196,25 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
                                             eval_every=max(1, p.video_ae_shift_steps // 4)),
                               runs / "video_ae_shift", progress=progress)
         video_ae = runs / "video_ae_shift"
+    if stop("autoencoders"):
+        return {}
     log("[3/7] latents")
     for ds in (data, wide):
-        encode_dataset(ds, video_ae, runs / "audio_ae", name="pipeline", progress=progress)
+        encode_dataset(ds, video_ae, runs / "audio_ae", name="pipeline", progress=progress, device=device)
     both = f"{data},{wide}"
+    if stop("latents"):
+        return {}
     log("[4/7] teacher")
     tcfg = TeacherTrainConfig(dataset=both, latents="pipeline", preset=p.omni, steps=p.teacher_steps, batch=p.batch,
                               chunks=p.teacher_chunks, eval_every=max(1, p.teacher_steps // 10),
                               task_probs=_with_continuation(TeacherTrainConfig.task_probs, p.teacher_continuation),
                               init_from=str(resolve(p.start_from)) if p.start_from else "", compile=p.compile,
                               prev_frame=p.prev_frame, prev_degrade=p.prev_degrade)
+    minutes = lambda m: m * 60 if m else None  # noqa: E731
     if not _done(runs / "teacher", p.teacher_steps):
-        train_teacher(tcfg, runs / "teacher", progress=progress, device=device)
+        train_teacher(tcfg, runs / "teacher", progress=progress, device=device, budget_s=minutes(p.teacher_minutes))
+    if stop("teacher"):
+        return {}
     log("[5/7] teacher with the streaming view")
     vcfg = dataclasses.replace(tcfg, steps=p.view_steps, batch=max(2, p.batch // 2), chunks=p.view_chunks, lr=1e-4,
                                warmup=max(1, p.view_steps // 20), window=p.window, sinks=p.sinks,
@@ -183,15 +222,20 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
                                task_probs=_with_continuation(tcfg.task_probs, p.view_continuation),
                                eval_every=max(1, p.view_steps // 5))
     if not _done(runs / "teacher_view", p.view_steps):
-        train_teacher(vcfg, runs / "teacher_view", progress=progress, device=device)
+        train_teacher(vcfg, runs / "teacher_view", progress=progress, device=device, budget_s=minutes(p.view_minutes))
+    if stop("view"):
+        return {}
     log("[6/7] student")
     scfg = StudentTrainConfig(teacher=str(runs / "teacher_view"), dataset=both, latents="pipeline", steps=p.student_steps,
-                              history=p.student_history, rollout_chunks=p.student_rollout,
+                              batch=p.student_batch, history=p.student_history, rollout_chunks=p.student_rollout,
                               teacher_steps=p.student_teacher_steps,
-                              self_forcing_from=p.student_steps // 5, eval_every=max(1, p.student_steps // 10),
+                              self_forcing_from=(p.student_self_forcing_from if p.student_self_forcing_from >= 0
+                                                 else p.student_steps // 5), eval_every=max(1, p.student_steps // 10),
                               warmup=max(1, p.student_steps // 20))
     if not _done(runs / "student", p.student_steps):
-        train_student(scfg, runs / "student", progress=progress, device=device)
+        train_student(scfg, runs / "student", progress=progress, device=device, budget_s=minutes(p.student_minutes))
+    if stop("student"):
+        return {}
     log("[7/7] evaluation")
     from ..engine.rollout import RolloutConfig
     from ..eval.teacher import eval_teacher

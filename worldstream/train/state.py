@@ -25,6 +25,16 @@ def cosine_lr(base: float, warmup: int, total: int, step: int) -> float:
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
+def schedule_step(step: int, steps: int, elapsed: float, budget_s: float | None) -> float:
+    """Where the learning-rate schedule stands: the step, or under a time budget (``--budget-minutes``)
+    whichever of the steps done and the time spent is further along, so a run that cannot reach
+    ``steps`` in its budget still decays its learning rate to the end, and one that is faster ends
+    at ``steps``."""
+    if budget_s is None:
+        return step
+    return max(step, steps * (min(1.0, elapsed / budget_s) if budget_s > 0 else 1.0))
+
+
 def optimizer_step(model: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
                    ema: torch.nn.Module | None = None, ema_decay: float = 0.0, step: int = 0, clip: float = 1.0) -> None:
     """One update: set the learning rate, backward, clip the gradient norm, step, update the EMA (if any)."""

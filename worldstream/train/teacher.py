@@ -39,7 +39,8 @@ from ..engine.generate import load_world_model
 from ..engine.rollout import Conditioning, one_step_guesses
 from ..diffusion.flow import change_loss_weight, interpolate, sample_t_logit_normal, velocity_target
 from ..model.omni import PREV_NOISE_MAX, Omni, degrade_at_level, degrade_prev, omni_preset, previous_frames
-from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, train_device
+from .state import (cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, schedule_step,
+                    train_device)
 
 TASKS = ("joint", "video|audio", "audio|video", "image->world", "continuation")
 
@@ -297,9 +298,11 @@ def write_sample(model, clip, prompts: PromptBank, ident: dict, fps: int, path: 
 
 
 def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = True,
-                  max_seconds: float | None = None, device: str = "cpu") -> dict[str, Any]:
+                  max_seconds: float | None = None, device: str = "cpu",
+                  budget_s: float | None = None) -> dict[str, Any]:
     """``device`` is where the model trains (batches are drawn on the CPU and moved; the saved run is
-    the same on any device, so a run can resume on another)."""
+    the same on any device, so a run can resume on another). ``budget_s`` ends the run after that
+    long with its learning rate decayed to the end (``schedule_step``); ``max_seconds`` only pauses it."""
     out = Path(out)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -370,14 +373,16 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
             guesses = own_guesses(guesser, clip, draws, prompts, gen, cfg.prev_own_chain, cfg.bf16)
         loss, parts = teacher_loss(net, cfg, clip, draws, prompts, guesses)
-        optimizer_step(model, opt, loss, _lr(cfg, step), ema, cfg.ema, step)
+        lr = _lr(cfg, schedule_step(step, cfg.steps, time.perf_counter() - t0, budget_s))
+        optimizer_step(model, opt, loss, lr, ema, cfg.ema, step)
         step += 1
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v:.3f}" for k, v in parts.items()})
         if log is not None and step % 25 == 0:
-            log.write(json.dumps({"step": step, "loss": loss.item(), **parts, "lr": _lr(cfg, step)}) + "\n")
-        last = step == cfg.steps
+            log.write(json.dumps({"step": step, "loss": loss.item(), **parts, "lr": lr}) + "\n")
+        spent = budget_s is not None and time.perf_counter() - t0 > budget_s
+        last = step == cfg.steps or spent
         if rank == 0 and (step % cfg.eval_every == 0 or last):
             metrics = {"step": step, "heldout_velocity_mse": heldout_loss(ema, cfg, eval_clip, prompts)}
             log.write(json.dumps({"eval": metrics}) + "\n")
@@ -394,9 +399,10 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
                                             "actions": train.ds.manifest["actions"], "fps": train.ds.manifest["fps"],
                                             "latent_shape": list(train.items[0]["video"].shape[1:]),
                                             "latent_shapes": [list(k) for k in sorted(train.buckets)],
-                                            "sampler_rng": train.rng.bit_generator.state})
+                                            "sampler_rng": train.rng.bit_generator.state,
+                                            **({"budget_ended": True} if spent else {})})
             t_save = time.perf_counter()
-        if out_of_time:
+        if out_of_time or last:
             break
     if bar is not None:
         bar.close()
