@@ -37,6 +37,17 @@ PY
     tar cf "/tmp/pack/$1.tar" -C /tmp/pack "$1" && split -b 15M -d "/tmp/pack/$1.tar" "$OUT/$1.tar.part-"
     ls -la "$OUT"
 }
+stage record || exit 1
+python3 - "$ROOT" <<'PY'  # decode every episode once, in parallel (`encode` decodes one at a time: 400 frames/s there)
+import sys
+from multiprocessing import Pool
+from worldstream.data.format import Dataset
+def decode(ep):
+    return ep.frames().shape[0]
+eps = [e for d in ("overworld", "overworld_wide") for e in Dataset(f"{sys.argv[1]}/data/{d}").episodes]
+with Pool(16) as pool:
+    print("decoded", sum(pool.map(decode, eps, chunksize=1)), "frames")
+PY
 stage latents || exit 1
 python3 - "$ROOT" <<'PY'  # every recorded caption in the table? (else they train as the empty prompt)
 import sys

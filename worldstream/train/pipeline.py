@@ -103,7 +103,7 @@ PRESETS["prev_sharp"] = dataclasses.replace(PRESETS["prev"], prev_degrade=0.5)
 # in the budget), the student's own rollouts from step 40; the data and autoencoders are refine's
 PRESETS["refine_gpu"] = dataclasses.replace(PRESETS["refine"], batch=64, teacher_steps=4000, view_steps=1000,
                                             student_steps=600, student_batch=16, student_self_forcing_from=40,
-                                            teacher_minutes=2.75, view_minutes=1.25, student_minutes=2.0,
+                                            teacher_minutes=2.25, view_minutes=1.0, student_minutes=1.75,
                                             compile=False)
 
 

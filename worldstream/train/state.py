@@ -128,7 +128,7 @@ def train_device(device: str, world: int) -> torch.device:
 
     dev = torch_device(device)
     if dev.type == "cuda":
-        if world > 1 and dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if dev.index is None:  # (set_device wants an index: torch 2.11 refuses a bare "cuda")
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else torch.cuda.current_device())
         torch.cuda.set_device(dev)
     return dev
