@@ -1,6 +1,6 @@
 """Frames of an MP4 at given seconds, side by side, as one PNG (the pictures in README and docs/).
 
-    .venv/bin/python bench/frame_strip.py tour.mp4 --at 0.5 2 3.5 5 6.5 8 9.5 11.5 --out docs/images/default_tour.png
+    .venv/bin/python bench/frame_strip.py tour.mp4 --at 0.5 2 3.5 5 6.5 8 9.5 11.5 --cols 4 --out docs/images/default_tour.png
 """
 from __future__ import annotations
 

@@ -5,6 +5,14 @@ caption; each generated frame is compared (PSNR) with the true frame at that tim
 *start frame held still*. A model that keeps the place and moves it as the keys say beats the still
 picture once the view has scrolled; one that dissolves falls below it. Prints a table, writes JSON.
 
+Colour: how far each frame's mean colour is from the truth's (per channel, 0-255, averaged), and the
+PSNR once each frame's per-channel means are moved onto the truth's: the share of the loss that is a
+global colour shift (the light, the season's palette) rather than a lost place. ``--per-start`` lists
+each start's caption and true conditions (weather, time, season) beside its shift.
+``--scene-captions`` conditions every start on a full-scene caption of its true conditions ("a
+stormy autumn morning") instead of the latest recorded one, often a change that names one
+condition ("a wild storm rages"): does the colour drift come from what the caption leaves unsaid?
+
 ``--hold``: the player stands (every action ``idle``), so the view should hold still, and each frame
 is compared with the stream's own first frame (the start through the autoencoder). Only weather
 particles, water and the light move in the game then, so a model that keeps the place stays near
@@ -37,8 +45,36 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
 
 
+def colour_shift(a: np.ndarray, truth: np.ndarray) -> float:
+    """Mean absolute difference of the per-channel mean colours (0-255)."""
+    return float(np.abs(a.reshape(-1, 3).mean(0) - truth.reshape(-1, 3).mean(0)).mean())
+
+
+def matched_psnr(a: np.ndarray, truth: np.ndarray) -> float:
+    """PSNR after moving ``a``'s per-channel means onto the truth's."""
+    a = a.astype(np.float64) + truth.reshape(-1, 3).mean(0) - a.reshape(-1, 3).mean(0)
+    return psnr(np.clip(a, 0, 255), truth)
+
+
+def conditions(record: dict) -> str:
+    state = record.get("state") or {}
+    return "/".join(str(state.get(k, "?")) for k in ("weather", "time", "season"))
+
+
+def scene_captioned(clips: list[tuple], seed: int = 0) -> list[tuple]:
+    """The starts with a full-scene caption of each one's true conditions in place of its own."""
+    from worldstream.worlds.overworld.conditions import Conditions, scene_caption
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for real, actions, _, cond in clips:
+        w, t, s = cond.split("/")
+        out.append((real, actions, scene_caption(Conditions(weather=w, time=t, season=s), rng), cond))
+    return out
+
+
 def starts(ds: Dataset, n: int, frames: int, seed: int = 0) -> list[tuple]:
-    """(frames[t0 : t0 + frames + 1], actions, caption) from held-out episodes, spread evenly."""
+    """(frames[t0 : t0 + frames + 1], actions, caption, conditions at t0) from held-out episodes, spread evenly."""
     rng = np.random.default_rng(seed)
     eps = ds.split("heldout")
     out = []
@@ -47,7 +83,8 @@ def starts(ds: Dataset, n: int, frames: int, seed: int = 0) -> list[tuple]:
         t0 = int(rng.integers(0, ep.n_frames - frames - 1))
         recs = ep.records()
         cap = next((r["caption"] for r in reversed(recs[: t0 + 1]) if r.get("caption")), "")
-        out.append((np.array(ep.frames()[t0 : t0 + frames + 1]), ep.actions()[t0 + 1 : t0 + frames + 1], cap))
+        out.append((np.array(ep.frames()[t0 : t0 + frames + 1]), ep.actions()[t0 + 1 : t0 + frames + 1], cap,
+                    conditions(recs[t0])))
     return out
 
 
@@ -57,8 +94,8 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
     ``hold``: stand still (action ``idle``) and compare with the stream's own first frame."""
     names = world.vocab.names
     rcfg = dataclasses.replace(recommended_rollout(world.meta), **rollout)
-    model_p, still_p, sharp, shown = [], [], [], []
-    for real, actions, caption in clips:
+    model_p, still_p, sharp, shown, shift, matched = [], [], [], [], [], []
+    for real, actions, caption, _ in clips:
         s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(rollout=rcfg, compile=compile))
         got = [s.step().frames[0, -1]]  # the start frame itself (through the autoencoder)
         for f in range(frames):  # actions[f] made frame f + 1
@@ -67,6 +104,8 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
         truth = [got[0]] * (frames + 1) if hold else real
         model_p.append([psnr(got[f], truth[f]) for f in AT if f <= frames])
         sharp.append([sharpness(got[f][None]) for f in AT if f <= frames])
+        shift.append([colour_shift(got[f], truth[f]) for f in AT if f <= frames])
+        matched.append([matched_psnr(got[f], truth[f]) for f in AT if f <= frames])
         still_p.append([psnr(real[0], real[f]) for f in AT if f <= frames])
         shown.append([got[f] for f in SHEET if f <= frames])
     m, st = np.array(model_p), np.array(still_p)
@@ -74,6 +113,9 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
             "still_psnr": None if hold else st.mean(0).tolist(),
             "model_beats_still": None if hold else (m > st).mean(0).tolist(), "model_sharpness": np.array(sharp).mean(0).tolist(),
             "real_sharpness": sharpness(np.stack([c[0][0] for c in clips])), "starts": len(clips),
+            "colour_shift": np.array(shift).mean(0).tolist(), "matched_psnr": np.array(matched).mean(0).tolist(),
+            "per_start": [{"caption": c[2], "conditions": c[3], "psnr": p, "colour_shift": sh, "matched_psnr": mp}
+                          for c, p, sh, mp in zip(clips, model_p, shift, matched)],
             "rollout": dataclasses.asdict(rcfg), "frames": shown}
 
 
@@ -92,9 +134,14 @@ def main() -> None:
     ap.add_argument("--prev-level", type=float, help="a --prev-level model: degrade its previous frame at this level")
     ap.add_argument("--sheet", help="PNG: for the first --sheet-starts starts, the truth and each model's frames")
     ap.add_argument("--sheet-starts", type=int, default=3)
+    ap.add_argument("--scene-captions", action="store_true",
+                    help="caption each start with a full-scene caption of its true conditions")
+    ap.add_argument("--per-start", action="store_true", help="each start's caption, conditions and colour shift")
     ap.add_argument("--json")
     a = ap.parse_args()
     clips = starts(Dataset(a.data), a.starts, a.frames)
+    if a.scene_captions:
+        clips = scene_captioned(clips)
     res = {}
     for spec in a.model:
         name, _, path = spec.partition("=")
@@ -109,10 +156,18 @@ def main() -> None:
         if not a.hold:
             print(f"| {name}: beats the still picture | " + " | ".join(f"{x:.0%}" for x in r["model_beats_still"]) + " |")
         print(f"| {name}: sharpness | " + " | ".join(f"{x:.3f}" for x in r["model_sharpness"]) + " |")
+        print(f"| {name}: colour shift (0-255) | " + " | ".join(f"{x:.1f}" for x in r["colour_shift"]) + " |")
+        print(f"| {name}: PSNR, colour means matched | " + " | ".join(f"{x:.1f}" for x in r["matched_psnr"]) + " |")
     first = next(iter(res.values()))
     if not a.hold:
         print("| still picture: PSNR dB | " + " | ".join(f"{x:.1f}" for x in first["still_psnr"]) + " |")
     print(f"real start frames' sharpness: {first['real_sharpness']:.3f}")
+    if a.per_start:  # frame 12 (or the last reported): where the drift shows
+        k = at.index(12) if 12 in at else len(at) - 1
+        for name, r in res.items():
+            for i, d in enumerate(r["per_start"]):
+                print(f"{name} start {i}: {d['conditions']:22s} shift {d['colour_shift'][k]:5.1f}  PSNR "
+                      f"{d['psnr'][k]:5.1f} -> {d['matched_psnr'][k]:5.1f} matched at frame {at[k]}  caption {d['caption']!r}")
     if a.sheet:  # rows: the truth (held: the start frame), then each model, per start; columns: frames SHEET after the start
         rows = []
         for i in range(min(a.sheet_starts, len(clips))):

@@ -29,7 +29,7 @@ def measure(world: World, clips: list[tuple], keys: tuple[str, ...], frames: int
     out = {}
     for key in keys:
         ends, summed = [], []
-        for real, _, caption in clips:
+        for real, _, caption, _ in clips:
             s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(rollout=recommended_rollout(world.meta)))
             f = [s.step().frames[0, -1]] + [s.step(key).frames[0, -1] for _ in range(frames)]
             ends.append(scroll(despeckle(f[0]), despeckle(f[-1])))

@@ -98,9 +98,10 @@ PRESETS["prev"] = dataclasses.replace(PRESETS["refine"], prev_frame=True, teache
 # prev with half the teacher's clips given a blurred, noisy previous frame: the prev student kept the
 # place but smoothed it a little more every frame into a bright blob (log.md, eighteenth session)
 PRESETS["prev_sharp"] = dataclasses.replace(PRESETS["prev"], prev_degrade=0.5)
-# refine sized for one GPU in under ten minutes of training: batches 8x (teacher, view) and 4x (student)
-# the CPU's, each stage in a time budget (its steps an upper bound, guessed at twice what an H200 does
-# in the budget), the student's own rollouts from step 40; the data and autoencoders are refine's
+# refine sized for one GPU call of the device tool: batches 8x (teacher, view) and 4x (student) the CPU's,
+# each stage in a time budget, its steps only an upper bound (an H200, eager, made 862 teacher, 338 view
+# and 44 student steps in these budgets: log.md, twenty-eighth session), the student's own rollouts from
+# step 40; the data and autoencoders are refine's
 PRESETS["refine_gpu"] = dataclasses.replace(PRESETS["refine"], batch=64, teacher_steps=4000, view_steps=1000,
                                             student_steps=600, student_batch=16, student_self_forcing_from=40,
                                             teacher_minutes=2.25, view_minutes=1.0, student_minutes=1.75,
