@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 # ``train.pipeline.PRESETS``' names, here so that parsing does not import torch (a test keeps them equal)
-PIPELINE_PRESETS = ("tiny", "default", "refine", "refine_long", "prev", "prev_sharp", "refine_gpu")
+PIPELINE_PRESETS = ("tiny", "default", "refine", "refine_long", "prev", "prev_sharp", "refine_gpu",
+                    "refine_gpu_long")
 PIPELINE_STAGES = ("record", "autoencoders", "latents", "teacher", "view", "student", "eval")  # train/pipeline.py STAGES
 
 
@@ -511,7 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "the same with a teacher trained three times as long; prev: refine into a model that predicts "
                          "each frame around the previous one; prev_sharp: prev with half the teacher's clips given a blurred, "
                          "noisy previous frame to sharpen; refine_gpu: refine with 8x the batch in a time budget "
-                         "per stage, for one GPU (about ten minutes)")
+                         "per stage, for one GPU (about ten minutes); refine_gpu_long: the same with the teacher's "
+                         "budget 5 minutes and the view's 1.5")
     tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
     tl.add_argument("--threads", type=int, default=0)
     tl.add_argument("--until", default="eval", choices=PIPELINE_STAGES,

@@ -106,6 +106,11 @@ PRESETS["refine_gpu"] = dataclasses.replace(PRESETS["refine"], batch=64, teacher
                                             student_steps=600, student_batch=16, student_self_forcing_from=40,
                                             teacher_minutes=2.25, view_minutes=1.0, student_minutes=1.75,
                                             compile=False)
+# refine_gpu with its teacher trained 2.2x as long and its view 1.5x: the teacher's held-out loss was
+# still falling when its 2.25 minutes ended (0.680 -> 0.661 -> 0.658 at steps 400 / 800 / 862); the
+# student is distilled on the CPU afterwards (2.5 s a step eager there; log.md, twenty-ninth session)
+PRESETS["refine_gpu_long"] = dataclasses.replace(PRESETS["refine_gpu"], teacher_minutes=5.0, view_minutes=1.5,
+                                                 teacher_steps=8000, view_steps=2000)
 
 
 def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
