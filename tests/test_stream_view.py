@@ -196,13 +196,13 @@ def test_memory_near_the_query_position_is_retrieved_first():
     assert torch.isnan(cache.mem_pos).sum() == 0 and cache.mem_pos.shape == (1, 6, 2)  # chunks 1..6, with positions
 
 
-def _rollout(m, rcfg, defer, n=14, positions=True, memory_chunks=4):
+def _rollout(m, rcfg, defer, n=14, positions=True, memory_chunks=4, stacked=False):
     """Chunks from generate_chunk, committing each at once or deferred into the next chunk's first pass."""
     from worldstream.engine.rollout import Conditioning, generate_chunk, make_branches
 
     x = _inputs(B=2, K=n)
     cond = Conditioning(x["text"], x["text_mask"], x["text_pooled"], x["actions"].clamp(min=0))
-    branches = make_branches(m, rcfg)
+    branches = make_branches(m, rcfg, stacked=stacked)
     for b in branches:
         b.cache = m.new_cache(memory_chunks=memory_chunks)
     g = [torch.Generator().manual_seed(s) for s in (0, 1)]
@@ -299,3 +299,52 @@ def test_grouped_attention_that_gpus_run_equals_the_score_matrix(monkeypatch):
     dense_out, _, _ = _rollout(m, student, defer=True)
     torch.testing.assert_close(grouped_out, dense_out, rtol=0, atol=1e-4)
     assert 2 in calls  # the deferred passes: the finished chunk and the new one, two groups
+
+
+@torch.no_grad()
+def test_prefill_in_one_pass_leaves_the_cache_a_chunk_by_chunk_prefill_leaves():
+    """``prefill`` commits a whole history in one pass per branch: past the window (eviction into the
+    memory bank) the next chunk is the same as after committing the history one chunk at a time."""
+    from worldstream.engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, prefill
+
+    m, x = _model(**VIEW), _inputs(B=2, K=8)
+    teacher = RolloutConfig(sampler="euler", steps=2, text_scale=2.0, action_scale=1.5)
+    cond = Conditioning(x["text"], x["text_mask"], x["text_pooled"], x["actions"].clamp(min=0))
+    one, calls = make_branches(m, teacher), []
+    real_forward = m.forward
+    m.forward = lambda *a, **k: calls.append(1) or real_forward(*a, **k)
+    prefill(m, one, cond, x["video"][:, :7], x["audio"][:, :14])
+    m.forward = real_forward
+    assert len(calls) == 3  # one pass per guidance branch, not 7 x 3
+    loop = make_branches(m, teacher)
+    zero = torch.zeros(2, 1)
+    for c in range(7):  # the reference: one chunk at a time, as a stream commits them
+        for b in loop:
+            m(video=x["video"][:, c : c + 1], t_video=zero, audio=x["audio"][:, 2 * c : 2 * c + 2], t_audio=zero,
+              cache=b.cache, start_frame=c, **b.kwargs(cond, slice(c, c + 1)))
+            b.cache.commit()
+        for b in loop:
+            b.last_video, b.last_own = x["video"][:, c], torch.zeros(2, dtype=torch.bool)
+    for a, b in zip(one, loop):
+        assert a.cache.chunk_of.tolist() == b.cache.chunk_of.tolist()
+        assert a.cache.mem_chunk_of.tolist() == b.cache.mem_chunk_of.tolist() and len(a.cache.mem_chunk_of)
+    noise = torch.randn(2, 8 * 4 * 6 + 2 * m.cfg.audio_channels, generator=torch.Generator().manual_seed(3))
+    v1, a1 = generate_chunk(m, one, teacher, cond, 7, (8, 4, 6), noise=noise)
+    v2, a2 = generate_chunk(m, loop, teacher, cond, 7, (8, 4, 6), noise=noise)
+    torch.testing.assert_close(v1, v2, rtol=0, atol=1e-4)
+    torch.testing.assert_close(a1, a2, rtol=0, atol=1e-4)
+
+
+@torch.no_grad()
+def test_stacked_guidance_branches_make_the_same_chunks_in_fewer_calls():
+    """Text and text + action branches stacked along the batch (one cache, one call) guide exactly
+    as two branches do, through eviction, the memory bank and deferred commits."""
+    from worldstream.engine.rollout import RolloutConfig
+
+    m = _model(window=3, sinks=1, memory_topk=2, memory_tokens=3)
+    teacher = RolloutConfig(sampler="euler", steps=2, text_scale=2.0, action_scale=1.5)
+    three, calls_three, _ = _rollout(m, teacher, defer=True, n=8, positions=False)
+    two, calls_two, branches = _rollout(m, teacher, defer=True, n=8, positions=False, stacked=True)
+    torch.testing.assert_close(two, three, rtol=0, atol=1e-4)
+    assert (calls_three, calls_two) == (8 * 3 * 2, 8 * 2 * 2)
+    assert len(branches) == 2 and branches[1].cache.k[0].shape[0] == 4  # 2 rows x 2 groups

@@ -123,7 +123,7 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
     branches = []
     for j, b in enumerate(s0.branches):
         bb = type(b).__new__(type(b))
-        bb.use_text, bb.use_actions, bb.pending = b.use_text, b.use_actions, None
+        bb.use_text, bb.use_actions, bb.pending, bb.stack, bb._text = b.use_text, b.use_actions, None, (), None
         bb.cache = _stack([s.branches[j].cache for s in streams])
         lasts = [s.branches[j].last_video for s in streams]
         bb.last_video = None if any(x is None for x in lasts) else torch.cat(lasts)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from ..diffusion.flow import SAMPLERS, guided, interpolate, randn, time_grid
+from ..diffusion.flow import SAMPLERS, guide, guided, interpolate, randn, time_grid
 from ..model.cache import KVCache
 from ..model.omni import Omni, degrade_at_level
 
@@ -71,26 +71,54 @@ class Pending:
 
 
 class Branch:
-    """One conditioning branch with its own KV cache."""
+    """One conditioning branch with its own KV cache.
 
-    def __init__(self, model: Omni, use_text: bool, use_actions: bool):
+    ``stack``: several branches that share the prompt and differ only in whether they see the
+    actions, stacked along the batch (group g's rows are ``g * B .. (g + 1) * B``) in one cache,
+    so one transformer call serves them all; each group's ``use_actions``. Empty: one group."""
+
+    def __init__(self, model: Omni, use_text: bool, use_actions: bool, stack: tuple[bool, ...] = ()):
         self.cache = model.new_cache()
-        self.use_text, self.use_actions = use_text, use_actions
+        self.use_text, self.use_actions, self.stack = use_text, use_actions, stack
         self.pending: Pending | None = None  # a deferred commit
         self.last_video: torch.Tensor | None = None  # (B, C, h, w) the newest finished frame (``OmniConfig.prev_frame``)
         self.last_own: torch.Tensor | None = None  # (B,) bool: that frame was generated, not given (``OmniConfig.prev_own``)
+        self._text: tuple | None = None  # (the prompt's tensor, its stacked copies): one stacked tensor per prompt
+
+    @property
+    def groups(self) -> int:
+        return max(1, len(self.stack))
+
+    def rows(self, x: torch.Tensor | None) -> torch.Tensor | None:
+        """A per-row input (B, ...) repeated for each stacked group."""
+        return x if x is None or not self.stack else x.repeat(len(self.stack), *[1] * (x.dim() - 1))
 
     def kwargs(self, cond: Conditioning, frames: slice) -> dict:
         frames = slice(frames.start - cond.action_offset, frames.stop - cond.action_offset)
-        a = cond.actions[:, frames] if self.use_actions else torch.full_like(cond.actions[:, frames], -1)
+        acts = cond.actions[:, frames]
+        if self.stack:
+            a = torch.cat([acts if use else torch.full_like(acts, -1) for use in self.stack])
+        else:
+            a = acts if self.use_actions else torch.full_like(acts, -1)
         if self.use_text and cond.text is not None:
-            return dict(actions=a, text=cond.text, text_mask=cond.text_mask, text_pooled=cond.text_pooled)
+            text = (cond.text, cond.text_mask, cond.text_pooled)
+            if self.stack:  # the same stacked tensor while the prompt is the same (a deferred commit checks it)
+                if self._text is None or self._text[0] is not cond.text:
+                    self._text = (cond.text, tuple(self.rows(x) for x in text))
+                text = self._text[1]
+            return dict(actions=a, text=text[0], text_mask=text[1], text_pooled=text[2])
         return dict(actions=a, text=None, text_mask=None, text_pooled=None)
 
 
-def make_branches(model: Omni, cfg: RolloutConfig) -> list[Branch]:
+def make_branches(model: Omni, cfg: RolloutConfig, stacked: bool = False) -> list[Branch]:
+    """The guidance branches of a rollout: one (no guidance), or nothing / text / text + actions.
+    ``stacked``: the text and text + action branches as one branch of twice the rows (one call per
+    step instead of two, the same numbers: a distillation target's 11 teacher steps are 22 calls
+    instead of 33). Streams keep three (they re-encode and split each branch's rows)."""
     if cfg.text_scale == 1.0 and cfg.action_scale == 1.0:
         return [Branch(model, True, True)]
+    if stacked:
+        return [Branch(model, False, False), Branch(model, True, True, stack=(False, True))]
     return [Branch(model, False, False), Branch(model, True, False), Branch(model, True, True)]
 
 
@@ -216,24 +244,32 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
             flush(model, [b])
 
     def velocity(branch: Branch) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The branch's velocity (B, n); a stacked branch's, each group's rows after the other's (G * B, n)."""
         def fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             v, a = unpack(z)
             t = t.to(dev)
             tv = torch.where(gv, 0.0, t)[:, None]
             ta = torch.where(ga, 0.0, t)[:, None] if na else None
+            v, a, tv, ta, pv, lv = (branch.rows(x) for x in (v, a, tv, ta, prev, level))
             kw = branch.kwargs(cond, frames)
             p, branch.pending = branch.pending, None
             if p is not None:
-                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw, prev, level)
+                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw, pv, lv)
             else:
                 out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=ta, cache=branch.cache,
-                                     start_frame=chunk * cf, prev=prev, prev_level=level, **kw)
+                                     start_frame=chunk * cf, prev=pv, prev_level=lv, **kw)
             return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1).float()  # ODE in fp32
 
         return fn
 
     fns = [velocity(b) for b in branches]
-    inner = fns[0] if len(fns) == 1 else guided(fns[0], fns[1], fns[2], cfg.text_scale, cfg.action_scale)
+    if len(fns) == 1:
+        inner = fns[0]
+    elif len(fns) == 2:  # nothing, then text and text + actions stacked (``make_branches(stacked=True)``)
+        def inner(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return guide(fns[0](z, t), *fns[1](z, t).chunk(2), cfg.text_scale, cfg.action_scale)
+    else:
+        inner = guided(fns[0], fns[1], fns[2], cfg.text_scale, cfg.action_scale)
 
     def keep_given(z: torch.Tensor) -> torch.Tensor:
         if gv.any() or ga.any():
@@ -270,7 +306,7 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     for b in branches:  # commit the chunk: its keys/values (clean, or lightly noised) become history
         b.last_video = video[:, -1]
         b.last_own = ~gv  # a given picture is real
-        p = Pending(hv, ha, th, chunk * cf, b.kwargs(cond, frames))
+        p = Pending(b.rows(hv), b.rows(ha), b.rows(th), chunk * cf, b.kwargs(cond, frames))
         if defer:
             b.pending = p
         else:
@@ -285,7 +321,7 @@ def rollout(model: Omni, cfg: RolloutConfig, cond: Conditioning, n_chunks: int, 
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Generate ``n_chunks`` chunks; returns all video latents (B, F, C, h, w) and audio latents."""
     g = torch.Generator().manual_seed(seed)
-    branches = make_branches(model, cfg)
+    branches = make_branches(model, cfg, stacked=True)
     vs, as_ = [], []
     for c in range(n_chunks):
         v, a = generate_chunk(model, branches, cfg, cond, c, video_shape, g, first_video if c == 0 else None, defer=True)
@@ -304,20 +340,25 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
 
     video (B, F, C, h, w) with F a multiple of chunk_frames; returns the number of chunks committed.
     ``own``: its last frame is a model's own (a student's rollout), not a real one (``OmniConfig.prev_own``).
+
+    One pass per branch over all the chunks: the pass applies the model's view (window, sinks,
+    memory) as a mask, and the commit then evicts what left the window into the memory bank, so
+    the cache ends as a chunk-by-chunk prefill leaves it, in one call instead of F / chunk_frames
+    (tests/test_stream_view.py; a 16-chunk history was 48 guided teacher calls per distillation batch).
     """
     flush(model, branches)
     dev = next(model.parameters()).device
     cond, video, audio = cond.to(dev), video.to(dev), None if audio is None else audio.to(dev)
     mc = model.cfg
-    cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
+    cf = mc.chunk_frames
     n = video.shape[1] // cf
-    zero = torch.zeros(video.shape[0], 1, device=video.device)
-    for c in range(n):
-        frames = slice(c * cf, (c + 1) * cf)
-        a = audio[:, c * cf * tpf : (c + 1) * cf * tpf] if audio is not None else None
+    if n:
+        zero = torch.zeros(video.shape[0], n, device=video.device)
+        frames = slice(0, n * cf)
         for b in branches:
-            model(video=video[:, frames], t_video=zero, audio=a, t_audio=zero if a is not None else None,
-                  cache=b.cache, start_frame=c * cf, **b.kwargs(cond, frames))
+            a = None if audio is None else b.rows(audio[:, : n * cf * mc.audio_tokens_per_frame])
+            model(video=b.rows(video[:, : n * cf]), t_video=b.rows(zero), audio=a,
+                  t_audio=b.rows(zero) if a is not None else None, cache=b.cache, start_frame=0, **b.kwargs(cond, frames))
             b.cache.commit()
     if n:
         for b in branches:

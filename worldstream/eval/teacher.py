@@ -81,7 +81,7 @@ def _prompt_starts(lat: LatentClips, i: int, kind: str, value: str, frame: int, 
 def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed, aae=None):
     """Prefill real history, then generate n_new chunks under cond_new; decoded frames of the new
     part (and its sound, (L,) float, when ``aae`` is given)."""
-    branches = make_branches(model, rcfg)
+    branches = make_branches(model, rcfg, stacked=True)
     n_hist = prefill(model, branches, cond_hist, clip_v, clip_a)
     state, astate = {}, {}
     vae.decode(clip_v, state)  # the decoders' causal state follows the real history
@@ -129,7 +129,7 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
         text, mask, pooled = prompts.batch(clip.captions)
         cond = Conditioning(text, mask, pooled, clip.actions)
         hv, ha = _history(model, clip, history)
-        branches = make_branches(model, rcfg)
+        branches = make_branches(model, rcfg, stacked=True)
         prefill(model, branches, cond, hv, ha)
         v, _ = generate_chunk(model, branches, rcfg, cond, history, tuple(clip.video.shape[2:]), torch.Generator().manual_seed(k))
         s1 = {}
