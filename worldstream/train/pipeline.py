@@ -111,6 +111,13 @@ PRESETS["refine_gpu"] = dataclasses.replace(PRESETS["refine"], batch=64, teacher
 # student is distilled on the CPU afterwards (2.5 s a step eager there; log.md, twenty-ninth session)
 PRESETS["refine_gpu_long"] = dataclasses.replace(PRESETS["refine_gpu"], teacher_minutes=5.0, view_minutes=1.5,
                                                  teacher_steps=8000, view_steps=2000)
+# refine_gpu_long sized to finish the student on the GPU inside one device call of 10 minutes (the
+# call of refine_gpu_long --until view ran 502 s): the teacher's held-out loss had flattened by 4
+# minutes (0.559 at step 2,400, 0.557 at 2,907), and a distillation step makes half the transformer
+# calls it made when the student was left to the CPU (2.5 s a step then; log.md, thirtieth session).
+# Its student's step rate on a GPU is not measured yet; the view teacher comes back either way
+PRESETS["refine_gpu_one_call"] = dataclasses.replace(PRESETS["refine_gpu_long"], teacher_minutes=4.0,
+                                                     view_minutes=1.25, student_minutes=2.25)
 
 
 def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
