@@ -5,10 +5,14 @@
 # and the captions' embeddings of the same recording made here (`worldstream captions`).
 # The streaming view's and the student's weights (bfloat16), configs and logs come back in $OUT as
 # <run>.tar.part-NN pieces (15 MiB each), packed as soon as each stage ends; bench/gpu_unpack.sh rebuilds them.
+# Then, in what is left of the call, the new student against the shipped model free-running
+# (bench/rollout_vs_still.py on the GPU: $OUT/rollout_vs_still.json and .png), so the session that made
+# it can decide to ship it without waiting for the CPU.
 #   OUT=/tmp/out bash bench/gpu_refine.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}; ROOT=${ROOT:-/tmp/pipeline}; DEVICE=${DEVICE:-cuda}; PRESET=${PRESET:-refine_gpu}
 UNTIL=${UNTIL:-student}  # view: leave the student to the CPU (2.5 s a step eager on the H200)
+CHECK_SECONDS=${CHECK_SECONDS:-90}  # the free-running check's time limit (0: none)
 mkdir -p "$OUT" /tmp/site
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD WORLDSTREAM_TEXT_TABLE=$PWD/.gpu/captions.safetensors
 python3 -c "import av" 2>/dev/null || tar xJf .gpu/av.tar.xz -C /tmp/site || exit 1
@@ -62,5 +66,11 @@ PY
 [ "$(cat /tmp/missing 2>/dev/null)" = "0" ] || export WORLDSTREAM_TEXT_TABLE_MISSING=empty
 stage view && pack teacher_view
 [ "$UNTIL" = view ] || { stage student && pack student; }
+if [ "$UNTIL" != view ] && [ "$CHECK_SECONDS" -gt 0 ] && [ -f "$ROOT/runs/student/model.safetensors" ]; then
+    timeout "$CHECK_SECONDS" python3 bench/rollout_vs_still.py --data "$ROOT/data/overworld" --device "$DEVICE" \
+        --model "new=$ROOT/runs/student" --model shipped=default --starts 12 --frames 48 --steps 1 --no-compile \
+        --json "$OUT/rollout_vs_still.json" --sheet "$OUT/rollout_vs_still.png" 2>&1 | tr '\r' '\n' | grep -vE '[0-9]+%\|'
+    echo "== check done at $(( $(date +%s) - t0 )) s"
+fi
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>/dev/null
 echo "== all done at $(( $(date +%s) - t0 )) s"

@@ -137,6 +137,7 @@ def main() -> None:
     ap.add_argument("--scene-captions", action="store_true",
                     help="caption each start with a full-scene caption of its true conditions")
     ap.add_argument("--per-start", action="store_true", help="each start's caption, conditions and colour shift")
+    ap.add_argument("--device", default="cpu", help="where the models stream (cuda: a GPU)")
     ap.add_argument("--json")
     a = ap.parse_args()
     clips = starts(Dataset(a.data), a.starts, a.frames)
@@ -147,7 +148,8 @@ def main() -> None:
         name, _, path = spec.partition("=")
         over = {k: v for k, v in (("steps", a.steps), ("history_noise", a.history_noise), ("text_scale", a.text_scale),
                                   ("action_scale", a.action_scale), ("prev_level", a.prev_level)) if v is not None}
-        res[name] = run(World.load(None if path in ("", "default") else path), clips, a.frames, a.compile, a.hold, **over)
+        world = World.load(None if path in ("", "default") else path).to(a.device)
+        res[name] = run(world, clips, a.frames, a.compile, a.hold, **over)
     at = next(iter(res.values()))["at"]
     print("| model | " + " | ".join(f"frame {f}" for f in at) + " |")
     print("|---|" + "---|" * len(at))

@@ -310,9 +310,11 @@ def cmd_encode(a: argparse.Namespace) -> int:
 def cmd_eval(a: argparse.Namespace) -> int:
     import torch
 
+    from .device import torch_device
     from .eval.tokenizers import format_table, run
 
     torch.set_num_threads(a.threads)
+    torch_device(a.device)  # a device this PyTorch cannot use is a clear error before any data is read
     a.out = a.out or f"docs/results/{'eval' if a.what == 'suite' else a.what}"
     if a.what == "tokenizers":
         res = run(a.data, a.video_ae or [], a.audio_ae, a.out)
@@ -326,7 +328,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
                           prompt_starts=a.prompt_starts, prompt_frames=a.prompt_frames,
                           revisit_episodes=a.revisit_episodes, revisit_seconds=a.revisit_seconds,
                           revisit_data=a.revisit_data or "", speed_chunks=a.speed_chunks,
-                          drift_minutes=a.drift_minutes)
+                          drift_minutes=a.drift_minutes, device=a.device)
         res = run_suite(specs, a.data, a.out, cfg, force=a.force)
         print(res["table"])
         print(f"wrote {a.out}/suite.md, suite.json, drift.png and models/*.json")
@@ -334,7 +336,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
         from .engine.stream import World
         from .eval.stream import latency, revisits
 
-        world = World.load(a.checkpoint)
+        world = World.load(a.checkpoint).to(a.device)
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
         if a.only in (None, "revisit"):
@@ -351,7 +353,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
         from .engine.generate import checkpoint_meta
 
         res = eval_teacher(a.checkpoint, a.data, _rollout_config(a, checkpoint_meta(a.checkpoint)), clips=a.clips, out=a.out, walk_frames=a.walk_frames,
-                           walk_starts=a.walk_starts, prompt_starts=a.prompt_starts, prompt_frames=a.prompt_frames)
+                           walk_starts=a.walk_starts, prompt_starts=a.prompt_starts, prompt_frames=a.prompt_frames,
+                           device=a.device)
         print(json.dumps({k: v for k, v in res.items() if k != "rollout"}, indent=1))
     return 0
 
@@ -643,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--audio-ae")
     ev.add_argument("--out", help="folder for the results (default: docs/results/eval for suite, else docs/results/WHAT)")
     ev.add_argument("--threads", type=int, default=2)
+    _device_arg(ev)  # suite, teacher, stream: where the models run (tokenizers: the CPU)
     ev.set_defaults(fn=cmd_eval)
 
     for name, text in (("play", "the live world in your browser: starts the server and opens the page"),

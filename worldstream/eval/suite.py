@@ -57,11 +57,11 @@ def parse_spec(text: str) -> ModelSpec:
     return ModelSpec(name, None if path == "default" else path, options)
 
 
-def load(spec: ModelSpec):
-    """The World with the spec's view, and its rollout config."""
+def load(spec: ModelSpec, device: str = "cpu"):
+    """The World with the spec's view, on ``device``, and its rollout config."""
     from ..engine.stream import World
 
-    world = World.load(spec.checkpoint)
+    world = World.load(spec.checkpoint).to(device)
     o = spec.options
     view = {k: v for k, v in (("memory_topk", o.get("topk")), ("memory_p", o.get("p"))) if v is not None}
     if view:
@@ -87,6 +87,7 @@ class SuiteConfig:
     judge_renders: int = 3000
     judge_steps: int = 2000
     audio_frames: int = 48
+    device: str = "cpu"  # where the models run ("cuda": the suite in minutes); the judge and metrics stay on the CPU
 
 
 def evaluate_model(spec: ModelSpec, dataset: str, cfg: SuiteConfig, judge, progress: bool = True) -> dict[str, Any]:
@@ -96,13 +97,13 @@ def evaluate_model(spec: ModelSpec, dataset: str, cfg: SuiteConfig, judge, progr
     from .teacher import eval_teacher
 
     t0 = time.perf_counter()
-    world, rcfg = load(spec)
+    world, rcfg = load(spec, cfg.device)
     res: dict[str, Any] = {"name": spec.name, "checkpoint": world.meta["path"], "kind": world.meta.get("kind"),
                            "rollout": dataclasses.asdict(rcfg),
                            "view": {k: getattr(world.model.cfg, k) for k in ("window", "sinks", "memory_topk", "memory_p")},
                            "config": dataclasses.asdict(cfg)}
     if cfg.speed_chunks:
-        res["speed"] = bench_engine(world, rcfg, chunks=cfg.speed_chunks, latency_trials=10)
+        res["speed"] = bench_engine(world, rcfg, chunks=cfg.speed_chunks, latency_trials=10, device=cfg.device)
     res["quality"] = eval_teacher(world, dataset, rcfg, clips=cfg.clips, walk_frames=cfg.walk_frames,
                                   walk_starts=cfg.walk_starts, prompt_starts=cfg.prompt_starts,
                                   prompt_frames=cfg.prompt_frames, judge=judge, audio_frames=cfg.audio_frames)

@@ -18,7 +18,8 @@
   reconstruction (the ceiling).
 
 Takes a checkpoint folder or a loaded ``World`` (whose view settings, e.g. a memory budget, it
-keeps), and optionally a trained condition judge to share between models.
+keeps), and optionally a trained condition judge to share between models. The model runs on its
+device (a checkpoint folder is loaded onto ``device``); the metrics are computed on the CPU.
 """
 from __future__ import annotations
 
@@ -47,14 +48,15 @@ PROMPTS = {"it begins to snow": ("weather", "snow"), "night falls": ("time", "ni
 
 
 def _rgb(x: torch.Tensor) -> list[np.ndarray]:
-    return [(f.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8) for f in x]
+    return [(f.clamp(0, 1).permute(1, 2, 0).float().cpu().numpy() * 255 + 0.5).astype(np.uint8) for f in x]
 
 
 def _history(model, clip, chunks: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The first ``chunks`` chunks of a clip's video and audio latents."""
+    """The first ``chunks`` chunks of a clip's video and audio latents, on the model's device."""
+    dev = next(model.parameters()).device
     frames = chunks * model.cfg.chunk_frames
-    audio = None if clip.audio is None else clip.audio[:, : frames * model.cfg.audio_tokens_per_frame]
-    return clip.video[:, :frames], audio
+    audio = None if clip.audio is None else clip.audio[:, : frames * model.cfg.audio_tokens_per_frame].to(dev)
+    return clip.video[:, :frames].to(dev), audio
 
 
 def _prompt_starts(lat: LatentClips, i: int, kind: str, value: str, frame: int, n: int, tries: int = 60) -> list:
@@ -93,7 +95,7 @@ def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed
         v, a = generate_chunk(model, branches, rcfg, cond_new, n_hist + c, tuple(clip_v.shape[2:]), g)
         frames += _rgb(vae.decode(v, state)[0])
         if aae is not None and a is not None:
-            pcm.append(aae.decode(a, astate)[0].float())
+            pcm.append(aae.decode(a, astate)[0].float().cpu())
     if aae is None:
         return frames
     return frames, torch.cat(pcm) if pcm else None
@@ -104,7 +106,7 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
                  history: int = 4, out: str | Path | None = None, walk_frames: int = 48,
                  prompt_frames: int = 72, classifier_steps: int = 2000,
                  classifier_renders: int = 3000, judge=None, audio_frames: int = 48,
-                 walk_starts: int = 4, prompt_starts: int = 3) -> dict[str, Any]:
+                 walk_starts: int = 4, prompt_starts: int = 3, device: str = "cpu") -> dict[str, Any]:
     t_start = time.perf_counter()
     from ..engine.stream import World
     from ..weights import resolve
@@ -116,6 +118,8 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
         checkpoint = resolve(checkpoint)
         model, meta = load_world_model(checkpoint)
         vae, aae = load_autoencoders(meta, checkpoint)
+        model, vae = model.to(device), vae.to(device)
+        aae = None if aae is None else aae.to(device)
     ds = Dataset(dataset_paths(dataset)[0])  # the condition judge learns from the first dataset's frames
     vocab = ActionVocab(tuple(meta["actions"]["names"]))
     cf = model.cfg.chunk_frames
@@ -135,8 +139,8 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
         s1 = {}
         vae.decode(hv, s1)
         s2 = dict(s1)  # layers replace (never mutate) their saved history, so a shallow copy forks the stream
-        gen = vae.decode(v, s1)[0].clamp(0, 1)
-        rec = vae.decode(clip.video[:, history * cf :], s2)[0].clamp(0, 1)
+        gen = vae.decode(v, s1)[0].clamp(0, 1).float().cpu()
+        rec = vae.decode(clip.video[:, history * cf :].to(hv.device), s2)[0].clamp(0, 1).float().cpu()
         episode, start = clip.start[0]
         real = torch.from_numpy(np.array(episode.frames()[start + history * cf : start + (history + 1) * cf])).permute(0, 3, 1, 2).float() / 255
         gen_p.append(psnr(gen, real))
@@ -232,7 +236,7 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
             ha = _history(model, clip, history)[1]
             astate = {}
             aae.decode(ha, astate)
-            rec_pcm = aae.decode(clip.audio[:, ha.shape[1] :], astate)[0].float()[: len(pcm)]
+            rec_pcm = aae.decode(clip.audio[:, ha.shape[1] :].to(ha.device), astate)[0].float().cpu()[: len(pcm)]
             sd.append(spectral_distance(pcm[None], real_pcm[None]))
             sd_ae.append(spectral_distance(rec_pcm[None], real_pcm[None]))
         if sd:
