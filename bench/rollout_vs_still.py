@@ -77,6 +77,9 @@ def starts(ds: Dataset, n: int, frames: int, seed: int = 0) -> list[tuple]:
     """(frames[t0 : t0 + frames + 1], actions, caption, conditions at t0) from held-out episodes, spread evenly."""
     rng = np.random.default_rng(seed)
     eps = ds.split("heldout")
+    short = min(ep.n_frames for ep in eps)
+    if short < frames + 2:
+        raise SystemExit(f"{ds.path}: a held-out episode has {short} frames; --frames must be below {short - 1}")
     out = []
     for i in range(n):
         ep = eps[i % len(eps)]
@@ -143,13 +146,16 @@ def main() -> None:
     clips = starts(Dataset(a.data), a.starts, a.frames)
     if a.scene_captions:
         clips = scene_captioned(clips)
-    res = {}
+    worlds = {}  # every model loaded and checked before the first one streams
     for spec in a.model:
         name, _, path = spec.partition("=")
-        over = {k: v for k, v in (("steps", a.steps), ("history_noise", a.history_noise), ("text_scale", a.text_scale),
-                                  ("action_scale", a.action_scale), ("prev_level", a.prev_level)) if v is not None}
-        world = World.load(None if path in ("", "default") else path).to(a.device)
-        res[name] = run(world, clips, a.frames, a.compile, a.hold, **over)
+        world = worlds[name] = World.load(None if path in ("", "default") else path).to(a.device)
+        if (world.height, world.width) != clips[0][0].shape[1:3]:
+            raise SystemExit(f"{name}: the model streams {world.width}x{world.height}, {a.data} holds "
+                             f"{clips[0][0].shape[2]}x{clips[0][0].shape[1]} frames; use data at the model's resolution")
+    over = {k: v for k, v in (("steps", a.steps), ("history_noise", a.history_noise), ("text_scale", a.text_scale),
+                              ("action_scale", a.action_scale), ("prev_level", a.prev_level)) if v is not None}
+    res = {name: run(world, clips, a.frames, a.compile, a.hold, **over) for name, world in worlds.items()}
     at = next(iter(res.values()))["at"]
     print("| model | " + " | ".join(f"frame {f}" for f in at) + " |")
     print("|---|" + "---|" * len(at))
