@@ -10,15 +10,15 @@
 # it can decide to ship it without waiting for the CPU.
 #   OUT=/tmp/out bash bench/gpu_refine.sh
 set -uo pipefail
+t0=$(date +%s)  # the call's start, near enough: the check below is fitted into what is left
 OUT=${OUT:-gpu-out}; ROOT=${ROOT:-/tmp/pipeline}; DEVICE=${DEVICE:-cuda}; PRESET=${PRESET:-refine_gpu}
 UNTIL=${UNTIL:-student}  # view: leave the student to the CPU (2.5 s a step eager on the H200)
-CHECK_SECONDS=${CHECK_SECONDS:-90}  # the free-running check's time limit (0: none)
+CALL_SECONDS=${CALL_SECONDS:-600}  # the device call's limit: the check gets what is left of it (less 20 s), if 40 s or more
 mkdir -p "$OUT" /tmp/site
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD WORLDSTREAM_TEXT_TABLE=$PWD/.gpu/captions.safetensors
 python3 -c "import av" 2>/dev/null || tar xJf .gpu/av.tar.xz -C /tmp/site || exit 1
 python3 -c "import av, torch; print('av', av.__version__, 'torch', torch.__version__,
             torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" || exit 1
-t0=$(date +%s)
 stage() {  # train all up to $1; tqdm's bars go to the full log only
     python3 -m worldstream train all --preset "$PRESET" --out "$ROOT" --device "$DEVICE" --until "$1" 2>&1 \
         | tee -a "$OUT/log.txt" | tr '\r' '\n' | grep -vE '[0-9]+%\||^\s*$' ; local rc=${PIPESTATUS[0]}
@@ -66,8 +66,9 @@ PY
 [ "$(cat /tmp/missing 2>/dev/null)" = "0" ] || export WORLDSTREAM_TEXT_TABLE_MISSING=empty
 stage view && pack teacher_view
 [ "$UNTIL" = view ] || { stage student && pack student; }
-if [ "$UNTIL" != view ] && [ "$CHECK_SECONDS" -gt 0 ] && [ -f "$ROOT/runs/student/model.safetensors" ]; then
-    timeout "$CHECK_SECONDS" python3 bench/rollout_vs_still.py --data "$ROOT/data/overworld" --device "$DEVICE" \
+left=$(( CALL_SECONDS - 20 - $(date +%s) + t0 ))
+if [ "$UNTIL" != view ] && [ "$left" -ge 40 ] && [ -f "$ROOT/runs/student/model.safetensors" ]; then
+    timeout "$left" python3 bench/rollout_vs_still.py --data "$ROOT/data/overworld" --device "$DEVICE" \
         --model "new=$ROOT/runs/student" --model shipped=default --starts 12 --frames 48 --steps 1 --no-compile \
         --json "$OUT/rollout_vs_still.json" --sheet "$OUT/rollout_vs_still.png" 2>&1 | tr '\r' '\n' | grep -vE '[0-9]+%\|'
     echo "== check done at $(( $(date +%s) - t0 )) s"
