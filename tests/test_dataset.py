@@ -185,3 +185,14 @@ def test_cli_record_info_preview(tmp_path, capsys):
     assert (tmp_path / "p.mp4").stat().st_size > 1000 and (tmp_path / "p.png").exists()
     assert main(["info", str(tmp_path / "missing")]) == 2
     assert "not found" in capsys.readouterr().err
+    # settings that would leave an empty dataset, divide by zero or fail after the work: clear errors, nothing made
+    capsys.readouterr()
+    assert main(["record", "--out", str(tmp_path / "none"), "--episodes", "0"]) == 2
+    assert "record 1 or more" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    assert main(["import", str(tmp_path), "--out", str(tmp_path / "imp"), "--fps", "0"]) == 2
+    assert "fps 0" in capsys.readouterr().err and not (tmp_path / "imp").exists()
+    assert main(["preview", "--dataset", str(out), "--out", str(tmp_path / "p.gif")]) == 2
+    assert "name it .mp4" in capsys.readouterr().err and not (tmp_path / "p.gif").exists()
+    (tmp_path / "file").write_text("")  # a file where a folder must be made: the file system's no, with the path
+    assert main(["captions", "--data", str(out), "--out", str(tmp_path / "file" / "t.safetensors")]) == 2
+    assert f"{tmp_path / 'file'}" in capsys.readouterr().err

@@ -146,3 +146,24 @@ def test_a_short_load_test(server):
     finally:
         for c in clients:
             c.close()
+
+
+def test_serve_refuses_a_taken_port_and_a_bad_image_before_loading_the_model(tmp_path, capsys):
+    """Loading and compiling takes half a minute; these are errors at once, before it (the checkpoint
+    named does not exist, so an error about it would mean the model was loaded first)."""
+    import socket
+
+    from worldstream.cli import main
+
+    missing = ["--checkpoint", str(tmp_path / "no_model"), "--no-compile"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)] + missing) == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in capsys.readouterr().err
+    (tmp_path / "start.png").write_bytes(b"not a png")
+    assert main(["serve", "--port", "0", "--image", str(tmp_path / "start.png")] + missing) == 2
+    assert "could not decode the image" in capsys.readouterr().err
+    assert main(["serve", "--port", "0", "--image", str(tmp_path / "none.png")] + missing) == 2
+    assert "cannot read it" in capsys.readouterr().err
+    assert main(["serve", "--port", "0"] + missing) == 2  # past the checks: now the checkpoint
+    assert "no_model" in capsys.readouterr().err

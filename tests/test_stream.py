@@ -187,6 +187,29 @@ def test_generate_follows_a_timed_events_file(tiny_teacher, tmp_path):
                  "--seconds", "0.25", "--sampler", "x0", "--steps", "1", "--out", str(out)]) == 0
 
 
+def test_generate_refuses_bad_settings_and_outputs_before_streaming(tiny_teacher, tmp_path, capsys):
+    """Each of these would have streamed for the whole length and then failed (or written an empty or
+    endless file, or frames of pure noise); each is a clear error before the model is loaded."""
+    from worldstream.cli import main
+
+    ck = ["generate", "--checkpoint", str(tiny_teacher), "--sampler", "x0"]
+    bad = {"--out": (str(tmp_path / "out.txt"), "name it .mp4"), "--seconds": ("0", "positive, finite"),
+           "--steps": ("0", "1 or more"), "--shift": ("0", "positive time-grid shift"),
+           "--size": ("abc", "look like 128x128")}
+    for flag, (value, says) in bad.items():
+        args = ck + [flag, value] + (["--out", str(tmp_path / "a.mp4")] if flag != "--out" else [])
+        if flag in ("--seconds", "--size"):  # argparse's own errors exit
+            with pytest.raises(SystemExit):
+                main(args)
+        else:
+            assert main(args) == 2
+        assert says in capsys.readouterr().err, flag
+    assert not list(tmp_path.iterdir())
+    # an output in a folder that does not exist yet: the folder is made
+    assert main(ck + ["--steps", "1", "--seconds", "0.1", "--out", str(tmp_path / "new" / "a.mp4")]) == 0
+    assert (tmp_path / "new" / "a.mp4").stat().st_size > 0
+
+
 def test_long_stream_and_latency_measurements_run(world, latent_dataset, tmp_path):
     from worldstream.eval.stream import latency, long_stream, plot_long_stream
 

@@ -101,6 +101,25 @@ def test_training_on_a_device_that_is_not_there_is_a_clear_error():
             train_device("cuda", 1)
 
 
+def test_bad_training_settings_and_a_missing_latent_cache_are_clear_errors(latent_dataset):
+    from worldstream.data.format import DatasetError
+    from worldstream.data.latents import LatentClips
+    from worldstream.distill.student import StudentTrainConfig
+    from worldstream.train.autoencoder import AETrainConfig
+
+    for kw in ({"chunks": 0}, {"batch": 0}, {"lr": -1.0}, {"steps": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} = .*must be (more than 0|0 or more)"):
+            TeacherTrainConfig(dataset=str(latent_dataset), preset="tiny", **kw)
+    with pytest.raises(ValueError, match="rollout_chunks"):
+        StudentTrainConfig(teacher="t", dataset="d", rollout_chunks=0)
+    with pytest.raises(ValueError, match="clip_frames"):
+        AETrainConfig(kind="video", preset="tiny", dataset="d", clip_frames=0)
+    # the cache the data has is named, with the command that makes the one asked for
+    with pytest.raises(DatasetError, match=r"no latent cache named 'other' \(it has default: pass --latents NAME\)"
+                                           r".*worldstream encode"):
+        LatentClips(str(latent_dataset), "other", "train", 4)
+
+
 def test_clips_drawn_around_caption_changes(latent_dataset, tmp_path):
     """change_share draws clips whose caption is a change the first frames do not show yet; at 0
     the draws are those of a loader without it, and a run saved before the setting resumes."""

@@ -19,7 +19,46 @@ def _size(text: str) -> tuple[int, int]:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 128x128, not {text!r}") from None
+    if w < 1 or h < 1:
+        raise argparse.ArgumentTypeError(f"size {text!r}: width and height must be positive")
     return w, h
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite length of time (nan, inf and 0 would make an empty or endless file)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seconds must be a number, not {text!r}") from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds {text!r}: give a positive, finite length")
+    return v
+
+
+def _port(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a whole number, not {text!r}") from None
+    if not 0 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port {v}: use 1-65535 (0 = any free port)")
+    return v
+
+
+def _check_can_listen(host: str, port: int) -> int:
+    """Bind and release the address before the model is loaded and compiled (half a minute), so a port
+    that is taken is a clear error at once rather than a traceback after the warm-up. Returns the port
+    (for 0, a free one the system picked, so the printed address is the real one)."""
+    import errno
+    import socket
+
+    try:
+        with socket.create_server((host, port)) as sock:  # SO_REUSEADDR as the server's own socket
+            return sock.getsockname()[1]
+    except OSError as e:
+        hint = ("another program listens there: pass another --port (0 = any free port)" if e.errno == errno.EADDRINUSE
+                else "check --host and --port")
+        raise ValueError(f"cannot listen on {host}:{port}: {os.strerror(e.errno) if e.errno else e}; {hint}") from None
 
 
 def _world_args(p: argparse.ArgumentParser) -> None:
@@ -109,7 +148,9 @@ def cmd_record_gym(a: argparse.Namespace) -> int:
 
 def cmd_preview(a: argparse.Namespace) -> int:
     from .data.preview import preview_episode, preview_world
+    from .data.video import check_preview_path
 
+    check_preview_path(Path(a.out))  # before the seconds of recording, not after
     if a.dataset:
         mp4, png, captions = preview_episode(a.dataset, a.episode, a.out)
     else:
@@ -159,7 +200,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         from .eval.bench_engine import HEADER, bench_engine, format_row, random_world
 
         torch.set_num_threads(a.threads)
-        w, h = (int(x) for x in a.size.lower().split("x"))
+        w, h = a.size
         if a.preset:
             world = random_world(a.preset, w, h, a.device, window=a.window, sinks=1, memory_topk=a.memory_topk)
         else:
@@ -265,7 +306,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    size = tuple(int(x) for x in a.size.lower().split("x")) if a.size else None
+    size = a.size
     from .engine.generate import checkpoint_meta
 
     res = generate(a.checkpoint, a.prompt, a.actions, a.seconds, a.out, _rollout_config(a, checkpoint_meta(a.checkpoint)), seed=a.seed,
@@ -288,7 +329,11 @@ def cmd_captions(a: argparse.Namespace) -> int:
     from .data.latents import dataset_paths
     from .tokenizers.text import TEXT_TABLE_ENV, dataset_captions, save_text_table
 
-    res = save_text_table(dataset_captions(dataset_paths(a.data)) + a.prompt, a.out)
+    out = Path(a.out)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"{out}: name the table .safetensors")
+    out.parent.mkdir(parents=True, exist_ok=True)  # a folder that cannot be made fails here, before encoding
+    res = save_text_table(dataset_captions(dataset_paths(a.data)) + a.prompt, out)
     print(f"{res['out']}: {res['prompts']} prompts, {res['bytes'] / 2**20:.1f} MB; train elsewhere with "
           f"{TEXT_TABLE_ENV}={res['out']}")
     return 0
@@ -367,15 +412,21 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
     if a.threads:
         torch.set_num_threads(a.threads)
+    a.port = _check_can_listen(a.host, a.port)
+    img = None
+    if a.image:  # read and checked before the model loads
+        from .engine.events import decode_image
+
+        try:
+            img = decode_image(Path(a.image).read_bytes())
+        except OSError as e:
+            raise ValueError(f"--image {a.image}: cannot read it ({e.strerror or e})") from None
     world = World.load(a.checkpoint).to(a.device)  # None: the shipped default model
     token = a.token or os.environ.get("WORLDSTREAM_TOKEN")
     cfg = ServerConfig(host=a.host, port=a.port, token=token, max_sessions=a.max_sessions,
                        stream=StreamConfig(rollout=_rollout_config(a, world.meta), compile=a.compile))
     start = None
-    if a.image:
-        from .engine.events import decode_image
-
-        img = decode_image(Path(a.image).read_bytes())
+    if img is not None:
         start = lambda seed: (img, a.prompt)  # noqa: E731
     elif a.command == "play" or a.start == "overworld":
         start = overworld_start(world.width, world.height)
@@ -423,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("preview", help="write an MP4 with sound + PNG sheet of the live world or a dataset episode")
     v.add_argument("--out", default="preview.mp4")
-    v.add_argument("--seconds", type=float, default=20.0)
+    v.add_argument("--seconds", type=_seconds, default=20.0)
     v.add_argument("--seed", type=int, default=0, help="episode seed (start place, conditions)")
     v.add_argument("--dataset", help="preview an episode of this dataset instead of the live world")
     v.add_argument("--episode", type=int, default=0)
@@ -581,9 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
     gn.add_argument("--checkpoint", help="world model checkpoint folder or bundle (default: the shipped model)")
     gn.add_argument("--prompt", default="")
     gn.add_argument("--actions", default="idle", help="NAME:FRAMES,... e.g. walk_e:48,idle:24 (last one holds)")
-    gn.add_argument("--seconds", type=float, default=4.0)
+    gn.add_argument("--seconds", type=_seconds, default=4.0)
     gn.add_argument("--events", help="timed events file: JSON Lines of {t, action|prompt|image|audio}")
-    gn.add_argument("--size", help="WIDTHxHEIGHT to generate at (default: the first training resolution)")
+    gn.add_argument("--size", type=_size, help="WIDTHxHEIGHT to generate at (default: the first training resolution)")
     gn.add_argument("--start", choices=("overworld", "empty"), default="empty",
                     help="begin in a real frame of the built-in world (at a place chosen by --seed) or from nothing")
     gn.add_argument("--out", default="generated.mp4")
@@ -654,7 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--checkpoint", help="world model checkpoint folder or bundle (default: the shipped model)")
         sp.add_argument("--host", default="127.0.0.1", help="address to bind (anything but loopback needs --token)")
-        sp.add_argument("--port", type=int, default=8765)
+        sp.add_argument("--port", type=_port, default=8765)
         sp.add_argument("--token", help="access token (or WORLDSTREAM_TOKEN); required off loopback")
         sp.add_argument("--max-sessions", type=int, default=4)
         sp.add_argument("--image", help="start every session from this PNG/JPEG")
@@ -672,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="world: render and recording speed of the built-in world; engine: the whole streaming path "
                         "(first frame, ms per chunk, fps, latency, memory); stream: a long stream's cost and drift")
     b.add_argument("--preset", help="engine: measure this Omni preset with random weights (labelled so) instead of a checkpoint")
-    b.add_argument("--size", default="128x128", help="engine: WIDTHxHEIGHT for a preset")
+    b.add_argument("--size", type=_size, default=(128, 128), help="engine: WIDTHxHEIGHT for a preset")
     b.add_argument("--device", default="cpu")
     b.add_argument("--chunks", type=int, default=200)
     b.add_argument("--window", type=int, default=12, help="engine: attention window for a preset")
@@ -702,6 +753,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except (DatasetError, MediaError, CheckpointError, ValueError) as e:
         print(f"worldstream {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (a missing folder, no permission, a full disk): say which file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"worldstream {args.command}: error: {where}{e.strerror or e}; check the path and that you can write there",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"worldstream {args.command}: interrupted; re-run the same command to resume", file=sys.stderr)

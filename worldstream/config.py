@@ -24,6 +24,16 @@ def as_stored(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(to_dict(cfg)))
 
 
+def require_counts(cfg: Any, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = ()) -> None:
+    """A config's counts and rates that must be above (or at least) zero, checked when it is made: a bad
+    command-line value is a clear error before data is read or a model built, not an index error minutes later."""
+    for names, ok, says in ((positive, lambda v: v > 0, "more than 0"), (nonnegative, lambda v: v >= 0, "0 or more")):
+        for name in names:
+            v = getattr(cfg, name)
+            if not ok(v):
+                raise ValueError(f"{type(cfg).__name__}.{name} = {v!r}: must be {says}")
+
+
 def stored_with_defaults(cls: type, saved: dict[str, Any]) -> dict[str, Any]:
     """A config of ``cls`` saved (as a dict) before some of its fields existed, those fields filled in
     with their defaults as stored: settings added later start off, so what was saved still matches."""

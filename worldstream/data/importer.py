@@ -36,6 +36,8 @@ class ImportConfig:
     sidecar: str = "auto"  # "auto": use if present; "required": skip videos without; "none": ignore
 
     def __post_init__(self) -> None:
+        if self.fps < 1 or self.max_side < 1 or self.multiple < 1:
+            raise ValueError(f"fps {self.fps}, max_side {self.max_side}, multiple {self.multiple}: each must be 1 or more")
         if self.sample_rate % self.fps:
             raise ValueError(f"sample_rate {self.sample_rate} must be a multiple of fps {self.fps}")
         if self.sidecar not in ("auto", "required", "none"):

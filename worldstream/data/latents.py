@@ -79,6 +79,11 @@ class LatentClips:
 
     def _load(self, ds: Dataset, name: str, split: str) -> None:
         root = ds.path / "latents" / name
+        if not (root / "config.json").exists():
+            have = sorted(q.parent.name for q in (ds.path / "latents").glob("*/config.json"))
+            raise DatasetError(f"{ds.path}: no latent cache named {name!r}"
+                               + (f" (it has {', '.join(have)}: pass --latents NAME)" if have else "")
+                               + f"; encode it with `worldstream encode --data {ds.path} --name {name}`")
         ident = load_json(root / "config.json")
         if ds is self.ds:
             self.ident = ident

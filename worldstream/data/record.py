@@ -48,6 +48,10 @@ class RecordConfig:
     frames: int = 1440  # 60 s at 24 fps
     explorer: ExplorerConfig = ExplorerConfig()  # the recording policy (its defaults: the shipped recordings)
 
+    def __post_init__(self):  # before a folder is made: an empty or broken dataset is not left behind
+        if self.episodes < 1 or self.frames < 1:
+            raise ValueError(f"{self.episodes} episodes of {self.frames} frames: record 1 or more of each")
+
 
 def overworld_manifest_base(cfg: RecordConfig) -> dict[str, Any]:
     w = cfg.world

@@ -1,6 +1,7 @@
 """Video and audio file I/O with PyAV, with errors that name the file and the problem."""
 from __future__ import annotations
 
+import os
 import wave
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +48,24 @@ class LosslessVideoWriter:
             self.container = None
 
 
+PREVIEW_SUFFIXES = (".mp4", ".mov", ".mkv")  # containers that hold H.264 with AAC
+
+
+def check_preview_path(path: Path) -> None:
+    """A clear error for an output path a video cannot be written to, made before anything is generated
+    (PyAV itself fails only at the first frame): a stream's minutes are not lost to a typo in --out.
+    Missing folders are made."""
+    if path.suffix.lower() not in PREVIEW_SUFFIXES:
+        raise MediaError(f"{path}: cannot write a video with sound as {path.suffix or 'a file without a suffix'}; "
+                         f"name it {' or '.join(PREVIEW_SUFFIXES)} (e.g. out.mp4)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError("the folder is not writable")
+    except OSError as e:
+        raise MediaError(f"{path}: cannot write here ({e}); give a path in a folder you can write to") from None
+
+
 class PreviewWriter:
     """A widely playable MP4 (H.264 yuv420p + AAC) for people to watch, written chunk by chunk
     (bounded memory for any length); frames scaled up by an integer factor. Not a training format."""
@@ -55,7 +74,11 @@ class PreviewWriter:
         import av
 
         self.path, self.fps, self.sample_rate, self.scale = Path(path), fps, sample_rate, scale
-        self.container = av.open(str(self.path), "w")
+        check_preview_path(self.path)
+        try:
+            self.container = av.open(str(self.path), "w")
+        except (OSError, av.FFmpegError) as e:
+            raise MediaError(f"{self.path}: cannot write here ({e}); give a path in a folder you can write to") from None
         self.vs = self.a_s = None
         self.samples = 0
         self.frames = 0

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import to_dict
+from ..config import require_counts, to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
 from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from_velocity
@@ -114,6 +114,10 @@ class StudentTrainConfig:
     save_every_s: float = 60.0
     bf16: bool = True
     seed: int = 0
+
+    def __post_init__(self):
+        require_counts(self, positive=("steps", "batch", "history", "teacher_steps", "rollout_chunks", "rollout_steps", "eval_every"),
+                       nonnegative=("lr", "warmup"))  # lr 0: weights kept (a test of --init-from)
 
 
 def _levels(cfg: StudentTrainConfig) -> torch.Tensor:

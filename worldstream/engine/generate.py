@@ -122,9 +122,10 @@ def generate(checkpoint: str | Path | None, prompt: str, actions: str, seconds: 
              start: str = "empty", device: str = "cpu") -> dict[str, Any]:
     """Stream ``seconds`` of world from a prompt, an action script and/or a timed events file into
     an MP4 with sound, chunk by chunk (memory stays flat for any length)."""
-    from ..data.video import PreviewWriter
+    from ..data.video import PreviewWriter, check_preview_path
     from .stream import StreamConfig, World
 
+    check_preview_path(Path(out))
     world = World.load(checkpoint, size=size).to(device)
     timed = script_events(actions, world.vocab, world.fps) if actions else []
     if events is not None:
@@ -142,12 +143,12 @@ def generate(checkpoint: str | Path | None, prompt: str, actions: str, seconds: 
     stream = world.stream(prompt, image=image, seed=seed, config=StreamConfig(rollout=rollout_cfg))
     n_chunks = max(1, int(round(seconds * world.fps / world.frames_per_chunk)))
     bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n_chunks, unit="chunk", desc="generate")
     i = 0
     scale = max(1, 384 // max(world.height, world.width))
     with PreviewWriter(Path(out), world.fps, world.sample_rate if world.aae else None, scale) as writer:
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=n_chunks, unit="chunk", desc="generate")
         for c in range(n_chunks):
             while i < len(timed) and timed[i][0] * world.fps < (c + 1) * world.frames_per_chunk:
                 stream.push(timed[i][1])  # an event at time t applies to the chunk that holds frame t * fps

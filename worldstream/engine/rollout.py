@@ -37,6 +37,24 @@ class RolloutConfig:
     # so the stream's own frames look to it like the degraded real frames it was trained on
     prev_level: float = 0.0
 
+    def __post_init__(self):
+        # a bad value from a command line, a bundle's meta or a client is a clear error here, before a
+        # model is loaded or a stream made (0 steps would return the starting noise as the frame)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps {self.steps!r}: give a whole number of sampler steps per chunk, 1 or more")
+        for name in ("shift", "text_scale", "action_scale", "history_noise", "prev_level"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+                raise ValueError(f"{name} {v!r}: give a finite number")
+        if self.shift <= 0:
+            raise ValueError(f"shift {self.shift}: give a positive time-grid shift (1 = none)")
+        if self.text_scale < 0 or self.action_scale < 0:
+            raise ValueError(f"guidance scales {self.text_scale}, {self.action_scale}: give 0 or more (1 = none)")
+        if not 0 <= self.history_noise <= 1 or not 0 <= self.prev_level <= 1:
+            raise ValueError(f"history_noise {self.history_noise}, prev_level {self.prev_level}: each must be in [0, 1]")
+
 
 @dataclasses.dataclass
 class Conditioning:

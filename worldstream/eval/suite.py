@@ -53,7 +53,8 @@ def parse_spec(text: str) -> ModelSpec:
         try:
             options[k] = SPEC_KEYS[k](v)
         except ValueError:
-            raise ValueError(f"model spec {text!r}: {k} must be a {SPEC_KEYS[k].__name__}, got {v!r}") from None
+            kind = {int: "a whole number", float: "a number"}.get(SPEC_KEYS[k], "text")
+            raise ValueError(f"model spec {text!r}: {k} must be {kind}, got {v!r}") from None
     return ModelSpec(name, None if path == "default" else path, options)
 
 
@@ -88,6 +89,14 @@ class SuiteConfig:
     judge_steps: int = 2000
     audio_frames: int = 48
     device: str = "cpu"  # where the models run ("cuda": the suite in minutes); the judge and metrics stay on the CPU
+
+    def __post_init__(self):  # a bad count is a clear error before minutes of streaming, not a nan in the table
+        for name in ("clips", "walk_frames", "prompt_frames", "audio_frames", "judge_renders", "judge_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)}: must be 1 or more")
+        for name in ("walk_starts", "prompt_starts", "revisit_episodes", "revisit_seconds", "drift_minutes", "speed_chunks"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} {getattr(self, name)}: must be 0 (skip it) or more")
 
 
 def evaluate_model(spec: ModelSpec, dataset: str, cfg: SuiteConfig, judge, progress: bool = True) -> dict[str, Any]:

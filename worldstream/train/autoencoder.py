@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import to_dict
+from ..config import require_counts, to_dict
 from ..data.loader import ClipSampler
 from ..device import autocast
 from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
@@ -66,6 +66,7 @@ class AETrainConfig:
             raise ValueError(f"kind must be video or audio, got {self.kind!r}")
         if self.shift_weight < 0 or (self.shift_weight and self.kind != "video"):
             raise ValueError(f"shift_weight {self.shift_weight}: a weight >= 0, for the video autoencoder only")
+        require_counts(self, positive=("steps", "batch", "clip_frames", "eval_every"), nonnegative=("lr", "warmup", "crop"))
 
 
 def _build(cfg: AETrainConfig) -> torch.nn.Module:

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..checkpoint import load_json
-from ..config import to_dict
+from ..config import require_counts, to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
 from ..engine.generate import load_world_model
@@ -92,6 +92,9 @@ class TeacherTrainConfig:
     # torch.compile the blocks' dense parts (``Omni.compile_dense``): 1.82 -> 1.47 s a step at batch 8 x 8
     # chunks on the 2-core CPU after ~60 s of compiling (log.md, tenth session); off for tiny runs
     compile: bool = False
+
+    def __post_init__(self):
+        require_counts(self, positive=("steps", "batch", "chunks", "eval_every"), nonnegative=("lr", "warmup"))
 
 
 def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
