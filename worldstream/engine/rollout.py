@@ -16,6 +16,7 @@ makes each chunk in one transformer call instead of two. Anything that needs the
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import torch
@@ -46,7 +47,7 @@ class RolloutConfig:
             raise ValueError(f"steps {self.steps!r}: give a whole number of sampler steps per chunk, 1 or more")
         for name in ("shift", "text_scale", "action_scale", "history_noise", "prev_level"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"{name} {v!r}: give a finite number")
         if self.shift <= 0:
             raise ValueError(f"shift {self.shift}: give a positive time-grid shift (1 = none)")

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ..config import require_counts
+
 SPEC_KEYS = {"sampler": str, "steps": int, "text": float, "action": float, "topk": int, "p": float, "level": float}
 
 
@@ -91,12 +93,10 @@ class SuiteConfig:
     device: str = "cpu"  # where the models run ("cuda": the suite in minutes); the judge and metrics stay on the CPU
 
     def __post_init__(self):  # a bad count is a clear error before minutes of streaming, not a nan in the table
-        for name in ("clips", "walk_frames", "prompt_frames", "audio_frames", "judge_renders", "judge_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} {getattr(self, name)}: must be 1 or more")
-        for name in ("walk_starts", "prompt_starts", "revisit_episodes", "revisit_seconds", "drift_minutes", "speed_chunks"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} {getattr(self, name)}: must be 0 (skip it) or more")
+        require_counts(self, positive=("clips", "walk_frames", "prompt_frames", "audio_frames", "judge_renders",
+                                       "judge_steps"),
+                       nonnegative=("walk_starts", "prompt_starts", "revisit_episodes", "revisit_seconds",
+                                    "drift_minutes", "speed_chunks"))  # 0: that part skipped
 
 
 def evaluate_model(spec: ModelSpec, dataset: str, cfg: SuiteConfig, judge, progress: bool = True) -> dict[str, Any]:
