@@ -1,6 +1,7 @@
 """The streaming server: protocol, limits, refusal, fuzzing, a short load test, the page in Chromium."""
 import json
 import random
+import socket
 import time
 import urllib.request
 
@@ -151,7 +152,6 @@ def test_a_short_load_test(server):
 def test_serve_refuses_a_taken_port_and_a_bad_image_before_loading_the_model(tmp_path, capsys):
     """Loading and compiling takes half a minute; these are errors at once, before it (the checkpoint
     named does not exist, so an error about it would mean the model was loaded first)."""
-    import socket
 
     from worldstream.cli import main
 
@@ -167,3 +167,11 @@ def test_serve_refuses_a_taken_port_and_a_bad_image_before_loading_the_model(tmp
     assert "cannot read it" in capsys.readouterr().err
     assert main(["serve", "--port", "0"] + missing) == 2  # past the checks: now the checkpoint
     assert "no_model" in capsys.readouterr().err
+
+
+def test_a_client_without_a_server_is_told_what_to_check():
+    with socket.socket() as sock:  # a port nothing listens on once it is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ClientError, match=f"cannot connect to ws://127.0.0.1:{port}/ws.*is a server running"):
+        Client(f"ws://127.0.0.1:{port}/ws", timeout=10)

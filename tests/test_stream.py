@@ -103,8 +103,24 @@ def test_bad_events_are_rejected_and_the_stream_goes_on(world):
         with pytest.raises(EventError) as e:
             s.push(ev)
         assert len(str(e.value)) > 20  # says what is wrong
+    with pytest.raises(EventError, match="2 actions for a stream of 1 row"):
+        s.step(["walk_n", "walk_s"])
     s.step()
     assert [(e.kind, e.value) for _, e in s.log] == [("action", world.vocab.index("walk_e"))]
+    for bad in ({"seed": "a"}, {"seed": 1.5}, {"seed": [0, None], "batch": 2}):
+        with pytest.raises(TypeError, match="seed must be a whole number"):
+            world.stream("x", config=FAST, **bad)
+    with pytest.raises(ValueError, match="batch must be"):
+        world.stream("x", batch=0, config=FAST)
+    assert world.stream("x", seed=np.int64(3), config=FAST).seeds == [3]  # a seed drawn with numpy is fine
+
+
+def test_load_refuses_a_bad_view_or_size(tiny_teacher):
+    for kwargs, msg in (({"window": 0}, "window must be"), ({"sinks": -1}, "sinks must be"),
+                        ({"size": (0, 0)}, "size must be"), ({"size": (64,)}, "size must be"),
+                        ({"size": (50, 40)}, "multiples of")):
+        with pytest.raises(ValueError, match=msg):
+            World.load(tiny_teacher, **kwargs)
 
 
 def test_restart_from_an_image_and_blend_one_in(world):

@@ -60,7 +60,9 @@ class Client:
             self.close()
             raise ClientError(f"no hello from {url} within {timeout} s")
         if self._failure:
-            raise ClientError(self._failure)
+            hint = "" if self._failure.startswith("refused") else (
+                "; is a server running there (`worldstream serve` prints its ws:// address)?")
+            raise ClientError(f"cannot connect to {url}: {self._failure}{hint}")
 
     # -- sending -------------------------------------------------------------------------------
     def _send(self, obj: dict[str, Any] | bytes) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import numbers
 import threading
 import time
 from pathlib import Path
@@ -36,6 +37,11 @@ from ..tokenizers.actions import ActionVocab
 from .events import Event, EventError, Limits, validate
 from .generate import load_autoencoders, load_world_model
 from .rollout import Branch, Conditioning, Given, RolloutConfig, flush, generate_chunk, make_branches
+
+
+def _is_whole(value: Any) -> bool:
+    """An int or a numpy integer (a seed drawn with numpy is one), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +130,12 @@ class World:
         resolution than the first one it was trained at (any multiple of 16 with the f8 AE)."""
         from ..weights import resolve
 
+        for name, value, least in (("window", window, 1), ("sinks", sinks, 0)):
+            if not _is_whole(value) or value < least:
+                raise ValueError(f"{name} must be a whole number of chunks, {least} or more; got {value!r}")
+        if size is not None and (not isinstance(size, (tuple, list)) or len(size) != 2
+                                 or not all(_is_whole(v) and v > 0 for v in size)):
+            raise ValueError(f"size must be (width, height) in pixels, two positive whole numbers; got {size!r}")
         path = resolve(checkpoint)  # None: the default model that ships with the package
         if not (path / "config.json").exists():
             raise CheckpointError(f"{path}: no world model checkpoint here (config.json missing); train one with "
@@ -143,6 +155,12 @@ class World:
     def stream(self, prompt: str | list[str] = "", image: Any = None, seed: int | list[int] = 0, batch: int = 1,
                config: StreamConfig | None = None) -> "Stream":
         """Start a stream of ``batch`` rows (one prompt and seed each, or the same for all)."""
+        if not _is_whole(batch) or batch < 1:
+            raise ValueError(f"batch must be a whole number of rows, 1 or more; got {batch!r}")
+        for s in seed if isinstance(seed, list) else [seed]:
+            if not _is_whole(s):
+                raise TypeError(f"seed must be a whole number (or a list of one per row), got {type(s).__name__} {s!r}")
+        seed = [int(s) for s in seed] if isinstance(seed, list) else int(seed)
         prompts = prompt if isinstance(prompt, list) else [prompt] * batch
         seeds = seed if isinstance(seed, list) else [seed + i for i in range(batch)]
         if len(prompts) != batch or len(seeds) != batch:
@@ -330,6 +348,9 @@ class Stream:
         knows it (a game's player position): memory chunks near it are retrieved first."""
         if action is not None:
             acts = action if isinstance(action, list) else [action] * self.B
+            if len(acts) != self.B:
+                raise EventError(f"step got {len(acts)} actions for a stream of {self.B} row(s); "
+                                 "pass one action for every row, or a list with one per row")
             for row, a in enumerate(acts):
                 self.act(a, row)
         t0 = time.perf_counter()
