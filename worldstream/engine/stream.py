@@ -160,9 +160,8 @@ class World:
         for s in seed if isinstance(seed, list) else [seed]:
             if not _is_whole(s):
                 raise TypeError(f"seed must be a whole number (or a list of one per row), got {type(s).__name__} {s!r}")
-        seed = [int(s) for s in seed] if isinstance(seed, list) else int(seed)
         prompts = prompt if isinstance(prompt, list) else [prompt] * batch
-        seeds = seed if isinstance(seed, list) else [seed + i for i in range(batch)]
+        seeds = [int(s) for s in seed] if isinstance(seed, list) else [int(seed) + i for i in range(batch)]
         if len(prompts) != batch or len(seeds) != batch:
             raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds for a batch of {batch}")
         return Stream(self, prompts, seeds, config or StreamConfig(), image)
