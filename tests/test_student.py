@@ -375,3 +375,29 @@ def test_a_prev_own_teacher_learns_from_a_students_guesses_and_streams_say_whose
     with pytest.raises(ValueError, match="leave prev_level at 0"):
         generate_chunk(m, make_branches(m, dataclasses.replace(rc, prev_level=0.3)), dataclasses.replace(rc, prev_level=0.3),
                        cond, 0, shape)
+
+
+def test_moment_anchoring_asks_for_the_recordings_colours_and_contrast_not_its_pixels(tiny_teacher, latent_dataset,
+                                                                                      tmp_path):
+    """The moment loss sees only per-channel spatial means and spreads (a frame's pixels shuffled costs
+    nothing, a colour shift or a washed-out frame does), only on 1-step rows, and its gradient moves a
+    drifted frame's means back; on own rollouts it trains beside the regression."""
+    from worldstream.distill.student import moment_loss
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(3, 1, 4, 6, 6, generator=g)
+    one = torch.ones(3)
+    shuffled = real.flatten(3)[..., torch.randperm(36, generator=g)].view_as(real)
+    assert moment_loss(shuffled, real, one) < 1e-10
+    assert moment_loss(real + 0.5, real, one).item() == pytest.approx(0.25, rel=1e-4)  # the means only
+    washed = real.mean((3, 4), keepdim=True) + 0.5 * (real - real.mean((3, 4), keepdim=True))
+    assert moment_loss(washed, real, one) > 0.1  # the spreads halved
+    assert moment_loss(real + 0.5, real, torch.tensor([0.5, 0.75, 0.25])) == 0  # no 1-step rows: off
+    drifted = (real + 1.0).requires_grad_(True)
+    moment_loss(drifted, real, one).backward()
+    assert (drifted.grad.sum((3, 4)) > 0).all()  # descent lowers every channel's mean back toward the recording
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 3, moment_weight=2.0), self_forcing_from=0)
+    train_student(cfg, tmp_path / "m", progress=False)
+    log = [json.loads(l) for l in open(tmp_path / "m" / "log.jsonl") if '"own": true' in l]
+    assert len(log) == 3 and all(np.isfinite(r["moments"]) for r in log)

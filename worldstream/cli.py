@@ -276,7 +276,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  objective=a.objective, fake_lr=a.fake_lr, fake_updates=a.fake_updates,
                                  adv_step=a.adv_step, disc_lr=a.disc_lr, disc_gamma=a.disc_gamma,
                                  disc_warmup=a.disc_warmup, adv_anchor=a.adv_anchor,
-                                 random_rollout_length=a.random_rollout_length,
+                                 random_rollout_length=a.random_rollout_length, moment_weight=a.moment_weight,
+                                 own_at_one=a.own_at_one,
                                  prev_level=a.prev_level, warmup=a.warmup, eval_every=a.eval_every, bf16=not a.fp32,
                                  seed=a.seed)
         metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device,
@@ -614,6 +615,11 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--disc-warmup", type=int, default=0, help="adversarial: steps in which only the critic learns")
     ts.add_argument("--adv-anchor", type=float, default=1.0,
                     help="adversarial: weight of the regression onto the teacher on own-rollout batches (0: the critic alone)")
+    ts.add_argument("--moment-weight", type=float, default=0.0,
+                    help="own-rollout batches: match the 1-step frame's per-channel mean and spread to the recorded "
+                         "next frame's, at this weight (against colour drift and wash-out); 0 = off")
+    ts.add_argument("--own-at-one", action="store_true",
+                    help="own-rollout batches at t = 1 only (the 1-step frame), teacher-forced batches at every level")
     ts.add_argument("--init-from", default="", help="start from this student checkpoint instead of the teacher (train further)")
     ts.add_argument("--lr", type=float, default=5e-5)
     ts.add_argument("--warmup", type=int, default=50, help="learning-rate warmup steps")

@@ -35,6 +35,15 @@ latent critic's gradient toward what real transitions of the world look like (AA
 student's own. Run with the student as its own teacher (``--teacher default --teacher-sampler x0
 --teacher-steps 1`` and guidance 1), the anchor is the student as it was, which keeps the guidance
 already folded into it.
+
+Moment anchoring (``moment_weight``). The free-running world drifts first in its frame-wide colour
+(each latent channel's spatial mean leaves the data's range) and washes out (the spatial spread
+shrinks; log.md, fourteenth and twenty-eighth sessions). After the student's own history the
+teacher continues that drift, so nothing pulls it back. On own-rollout batches the student's 1-step
+frame (t = 1) is also asked to match the recorded next frame's per-channel spatial mean and spread,
+which its history's sink frame and the keys nearly determine: a few numbers per frame, so unlike
+a per-pixel regression onto the recording (ninth session: the conditional mean, blurred) it does not
+ask for a blur, only for the colours and contrast the recording keeps.
 """
 from __future__ import annotations
 
@@ -106,6 +115,12 @@ class StudentTrainConfig:
     # a teacher trained with ``--prev-level``: the level at which the student's previous frame is degraded
     # (its own rollouts, the teacher's targets and its passes alike) and that its streams use
     prev_level: float = 0.0
+    # own-rollout batches: weight of the match of the 1-step frame's per-channel spatial mean and spread to
+    # the recorded next frame's (moment anchoring, above); 0: off. 1 pulls the mean as hard as the teacher's
+    moment_weight: float = 0.0
+    # own-rollout batches at t = 1 only (the 1-step frame the stream makes after its own history) instead of
+    # every level's; teacher-forced batches keep all levels
+    own_at_one: bool = False
     audio_weight: float = 0.5
     lr: float = 5e-5
     warmup: int = 50
@@ -117,7 +132,7 @@ class StudentTrainConfig:
 
     def __post_init__(self):
         require_counts(self, positive=("steps", "batch", "history", "teacher_steps", "rollout_chunks", "rollout_steps", "eval_every"),
-                       nonnegative=("lr", "warmup"))  # lr 0: weights kept (a test of --init-from)
+                       nonnegative=("lr", "warmup", "moment_weight"))  # lr 0: weights kept (a test of --init-from)
 
 
 def _levels(cfg: StudentTrainConfig) -> torch.Tensor:
@@ -278,6 +293,16 @@ def fake_score_loss(fake, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     return loss
 
 
+def moment_loss(x0v: torch.Tensor, real_v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Squared mismatch of per-channel spatial means and spreads between predicted and recorded chunks
+    (B, F, C, h, w), over the rows made in one step (t = 1, as the student streams); 0 without such rows."""
+    one = t == 1
+    if not one.any():
+        return x0v.sum() * 0.0
+    p, r = x0v[one].float().flatten(3), real_v[one].float().flatten(3)
+    return ((p.mean(-1) - r.mean(-1)) ** 2).mean() + ((p.std(-1) - r.std(-1)) ** 2).mean()
+
+
 def real_transitions(video: torch.Tensor, actions: torch.Tensor, n: int,
                      rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n`` real (previous frame, next frame, next frame's key) transitions from clips' latents
@@ -331,6 +356,8 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
         target_v, target_a = teacher_target(teacher, cfg, cond, hist_v, hist_a, noise, own)
     levels = _levels(cfg)
     t = levels[torch.from_numpy(rng.integers(len(levels), size=B))].to(dev)
+    if own and cfg.own_at_one:  # drawn all the same, so a run's random stream does not depend on the switch
+        t = torch.ones_like(t)
     return cond, hist_v, hist_a, target_v, target_a, noise, t
 
 
@@ -485,7 +512,12 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             loss, parts = adversarial_step(student, disc, disc_opt, cfg, batch, clip, rng, step)
             optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
         else:
-            loss, parts, _ = student_loss(student, cfg, *batch, own=own)
+            loss, parts, x0v = student_loss(student, cfg, *batch, own=own)
+            if own:  # the recorded chunk after the rollout's history; logged at weight 0 too, to compare
+                n_hist = batch[1].shape[1]
+                lm = moment_loss(x0v, clip.video[:, n_hist : n_hist + cf].to(x0v.device), batch[-1])
+                loss = loss + cfg.moment_weight * lm
+                parts["moments"] = lm.item()
             optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
         step += 1
         if bar is not None:
