@@ -70,3 +70,41 @@ def test_shipped_default_loads_when_present():
     assert world.rollout_config().steps <= 4  # the default is a few-step student
     chunk = world.stream("a sunny meadow", seed=0).step("walk_e")
     assert chunk.frames.shape[-1] == 3 and np.isfinite(chunk.audio).all()
+
+
+def test_a_bundle_exported_with_another_view_streams_as_its_source_given_that_view(tiny_teacher, tmp_path):
+    """``export --window --sinks`` changes only the view a bundle streams with: frame for frame it is
+    its source with that view set, past the point where the views differ; the trained view is kept,
+    re-exporting keeps it, and a bad view is a clear error that writes nothing."""
+    import dataclasses
+
+    import torch
+
+    from worldstream.checkpoint import load_tensors, save_tensors
+
+    # a run whose frames depend on their history: the tiny teacher, 2 steps from its zero-initialised gates,
+    # barely looks at it, so its weights are shaken first
+    run = tmp_path / "run"
+    shutil.copytree(tiny_teacher, run)
+    g = torch.Generator().manual_seed(0)
+    tensors = load_tensors(run / "model.safetensors")
+    save_tensors(run / "model.safetensors", {k: v + 0.2 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                                             for k, v in tensors.items()})
+    tiny_teacher = run
+    export_bundle(tiny_teacher, tmp_path / "v", half=False, window=1, sinks=2)
+    meta = json.loads((tmp_path / "v" / "config.json").read_text())
+    assert (meta["model"]["window"], meta["model"]["sinks"]) == (1, 2)
+    assert meta["trained_view"] == {"window": 2, "sinks": 1}
+    src, new = World.load(tiny_teacher), World.load(tmp_path / "v")
+    n = 6  # chunks: beyond sinks + window, where the views see different history
+    plain = _frames(src, n)
+    src.model.cfg = dataclasses.replace(src.model.cfg, window=1, sinks=2)
+    assert np.array_equal(_frames(new, n), _frames(src, n))
+    assert not np.array_equal(_frames(new, n), plain)
+    export_bundle(tmp_path / "v", tmp_path / "v2", half=False, sinks=3)  # a bundle re-exported
+    meta2 = json.loads((tmp_path / "v2" / "config.json").read_text())
+    assert (meta2["model"]["window"], meta2["model"]["sinks"], meta2["trained_view"]) == (1, 3, meta["trained_view"])
+    for bad in ({"window": 0}, {"sinks": -1}, {"window": 2.5}):
+        with pytest.raises(ValueError, match="whole number of chunks"):
+            export_bundle(tiny_teacher, tmp_path / "bad", **bad)
+        assert not (tmp_path / "bad").exists()

@@ -320,7 +320,7 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from .weights import DEFAULT, export_bundle
 
-    res = export_bundle(a.run, a.out or DEFAULT, half=not a.fp32, steps=a.steps)
+    res = export_bundle(a.run, a.out or DEFAULT, half=not a.fp32, steps=a.steps, window=a.window, sinks=a.sinks)
     print(f"{res['out']}: {res['params'] / 1e6:.1f}M-parameter world model with its autoencoders, "
           f"{res['bytes'] / 2**20:.1f} MB in {len(res['files'])} files (SHA-256 manifest)")
     return 0
@@ -656,6 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", help="bundle folder (default: worldstream/weights/default, the shipped model)")
     x.add_argument("--fp32", action="store_true", help="keep the world model's weights in fp32 (twice the size)")
     x.add_argument("--steps", type=int, help="a student's recommended sampler steps per chunk (default: as trained)")
+    x.add_argument("--window", type=int, help="recent chunks the bundle streams with (default: as trained)")
+    x.add_argument("--sinks", type=int, help="first chunks it keeps in view for good (default: as trained)")
     x.set_defaults(fn=cmd_export)
 
     e = sub.add_parser("encode", help="cache a dataset's latents (DATASET/latents/NAME/); resumable")

@@ -62,14 +62,26 @@ def verify(folder: str | Path) -> None:
                               "re-run `worldstream export`) or name another checkpoint")
 
 
-def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: int | None = None) -> dict[str, Any]:
+def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: int | None = None,
+                  window: int | None = None, sinks: int | None = None) -> dict[str, Any]:
     """Copy a trained world model run and its autoencoders into one self-contained folder;
-    ``steps`` sets the sampler step count the bundle recommends (what front ends run by default)."""
+    ``steps`` sets the sampler step count the bundle recommends (what front ends run by default).
+
+    ``window`` and ``sinks`` set the view the bundle streams with (recent chunks, first chunks kept):
+    the weights do not depend on it, and a view other than the trained one can stream better. A 1-step
+    student trained at window 8, sinks 1 drifts less at window 4, sinks 4 (fewer of its own frames to
+    compound, more of the start's to anchor the light; docs/log.md, thirty-fifth session)."""
     from ..engine.generate import load_autoencoders, load_world_model
 
-    run, out = Path(run), Path(out)
+    run, out = resolve(run), Path(out)  # "default": the shipped bundle itself (e.g. to give it another view)
     model, meta = load_world_model(run)  # refuses anything that is not a world model
     load_autoencoders(meta, run)  # the autoencoders exist and match their recorded SHA-256
+    for name, value, least in (("window", window, 1), ("sinks", sinks, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"{name} must be a whole number of chunks, {least} or more; got {value!r}")
+    if (window is not None or sinks is not None) and not meta["model"].get("window"):
+        raise CheckpointError(f"{run}: this model was trained with an unbounded view; set its streaming view at load "
+                              "time (World.load(window=..., sinks=...)) instead")
     if steps is not None and "rollout" not in meta:
         raise CheckpointError(f"{run}: a teacher has no recommended sampler to set --steps on; pass sampler "
                               "options at run time instead")
@@ -92,11 +104,15 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
         ae_meta = load_json(tmp / key / "config.json")
         save_json(tmp / key / "config.json", {k: v for k, v in ae_meta.items() if k not in _TRAIN_ONLY})
         latents[key] = dict(info, path=key, sha256=sha256_of(tmp / key / "model.safetensors"),
-                            source=str(src))
+                            source=info.get("source", str(src)))  # a bundle re-exported names the first source
     slim = {k: v for k, v in meta.items() if k not in _TRAIN_ONLY}
-    slim.update(latents=latents, source=str(run.resolve()), weights_dtype="bfloat16" if half else "float32")
+    slim.update(latents=latents, source=meta.get("source", str(run.resolve())), weights_dtype="bfloat16" if half else "float32")
     if steps is not None:
         slim["rollout"] = dict(slim["rollout"], steps=steps)
+    view = {k: v for k, v in (("window", window), ("sinks", sinks)) if v is not None}
+    if view:  # the view it streams with; the one it was trained with stays in its train config
+        slim["model"] = dict(slim["model"], **view)
+        slim["trained_view"] = meta.get("trained_view") or {k: meta["model"][k] for k in ("window", "sinks")}
     save_json(tmp / "config.json", slim)
     files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file())
     (tmp / MANIFEST).write_text(json.dumps({"sha256": {f: sha256_of(tmp / f) for f in files}}, indent=1) + "\n")
