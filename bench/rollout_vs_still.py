@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT (default: the shipped model)")
     ap.add_argument("--starts", type=int, default=12)
     ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--seed", type=int, default=0, help="which starts are drawn (another seed: a fresh set to check on)")
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--steps", type=int, help="sampler steps (default: the checkpoint's)")
     ap.add_argument("--history-noise", type=float, help="commit generated chunks at this noise level")
@@ -143,7 +144,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="where the models stream (cuda: a GPU)")
     ap.add_argument("--json")
     a = ap.parse_args()
-    clips = starts(Dataset(a.data), a.starts, a.frames)
+    clips = starts(Dataset(a.data), a.starts, a.frames, a.seed)
     if a.scene_captions:
         clips = scene_captioned(clips)
     worlds = {}  # every model loaded and checked before the first one streams
