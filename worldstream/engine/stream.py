@@ -44,6 +44,13 @@ def _is_whole(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_view(window: int | None, sinks: int | None) -> None:
+    """A streaming view's window (1 or more chunks) and sinks (0 or more); None: not given."""
+    for name, value, least in (("window", window, 1), ("sinks", sinks, 0)):
+        if value is not None and (not _is_whole(value) or value < least):
+            raise ValueError(f"{name} must be a whole number of chunks, {least} or more; got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamConfig:
     rollout: RolloutConfig | None = None  # None: the checkpoint's recommendation (or the teacher default)
@@ -130,9 +137,7 @@ class World:
         resolution than the first one it was trained at (any multiple of 16 with the f8 AE)."""
         from ..weights import resolve
 
-        for name, value, least in (("window", window, 1), ("sinks", sinks, 0)):
-            if not _is_whole(value) or value < least:
-                raise ValueError(f"{name} must be a whole number of chunks, {least} or more; got {value!r}")
+        check_view(window, sinks)
         if size is not None and (not isinstance(size, (tuple, list)) or len(size) != 2
                                  or not all(_is_whole(v) and v > 0 for v in size)):
             raise ValueError(f"size must be (width, height) in pixels, two positive whole numbers; got {size!r}")

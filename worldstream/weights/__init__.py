@@ -72,13 +72,12 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
     student trained at window 8, sinks 1 drifts less at window 4, sinks 4 (fewer of its own frames to
     compound, more of the start's to anchor the light; docs/log.md, thirty-fifth session)."""
     from ..engine.generate import load_autoencoders, load_world_model
+    from ..engine.stream import check_view
 
     run, out = resolve(run), Path(out)  # "default": the shipped bundle itself (e.g. to give it another view)
     model, meta = load_world_model(run)  # refuses anything that is not a world model
     load_autoencoders(meta, run)  # the autoencoders exist and match their recorded SHA-256
-    for name, value, least in (("window", window, 1), ("sinks", sinks, 0)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
-            raise ValueError(f"{name} must be a whole number of chunks, {least} or more; got {value!r}")
+    check_view(window, sinks)
     if (window is not None or sinks is not None) and not meta["model"].get("window"):
         raise CheckpointError(f"{run}: this model was trained with an unbounded view; set its streaming view at load "
                               "time (World.load(window=..., sinks=...)) instead")
@@ -109,8 +108,8 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
     slim.update(latents=latents, source=meta.get("source", str(run.resolve())), weights_dtype="bfloat16" if half else "float32")
     if steps is not None:
         slim["rollout"] = dict(slim["rollout"], steps=steps)
-    view = {k: v for k, v in (("window", window), ("sinks", sinks)) if v is not None}
-    if view:  # the view it streams with; the one it was trained with stays in its train config
+    view = {k: int(v) for k, v in (("window", window), ("sinks", sinks)) if v is not None}
+    if view:  # the view it streams with; the one it was trained with is kept as trained_view
         slim["model"] = dict(slim["model"], **view)
         slim["trained_view"] = meta.get("trained_view") or {k: meta["model"][k] for k in ("window", "sinks")}
     save_json(tmp / "config.json", slim)
