@@ -36,8 +36,9 @@ from worldstream.data.png import grid, save_png
 from worldstream.engine.stream import StreamConfig, World, recommended_rollout
 from worldstream.eval.stream import sharpness
 
-AT = (1, 2, 5, 12, 24, 48)  # frames after the start at which PSNR is reported
-SHEET = (0, 2, 5, 8, 12, 18, 24, 36, 48)  # frames shown in the contact sheet
+AT = (1, 2, 5, 12, 24, 48, 96, 192, 384)  # frames after the start at which PSNR is reported (up to --frames)
+SHEET = (0, 2, 5, 8, 12, 18, 24, 36, 48)  # frames shown in the contact sheet (longer walks: LONG_SHEET)
+LONG_SHEET = (0, 12, 24, 48, 96, 144, 192, 288, 384)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -97,7 +98,8 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
     ``hold``: stand still (action ``idle``) and compare with the stream's own first frame."""
     names = world.vocab.names
     rcfg = dataclasses.replace(recommended_rollout(world.meta), **rollout)
-    model_p, still_p, sharp, shown, shift, matched = [], [], [], [], [], []
+    model_p, still_p, sharp, shown, shift, matched, tether = [], [], [], [], [], [], []
+    sheet = LONG_SHEET if frames > 48 else SHEET
     for real, actions, caption, _ in clips:
         s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(rollout=rcfg, compile=compile))
         got = [s.step().frames[0, -1]]  # the start frame itself (through the autoencoder)
@@ -110,13 +112,17 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
         shift.append([colour_shift(got[f], truth[f]) for f in AT if f <= frames])
         matched.append([matched_psnr(got[f], truth[f]) for f in AT if f <= frames])
         still_p.append([psnr(real[0], real[f]) for f in AT if f <= frames])
-        shown.append([got[f] for f in SHEET if f <= frames])
+        # tether: how much closer to the start frame the stream stays than the truth does (dB); a
+        # stream that follows a walk away from the start keeps it near 0, one held to its start grows it
+        tether.append([psnr(got[f], got[0]) - psnr(truth[f], real[0]) for f in AT if f <= frames])
+        shown.append([got[f] for f in sheet if f <= frames])
     m, st = np.array(model_p), np.array(still_p)
     return {"at": [f for f in AT if f <= frames], "hold": hold, "model_psnr": m.mean(0).tolist(),
             "still_psnr": None if hold else st.mean(0).tolist(),
             "model_beats_still": None if hold else (m > st).mean(0).tolist(), "model_sharpness": np.array(sharp).mean(0).tolist(),
             "real_sharpness": sharpness(np.stack([c[0][0] for c in clips])), "starts": len(clips),
             "colour_shift": np.array(shift).mean(0).tolist(), "matched_psnr": np.array(matched).mean(0).tolist(),
+            "tether_db": None if hold else np.array(tether).mean(0).tolist(),
             "per_start": [{"caption": c[2], "conditions": c[3], "psnr": p, "colour_shift": sh, "matched_psnr": mp}
                           for c, p, sh, mp in zip(clips, model_p, shift, matched)],
             "rollout": dataclasses.asdict(rcfg), "frames": shown}
@@ -167,6 +173,9 @@ def main() -> None:
         print(f"| {name}: sharpness | " + " | ".join(f"{x:.3f}" for x in r["model_sharpness"]) + " |")
         print(f"| {name}: colour shift (0-255) | " + " | ".join(f"{x:.1f}" for x in r["colour_shift"]) + " |")
         print(f"| {name}: PSNR, colour means matched | " + " | ".join(f"{x:.1f}" for x in r["matched_psnr"]) + " |")
+        if not a.hold:
+            print(f"| {name}: tether (dB closer to the start than the truth) | "
+                  + " | ".join(f"{x:+.1f}" for x in r["tether_db"]) + " |")
     first = next(iter(res.values()))
     if not a.hold:
         print("| still picture: PSNR dB | " + " | ".join(f"{x:.1f}" for x in first["still_psnr"]) + " |")
@@ -179,12 +188,13 @@ def main() -> None:
                       f"{d['psnr'][k]:5.1f} -> {d['matched_psnr'][k]:5.1f} matched at frame {at[k]}  caption {d['caption']!r}")
     if a.sheet:  # rows: the truth (held: the start frame), then each model, per start; columns: frames SHEET after the start
         rows = []
+        sheet = [f for f in (LONG_SHEET if a.frames > 48 else SHEET) if f <= a.frames]
         for i in range(min(a.sheet_starts, len(clips))):
-            rows += [clips[i][0][0 if a.hold else f] for f in SHEET if f <= a.frames]
+            rows += [clips[i][0][0 if a.hold else f] for f in sheet]
             for r in res.values():
                 rows += r["frames"][i]
-        save_png(a.sheet, grid(rows, cols=len([f for f in SHEET if f <= a.frames])))
-        print(f"wrote {a.sheet}: per start, rows truth, " + ", ".join(res) + f"; frames {SHEET}")
+        save_png(a.sheet, grid(rows, cols=len(sheet)))
+        print(f"wrote {a.sheet}: per start, rows truth, " + ", ".join(res) + f"; frames {sheet}")
     for r in res.values():
         del r["frames"]
     if a.json:

@@ -96,10 +96,11 @@ def test_layer_buffer_appends_cuts_and_drops_like_a_list_of_tensors():
 
 
 def _stream_one(m, x, cache, c):
-    m(video=x["video"][:, c : c + 1], t_video=x["t_video"][:, c : c + 1], actions=x["actions"][:, c : c + 1],
+    out = m(video=x["video"][:, c : c + 1], t_video=x["t_video"][:, c : c + 1], actions=x["actions"][:, c : c + 1],
       audio=x["audio"][:, 2 * c : 2 * c + 2], t_audio=x["t_audio"][:, c : c + 1], text=x["text"][:1],
       text_mask=x["text_mask"][:1], text_pooled=x["text_pooled"][:1], cache=cache, start_frame=c)
     cache.commit()
+    return out
 
 
 @contextlib.contextmanager
@@ -348,3 +349,35 @@ def test_stacked_guidance_branches_make_the_same_chunks_in_fewer_calls():
     torch.testing.assert_close(two, three, rtol=0, atol=1e-4)
     assert (calls_three, calls_two) == (8 * 3 * 2, 8 * 2 * 2)
     assert len(branches) == 2 and branches[1].cache.k[0].shape[0] == 4  # 2 rows x 2 groups
+
+
+@torch.no_grad()
+def test_refreshed_sinks_are_the_chunks_that_last_left_the_window_and_the_cache_stays_bounded():
+    """With ``sink_every`` the sinks become, every N chunks, the chunks that last left the window,
+    with the very keys and values they had there (made in their own context); until the first
+    refresh the stream is the plain view and equals the full pass."""
+    view = dict(window=2, sinks=2, sink_every=3, memory_topk=0)
+    m, x = _model(**view), _inputs(B=1, K=16)
+    cache = m.new_cache()
+    made, sink_starts, sizes = {}, [], []  # made: each chunk's keys and values in layer 0 and the last one
+    for c in range(16):
+        v, a = _stream_one(m, x, cache, c)
+        mine = cache.chunk_of == c
+        made[c] = [t[:, :, mine].clone() for t in (cache.k[0], cache.v[0], cache.k[-1], cache.v[-1])]
+        sink_time = cache.time_of[cache.chunk_of < 2].unique()
+        first = int(sink_time[0])
+        assert torch.equal(sink_time, torch.arange(first, first + min(c + 1, 2)))  # consecutive chunks
+        for j, f in enumerate(sink_time.tolist()):
+            here = (cache.chunk_of == j)
+            for held, was in zip((cache.k[0], cache.v[0], cache.k[-1], cache.v[-1]), made[f]):
+                assert torch.equal(held[:, :, here], was)
+        if first == 0:  # not refreshed yet: the plain view, which training's full pass equals
+            v_full, a_full = m(**{k: t[:, : c + 1] for k, t in x.items() if k in ("video", "t_video", "actions", "t_audio")},
+                               audio=x["audio"][:, : 2 * c + 2], text=x["text"][:1], text_mask=x["text_mask"][:1],
+                               text_pooled=x["text_pooled"][:1])
+            torch.testing.assert_close(v, v_full[:, -1:], rtol=0, atol=1e-4)
+        sink_starts.append(first)
+        sizes.append(cache.n_tokens)
+    assert sink_starts[:4] == [0] * 4 and sink_starts[-1] >= 15 - 2 - 3  # then they moved on with the stream
+    assert all(c - s <= 2 + 2 + 3 for c, s in enumerate(sink_starts))  # never older than sinks + window + N
+    assert len(set(sizes[3:])) == 1  # bounded: the old sinks are dropped, not kept

@@ -401,3 +401,27 @@ def test_moment_anchoring_asks_for_the_recordings_colours_and_contrast_not_its_p
     train_student(cfg, tmp_path / "m", progress=False)
     log = [json.loads(l) for l in open(tmp_path / "m" / "log.jsonl") if '"own": true' in l]
     assert len(log) == 3 and all(np.isfinite(r["moments"]) for r in log)
+
+
+def test_a_student_trained_with_refreshed_sinks_streams_with_them_and_resumes_exactly(tiny_teacher, latent_dataset,
+                                                                                      tmp_path):
+    """``sink_every``: own rollouts stream with refreshed sinks and train on the cut history; the
+    student's config keeps it, so its streams refresh too; too short a rollout is a clear error."""
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 3), self_forcing_from=0, rollout_chunks=5, sink_every=2)
+    with pytest.raises(ValueError, match="--rollout-chunks 5 or more"):
+        train_student(dataclasses.replace(cfg, rollout_chunks=4), tmp_path / "short", progress=False)
+    train_student(cfg, tmp_path / "a", progress=False)
+    train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)  # stop after 1, then resume
+    train_student(cfg, tmp_path / "b", progress=False)
+    a, b = load_tensors(tmp_path / "a" / "model.safetensors"), load_tensors(tmp_path / "b" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    world = World.load(tmp_path / "a")
+    assert world.model.cfg.sink_every == 2
+    s = world.stream("", config=StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0,
+                                                                   action_scale=1.0)))
+    for _ in range(10):
+        s.step("walk_e")
+    cache = s.branches[0].cache
+    assert cache.sink_every == 2 and int(cache.time_of[cache.chunk_of < 1].min()) > 0  # the sink moved on

@@ -277,7 +277,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  adv_step=a.adv_step, disc_lr=a.disc_lr, disc_gamma=a.disc_gamma,
                                  disc_warmup=a.disc_warmup, adv_anchor=a.adv_anchor,
                                  random_rollout_length=a.random_rollout_length, moment_weight=a.moment_weight,
-                                 own_at_one=a.own_at_one,
+                                 own_at_one=a.own_at_one, sink_every=a.sink_every,
                                  prev_level=a.prev_level, warmup=a.warmup, eval_every=a.eval_every, bf16=not a.fp32,
                                  seed=a.seed)
         metrics = train_student(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device,
@@ -620,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "next frame's, at this weight (against colour drift and wash-out); 0 = off")
     ts.add_argument("--own-at-one", action="store_true",
                     help="own-rollout batches at t = 1 only (the 1-step frame), teacher-forced batches at every level")
+    ts.add_argument("--sink-every", type=int, default=0,
+                    help="stream with the sinks refreshed every N chunks (the chunks that last left the window), and train "
+                         "own-rollout batches on that view (needs --rollout-chunks >= sinks + window + N); 0 = sinks stay")
     ts.add_argument("--init-from", default="", help="start from this student checkpoint instead of the teacher (train further)")
     ts.add_argument("--lr", type=float, default=5e-5)
     ts.add_argument("--warmup", type=int, default=50, help="learning-rate warmup steps")

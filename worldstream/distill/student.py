@@ -121,6 +121,12 @@ class StudentTrainConfig:
     # own-rollout batches at t = 1 only (the 1-step frame the stream makes after its own history) instead of
     # every level's; teacher-forced batches keep all levels
     own_at_one: bool = False
+    # > 0: the student streams with sinks refreshed every this many chunks (``OmniConfig.sink_every``),
+    # and its own rollouts run so; an own-rollout batch then trains on the view a long stream has,
+    # its history cut to the last sinks + j + window chunks (j < sink_every drawn), so the sinks are its
+    # own frames j chunks before the window rather than the clip's real start. (An approximation: the
+    # cut pass recomputes the sinks' keys from the cut, a stream keeps the keys they were made with.)
+    sink_every: int = 0
     audio_weight: float = 0.5
     lr: float = 5e-5
     warmup: int = 50
@@ -132,7 +138,7 @@ class StudentTrainConfig:
 
     def __post_init__(self):
         require_counts(self, positive=("steps", "batch", "history", "teacher_steps", "rollout_chunks", "rollout_steps", "eval_every"),
-                       nonnegative=("lr", "warmup", "moment_weight"))  # lr 0: weights kept (a test of --init-from)
+                       nonnegative=("lr", "warmup", "moment_weight", "sink_every"))  # lr 0: weights kept (a test of --init-from)
 
 
 def _levels(cfg: StudentTrainConfig) -> torch.Tensor:
@@ -330,7 +336,8 @@ def _cond(prompts: PromptBank, clip, frames: int) -> Conditioning:
 
 def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool = True):
     """History (real or the student's own), the teacher's continuation after it (``target=False``:
-    none, for distribution matching), noise, levels."""
+    none, for distribution matching), noise, levels; and the clip frame the history starts at (not 0
+    when ``sink_every`` cuts an own rollout)."""
     mc = student.cfg
     cf, tpf = mc.chunk_frames, mc.audio_tokens_per_frame
     n_hist = cfg.rollout_chunks if own else cfg.history
@@ -346,6 +353,13 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
     else:
         hist_v = clip.video[:, : n_hist * cf]
         hist_a = None if clip.audio is None else clip.audio[:, : n_hist * cf * tpf]
+    first = 0
+    if own and cfg.sink_every:  # the refreshed view: its sinks are the own chunks j before the window
+        keep = min(n_hist, mc.sinks + mc.window + int(rng.integers(cfg.sink_every)))
+        first = (n_hist - keep) * cf
+        hist_v = hist_v[:, first:]
+        hist_a = None if hist_a is None else hist_a[:, first * tpf :]
+        cond = dataclasses.replace(cond, actions=cond.actions[:, first:])
     B = hist_v.shape[0]
     shape_v = (B, cf, *hist_v.shape[2:])
     n_noise = int(np.prod(shape_v[1:])) + (0 if hist_a is None else cf * tpf * hist_a.shape[2])
@@ -358,7 +372,7 @@ def _batch(cfg, student, teacher, clip, prompts, rng, g, own: bool, target: bool
     t = levels[torch.from_numpy(rng.integers(len(levels), size=B))].to(dev)
     if own and cfg.own_at_one:  # drawn all the same, so a run's random stream does not depend on the switch
         t = torch.ones_like(t)
-    return cond, hist_v, hist_a, target_v, target_a, noise, t
+    return cond, hist_v, hist_a, target_v, target_a, noise, t, first
 
 
 @torch.no_grad()
@@ -366,7 +380,7 @@ def heldout_error(student, teacher, cfg, clip, prompts) -> dict[str, float]:
     """x0 MSE of the student's one-pass prediction against the teacher's, per level, fixed noise."""
     g = torch.Generator().manual_seed(99)
     rng = np.random.default_rng(0)
-    cond, hv, ha, tv, ta, noise, _ = _batch(cfg, student, teacher, clip, prompts, rng, g, own=False)
+    cond, hv, ha, tv, ta, noise, _, _ = _batch(cfg, student, teacher, clip, prompts, rng, g, own=False)
     out = {}
     for lvl in _levels(cfg).tolist():
         loss, parts, _ = student_loss(student, dataclasses.replace(cfg, bf16=False), cond, hv, ha, tv, ta, noise,
@@ -425,6 +439,16 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         student.load_state_dict(init.state_dict())
     else:
         student.load_state_dict(teacher.state_dict())
+    if cfg.sink_every:
+        mc = student.cfg
+        if not (mc.window and mc.sinks):
+            raise ValueError(f"sink_every {cfg.sink_every}: the model has no bounded view with sinks "
+                             f"(window {mc.window}, sinks {mc.sinks}); leave --sink-every at 0")
+        if cfg.rollout_chunks < mc.sinks + mc.window + cfg.sink_every:
+            raise ValueError(f"sink_every {cfg.sink_every}: own rollouts of {cfg.rollout_chunks} chunks never refresh "
+                             f"the sinks and leave no room for the view; use --rollout-chunks "
+                             f"{mc.sinks + mc.window + cfg.sink_every} or more")
+        student.cfg = dataclasses.replace(mc, sink_every=cfg.sink_every)
     teacher.to(dev), student.to(dev)
     ema = copy.deepcopy(student).requires_grad_(False)
     if cfg.objective not in OBJECTIVES:
@@ -495,7 +519,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         # targets move by 6e-5 (teacher forced) and 1e-3 (own history) in MSE, against the student's
         # own 0.004-0.035 from the teacher, for ~20% less time on this CPU (docs/log.md, thirtieth session)
         with autocast(dev.type, cfg.bf16):
-            batch = _batch(cfg, student, teacher, clip, prompts, rng, g, own, target=not dmd)
+            *batch, first = _batch(cfg, student, teacher, clip, prompts, rng, g, own, target=not dmd)
         student.train()
         at = schedule_step(step, cfg.steps, time.perf_counter() - t0, budget_s)
         lr = cosine_lr(cfg.lr, cfg.warmup, cfg.steps, at)
@@ -514,7 +538,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
         else:
             loss, parts, x0v = student_loss(student, cfg, *batch, own=own)
             if own:  # the recorded chunk after the rollout's history; logged at weight 0 too, to compare
-                n_hist = batch[1].shape[1]
+                n_hist = first + batch[1].shape[1]
                 lm = moment_loss(x0v, clip.video[:, n_hist : n_hist + cf].to(x0v.device), batch[-1])
                 loss = loss + cfg.moment_weight * lm
                 parts["moments"] = lm.item()

@@ -32,6 +32,8 @@ def signature(s: Stream) -> tuple | None:
         c = b.cache
         if not c.window or c.has_text != b.use_text or c.n_chunks < c.sinks + c.window:
             return None  # not full yet: sinks still inside the window
+        if c.sink_every:
+            return None  # refreshed sinks: each stream refreshes on its own count (not stacked yet)
         if c.memory_chunks and len(c.mem_chunk_of) < c.memory_chunks * c.memory_tokens:
             return None
         sink = c.chunk_of < c.sinks

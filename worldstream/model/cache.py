@@ -5,7 +5,9 @@ keeps so that streaming sees exactly what training saw:
 
     text       the prompt's tokens; replaced when the prompt changes
     sinks      the first ``sinks`` chunks, never evicted (StreamingLLM's attention sinks,
-               Xiao et al. 2024; LongLive's frame sink, Yang et al. 2025)
+               Xiao et al. 2024; LongLive's frame sink, Yang et al. 2025); with ``sink_every`` > 0
+               they are replaced every ``sink_every`` chunks by the ``sinks`` chunks that last left
+               the window, so they follow a stream that moves on instead of tying it to its start
     window     the last ``window`` chunks, full resolution; 0 = unbounded (no eviction)
     memory     older chunks, each pooled to ``memory_tokens`` keys/values, first in first out
                beyond ``memory_chunks`` (0 = no memory: a plain sliding window)
@@ -138,10 +140,10 @@ class LayerBuffer:
 
 class KVCache:
     def __init__(self, n_layers: int, sinks: int = 0, window: int = 0, memory_chunks: int = 0,
-                 memory_tokens: int = 4):
-        if min(sinks, window, memory_chunks) < 0 or memory_tokens < 1:
+                 memory_tokens: int = 4, sink_every: int = 0):
+        if min(sinks, window, memory_chunks, sink_every) < 0 or memory_tokens < 1:
             raise ValueError("cache sizes must be >= 0 (memory_tokens >= 1)")
-        self.n_layers, self.sinks, self.window = n_layers, sinks, window
+        self.n_layers, self.sinks, self.window, self.sink_every = n_layers, sinks, window, sink_every
         self.memory_chunks, self.memory_tokens = memory_chunks, memory_tokens
         L = range(n_layers)
         self.text: list[tuple[torch.Tensor, torch.Tensor] | None] = [None for _ in L]
@@ -164,6 +166,11 @@ class KVCache:
         self.chunk_pos: dict[int, torch.Tensor] = {}
         self.mem_pos: torch.Tensor | None = None  # (B, J, 2), NaN where unknown
         self.n_chunks = 0  # stream chunks committed so far (the next chunk's absolute index)
+        # refreshed sinks: full keys/values (2L, B, H, n, Dh) of the last ``sinks`` chunks that left
+        # the window, newest last, and the chunk count at the last refresh
+        self._gone: torch.Tensor | None = None
+        self._gone_time: torch.Tensor | None = None
+        self._refreshed_at = 0
         self._pending: list[tuple | None] = [None for _ in L]
         self._pending_info: tuple | None = None
         # the retained keys then values of every layer, the memory bank's likewise, and its mean keys,
@@ -279,9 +286,40 @@ class KVCache:
         else:
             for c in old_chunks.tolist():
                 self.chunk_pos.pop(c, None)
+        if self.sink_every and self.sinks:
+            self._keep_gone(a, b, len(old_chunks))
         self._kv.cut(a, b)
         self._expose()
         self.chunk_of, self.time_of = self.chunk_of[keep], self.time_of[keep]
+        if self.sink_every and self.sinks and self.n_chunks - self._refreshed_at >= self.sink_every:
+            self._refresh_sinks()
+
+    def _keep_gone(self, a: int, b: int, n_old: int) -> None:
+        """Remember the full keys/values of the chunks being evicted (tokens a..b-1), the last
+        ``sinks`` of them: the next sinks."""
+        per = (b - a) // n_old
+        gone = self._kv.stacked()[:, :, :, a:b]
+        t = self.time_of[a:b]
+        if self._gone is not None and self._gone.shape[:3] == gone.shape[:3]:
+            gone, t = torch.cat([self._gone, gone], 3), torch.cat([self._gone_time, t])
+        n = min(gone.shape[3], self.sinks * per)
+        self._gone, self._gone_time = gone[:, :, :, -n:].clone(), t[-n:].clone()
+
+    def _refresh_sinks(self) -> None:
+        """Put the last ``sinks`` evicted chunks in the sinks' place (keys carry no time rotation and
+        sinks sit at the fixed ``outside`` distance, so only the content changes). The old sinks are
+        dropped: the memory bank already holds the chunks that left the window pooled."""
+        sink = self.chunk_of < self.sinks
+        n = int(sink.sum())
+        if self._gone is None or self._gone.shape[3] != n or not n:
+            return  # fewer chunks have left the window than there are sinks: keep the first ones
+        span = _contiguous(sink)
+        if span is None or span[0] != 0:
+            return
+        self.hold()
+        self._kv.stacked()[:, :, :, :n] = self._gone
+        self.time_of = torch.cat([self._gone_time, self.time_of[n:]])
+        self._refreshed_at = self.n_chunks
 
     def hold(self) -> None:
         """Copy per-layer tensors set from outside (``engine.batch`` splitting a batch,

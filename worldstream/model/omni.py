@@ -59,7 +59,10 @@ class OmniConfig:
     action_adaln: bool = True  # each frame's action also modulates its tokens (adaLN), as in DIAMOND / Oasis
     # the attention view (model.attention), the same in training and streaming
     window: int = 0  # chunks seen in full (own chunk included); 0 = unbounded
-    sinks: int = 0  # first chunks kept forever
+    sinks: int = 0  # first chunks kept forever (with sink_every: the sinks, refreshed)
+    # > 0: every this many chunks the sinks become the chunks that last left the window
+    # (``model.cache``), so a long stream that moves on is not held to its first frames
+    sink_every: int = 0
     memory_tokens: int = 4  # pooled keys per chunk in the memory bank
     memory_topk: int = 0  # memory chunks each query chunk retrieves (0 = no memory); a budget when memory_p > 0
     memory_p: float = 0.0  # > 0: adaptive, keep the fewest chunks whose score mass reaches p (<= memory_topk)
@@ -527,7 +530,8 @@ class Omni(nn.Module):
         """An empty cache bounded by this model's attention view; ``memory_chunks`` caps the bank."""
         c = self.cfg
         return KVCache(len(self.blocks), sinks=c.sinks, window=c.window,
-                       memory_chunks=memory_chunks if c.memory_topk and c.window else 0, memory_tokens=c.memory_tokens)
+                       memory_chunks=memory_chunks if c.memory_topk and c.window else 0, memory_tokens=c.memory_tokens,
+                       sink_every=c.sink_every if c.window else 0)
 
     @torch.no_grad()
     def encode_prompt(self, cache: KVCache, text: torch.Tensor, text_mask: torch.Tensor | None,
