@@ -13,6 +13,12 @@ each start's caption and true conditions (weather, time, season) beside its shif
 stormy autumn morning") instead of the latest recorded one, often a change that names one
 condition ("a wild storm rages"): does the colour drift come from what the caption leaves unsaid?
 
+Long walks (``--frames`` up to 478: frames 96, 192 and 384 are reported when reached, with a long
+contact sheet; the starts then come from earlier in each episode, so they are other starts than a
+shorter run's of the same seed): the **tether** is how many dB closer each generated frame stays to
+the stream's first frame than the true frame is to the true start. A stream that leaves its start as
+the player does keeps it near 0; one held to where it began (by its sinks) grows it.
+
 ``--hold``: the player stands (every action ``idle``), so the view should hold still, and each frame
 is compared with the stream's own first frame (the start through the autoencoder). Only weather
 particles, water and the light move in the game then, so a model that keeps the place stays near
