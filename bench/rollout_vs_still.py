@@ -47,6 +47,11 @@ SHEET = (0, 2, 5, 8, 12, 18, 24, 36, 48)  # frames shown in the contact sheet (l
 LONG_SHEET = (0, 12, 24, 48, 96, 144, 192, 288, 384)
 
 
+def sheet_frames(frames: int) -> list[int]:
+    """The frames a contact sheet shows for a walk of ``frames`` (its columns)."""
+    return [f for f in (LONG_SHEET if frames > 48 else SHEET) if f <= frames]
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
@@ -105,7 +110,6 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
     names = world.vocab.names
     rcfg = dataclasses.replace(recommended_rollout(world.meta), **rollout)
     model_p, still_p, sharp, shown, shift, matched, tether = [], [], [], [], [], [], []
-    sheet = LONG_SHEET if frames > 48 else SHEET
     for real, actions, caption, _ in clips:
         s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(rollout=rcfg, compile=compile))
         got = [s.step().frames[0, -1]]  # the start frame itself (through the autoencoder)
@@ -118,10 +122,10 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
         shift.append([colour_shift(got[f], truth[f]) for f in AT if f <= frames])
         matched.append([matched_psnr(got[f], truth[f]) for f in AT if f <= frames])
         still_p.append([psnr(real[0], real[f]) for f in AT if f <= frames])
-        # tether: how much closer to the start frame the stream stays than the truth does (dB); a
-        # stream that follows a walk away from the start keeps it near 0, one held to its start grows it
-        tether.append([psnr(got[f], got[0]) - psnr(truth[f], real[0]) for f in AT if f <= frames])
-        shown.append([got[f] for f in sheet if f <= frames])
+        if not hold:  # tether: how much closer to the start frame the stream stays than the truth does (dB);
+            # a stream that follows a walk away from the start keeps it near 0, one held to its start grows it
+            tether.append([psnr(got[f], got[0]) - psnr(real[f], real[0]) for f in AT if f <= frames])
+        shown.append([got[f] for f in sheet_frames(frames)])
     m, st = np.array(model_p), np.array(still_p)
     return {"at": [f for f in AT if f <= frames], "hold": hold, "model_psnr": m.mean(0).tolist(),
             "still_psnr": None if hold else st.mean(0).tolist(),
@@ -194,7 +198,7 @@ def main() -> None:
                       f"{d['psnr'][k]:5.1f} -> {d['matched_psnr'][k]:5.1f} matched at frame {at[k]}  caption {d['caption']!r}")
     if a.sheet:  # rows: the truth (held: the start frame), then each model, per start; columns: frames SHEET after the start
         rows = []
-        sheet = [f for f in (LONG_SHEET if a.frames > 48 else SHEET) if f <= a.frames]
+        sheet = sheet_frames(a.frames)
         for i in range(min(a.sheet_starts, len(clips))):
             rows += [clips[i][0][0 if a.hold else f] for f in sheet]
             for r in res.values():

@@ -308,7 +308,8 @@ class KVCache:
     def _refresh_sinks(self) -> None:
         """Put the last ``sinks`` evicted chunks in the sinks' place (keys carry no time rotation and
         sinks sit at the fixed ``outside`` distance, so only the content changes). The old sinks are
-        dropped: the memory bank already holds the chunks that left the window pooled."""
+        dropped: refreshed ones are in the memory bank already, pooled when they left the window; the
+        stream's first chunks, never evicted, are not, and are gone."""
         sink = self.chunk_of < self.sinks
         n = int(sink.sum())
         if self._gone is None or self._gone.shape[3] != n or not n:
