@@ -277,6 +277,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  adv_step=a.adv_step, disc_lr=a.disc_lr, disc_gamma=a.disc_gamma,
                                  disc_warmup=a.disc_warmup, adv_anchor=a.adv_anchor,
                                  random_rollout_length=a.random_rollout_length, moment_weight=a.moment_weight,
+                                 detail_weight=a.detail_weight,
                                  own_at_one=a.own_at_one, sink_every=a.sink_every,
                                  prev_level=a.prev_level, warmup=a.warmup, eval_every=a.eval_every, bf16=not a.fp32,
                                  seed=a.seed)
@@ -618,6 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--moment-weight", type=float, default=0.0,
                     help="own-rollout batches: match the 1-step frame's per-channel mean and spread to the recorded "
                          "next frame's, at this weight (against colour drift and wash-out); 0 = off")
+    ts.add_argument("--detail-weight", type=float, default=0.0,
+                    help="own-rollout batches: match the 1-step frame's per-channel detail energy (neighbouring latent "
+                         "pixels' mean absolute difference) to the recorded next frame's, at this weight (against blur); 0 = off")
     ts.add_argument("--own-at-one", action="store_true",
                     help="own-rollout batches at t = 1 only (the 1-step frame), teacher-forced batches at every level")
     ts.add_argument("--sink-every", type=int, default=0,

@@ -44,6 +44,14 @@ frame (t = 1) is also asked to match the recorded next frame's per-channel spati
 which its history's sink frame and the keys nearly determine: a few numbers per frame, so unlike
 a per-pixel regression onto the recording (ninth session: the conditional mean, blurred) it does not
 ask for a blur, only for the colours and contrast the recording keeps.
+
+Detail anchoring (``detail_weight``). Moment anchoring holds the colours but not the detail: a
+long stream's frames stay 6-9x softer than the real ones (log.md, thirty-sixth session). The same
+few-numbers idea one level down: the 1-step frame's per-channel detail energy (mean absolute
+difference of neighbouring latent pixels) is asked to match the recorded next frame's. It says how
+much texture a frame of this world holds, not where, so like the moments it does not ask for the
+conditional mean. Measured at weights 2 and 8 (log.md, thirty-eighth session): it lowers its
+own mismatch in training but leaves the decoded long walk as soft as without it; off by default.
 """
 from __future__ import annotations
 
@@ -118,6 +126,10 @@ class StudentTrainConfig:
     # own-rollout batches: weight of the match of the 1-step frame's per-channel spatial mean and spread to
     # the recorded next frame's (moment anchoring, above); 0: off. 1 pulls the mean as hard as the teacher's
     moment_weight: float = 0.0
+    # own-rollout batches: weight of the match of the 1-step frame's per-channel detail energy (mean absolute
+    # difference of neighbouring latent pixels, across and down) to the recorded next frame's (detail
+    # anchoring, above); 0: off
+    detail_weight: float = 0.0
     # own-rollout batches at t = 1 only (the 1-step frame the stream makes after its own history) instead of
     # every level's; teacher-forced batches keep all levels
     own_at_one: bool = False
@@ -138,7 +150,7 @@ class StudentTrainConfig:
 
     def __post_init__(self):
         require_counts(self, positive=("steps", "batch", "history", "teacher_steps", "rollout_chunks", "rollout_steps", "eval_every"),
-                       nonnegative=("lr", "warmup", "moment_weight", "sink_every"))  # lr 0: weights kept (a test of --init-from)
+                       nonnegative=("lr", "warmup", "moment_weight", "detail_weight", "sink_every"))  # lr 0: weights kept (a test of --init-from)
 
 
 def _levels(cfg: StudentTrainConfig) -> torch.Tensor:
@@ -307,6 +319,22 @@ def moment_loss(x0v: torch.Tensor, real_v: torch.Tensor, t: torch.Tensor) -> tor
         return x0v.sum() * 0.0
     p, r = x0v[one].float().flatten(3), real_v[one].float().flatten(3)
     return ((p.mean(-1) - r.mean(-1)) ** 2).mean() + ((p.std(-1) - r.std(-1)) ** 2).mean()
+
+
+def detail_energy(z: torch.Tensor) -> torch.Tensor:
+    """Per-channel detail energy of latents (..., C, h, w): the mean absolute difference of neighbouring
+    latent pixels across and down, (..., C, 2). A blurred frame has less of it at any colour."""
+    return torch.stack([(z[..., :, 1:] - z[..., :, :-1]).abs().mean((-2, -1)),
+                        (z[..., 1:, :] - z[..., :-1, :]).abs().mean((-2, -1))], -1)
+
+
+def detail_loss(x0v: torch.Tensor, real_v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Squared mismatch of per-channel detail energy between predicted and recorded chunks (B, F, C, h, w),
+    over the rows made in one step (t = 1); 0 without such rows. Says how much detail, not where."""
+    one = t == 1
+    if not one.any():
+        return x0v.sum() * 0.0
+    return ((detail_energy(x0v[one].float()) - detail_energy(real_v[one].float())) ** 2).mean()
 
 
 def real_transitions(video: torch.Tensor, actions: torch.Tensor, n: int,
@@ -539,9 +567,11 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
             loss, parts, x0v = student_loss(student, cfg, *batch, own=own)
             if own:  # the recorded chunk after the rollout's history; logged at weight 0 too, to compare
                 n_hist = first + batch[1].shape[1]
-                lm = moment_loss(x0v, clip.video[:, n_hist : n_hist + cf].to(x0v.device), batch[-1])
-                loss = loss + cfg.moment_weight * lm
-                parts["moments"] = lm.item()
+                real_next = clip.video[:, n_hist : n_hist + cf].to(x0v.device)
+                lm = moment_loss(x0v, real_next, batch[-1])
+                ld = detail_loss(x0v, real_next, batch[-1])
+                loss = loss + cfg.moment_weight * lm + cfg.detail_weight * ld
+                parts["moments"], parts["detail"] = lm.item(), ld.item()
             optimizer_step(student, opt, loss, lr, ema, cfg.ema, step)
         step += 1
         if bar is not None:
