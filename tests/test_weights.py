@@ -108,3 +108,59 @@ def test_a_bundle_exported_with_another_view_streams_as_its_source_given_that_vi
         with pytest.raises(ValueError, match="whole number of chunks"):
             export_bundle(tiny_teacher, tmp_path / "bad", **bad)
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_fine_tuned_decoder_goes_into_a_bundle_only_with_the_models_encoder(tiny_teacher, latent_dataset, tmp_path):
+    """``train autoencoder --decoder-only`` keeps the encoder and latent normalisation bit for bit and
+    resumes exactly, critic included; ``export --video-decoder`` bundles that decoder (the stream is the
+    same latents decoded anew, and a student can still train from the bundle on the old latents), and
+    refuses an autoencoder whose encoder moved."""
+    import dataclasses
+
+    import torch
+
+    from worldstream.checkpoint import load_tensors
+    from worldstream.distill.student import StudentTrainConfig, train_student
+    from worldstream.engine.generate import latents_sha256
+    from worldstream.tokenizers.text import sha256_of
+    from worldstream.train.autoencoder import AETrainConfig, train_autoencoder
+
+    torch.set_num_threads(1)
+    orig = latent_dataset.parent / "video"
+    cfg = AETrainConfig(kind="video", preset="tiny", dataset=str(latent_dataset), steps=4, batch=2, clip_frames=4,
+                        eval_every=4, eval_clips=2, lr=1e-2, init_from=str(orig), decoder_only=True, adv_weight=0.5)
+    metrics = train_autoencoder(cfg, tmp_path / "dec", progress=False)
+    assert metrics["sharpness"] > 0 and metrics["real_sharpness"] > 0
+    train_autoencoder(cfg, tmp_path / "split", progress=False, max_seconds=0.0)  # stop after 1, then resume
+    train_autoencoder(cfg, tmp_path / "split", progress=False)
+    a, b, o = (load_tensors(p / "model.safetensors") for p in (tmp_path / "dec", tmp_path / "split", orig))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+        if k.startswith("enc") or k.startswith("latent_"):
+            assert torch.equal(a[k], o[k]), k  # the encoder and the normalisation: bit for bit
+    assert any(not torch.equal(a[k], o[k]) for k in a if k.startswith("dec"))
+    assert (tmp_path / "dec" / "discriminator" / "train_state.safetensors").exists()
+    log = [json.loads(l) for l in open(tmp_path / "dec" / "log.jsonl")]
+    assert all(np.isfinite(r["d_loss"]) for r in log if "d_loss" in r)
+
+    export_bundle(tiny_teacher, tmp_path / "b", half=False, video_decoder=tmp_path / "dec")
+    info = json.loads((tmp_path / "b" / "config.json").read_text())["latents"]["video_ae"]
+    assert latents_sha256(info) == sha256_of(orig / "model.safetensors") != info["sha256"]
+    old, new = World.load(tiny_teacher), World.load(tmp_path / "b")
+    assert not np.array_equal(_frames(old), _frames(new))
+    new.vae.load_state_dict(old.vae.state_dict())  # the old decoder back: the very same stream
+    assert np.array_equal(_frames(old), _frames(new))
+    train_student(StudentTrainConfig(teacher=str(tmp_path / "b"), dataset=str(latent_dataset), steps=1, batch=2,
+                                     history=2, teacher_steps=2, self_forcing_from=2, rollout_chunks=4, eval_every=1,
+                                     warmup=1, bf16=False), tmp_path / "student", progress=False)
+
+    moved = train_autoencoder(dataclasses.replace(cfg, decoder_only=False, adv_weight=0.0), tmp_path / "all",
+                              progress=False)
+    assert moved["step"] == 4
+    with pytest.raises(CheckpointError, match="--decoder-only"):
+        export_bundle(tiny_teacher, tmp_path / "x", video_decoder=tmp_path / "all")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+    with pytest.raises(ValueError, match="--init-from"):
+        dataclasses.replace(cfg, init_from="")
+    with pytest.raises(ValueError, match="video autoencoder only"):
+        dataclasses.replace(cfg, kind="audio", init_from="x")

@@ -261,7 +261,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         cfg = AETrainConfig(kind=a.kind, preset=a.preset or defaults[0], dataset=a.data, steps=a.steps,
                             batch=a.batch or defaults[1], clip_frames=a.clip_frames or defaults[2], lr=a.lr, crop=a.crop,
                             eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, shift_weight=a.shift_weight,
-                            init_from=a.init_from or "")
+                            init_from=a.init_from or "", decoder_only=a.decoder_only, adv_weight=a.adv_weight,
+                            disc_lr=a.disc_lr)
         metrics = train_autoencoder(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     elif a.what == "student":
         from .distill.student import StudentTrainConfig, train_student
@@ -321,7 +322,8 @@ def cmd_generate(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     from .weights import DEFAULT, export_bundle
 
-    res = export_bundle(a.run, a.out or DEFAULT, half=not a.fp32, steps=a.steps, window=a.window, sinks=a.sinks)
+    res = export_bundle(a.run, a.out or DEFAULT, half=not a.fp32, steps=a.steps, window=a.window, sinks=a.sinks,
+                        video_decoder=a.video_decoder)
     print(f"{res['out']}: {res['params'] / 1e6:.1f}M-parameter world model with its autoencoders, "
           f"{res['bytes'] / 2**20:.1f} MB in {len(res['files'])} files (SHA-256 manifest)")
     return 0
@@ -508,6 +510,13 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--shift-weight", type=float, default=0.0,
                     help="video: weight of the shift-consistency loss (a moved frame encodes to the moved latent); 0 = off")
     ta.add_argument("--init-from", help="start from this autoencoder run's weights (fine-tuning)")
+    ta.add_argument("--decoder-only", action="store_true",
+                    help="video: fine-tune only the decoder of --init-from; the encoder and latent normalisation stay "
+                         "exactly, so world models trained on its latents can take the new decoder (export --video-decoder)")
+    ta.add_argument("--adv-weight", type=float, default=0.0,
+                    help="video: weight of a patch discriminator's push on decoded frames (VQGAN-balanced against "
+                         "L1 + SSIM), for texture an L1 decoder averages away; 0 = off")
+    ta.add_argument("--disc-lr", type=float, default=2e-4, help="--adv-weight: the patch discriminator's learning rate")
     ta.set_defaults(fn=cmd_train)
     tt = tsub.add_parser("teacher", help="the many-step Omni teacher on a latent cache (also under torchrun)")
     tt.add_argument("--data", required=True, help="dataset folder(s) with a latent cache (worldstream encode); several, comma-separated, train together")
@@ -665,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--steps", type=int, help="a student's recommended sampler steps per chunk (default: as trained)")
     x.add_argument("--window", type=int, help="recent chunks the bundle streams with (default: as trained)")
     x.add_argument("--sinks", type=int, help="first chunks it keeps in view for good (default: as trained)")
+    x.add_argument("--video-decoder", help="a video autoencoder run with the model's encoder and a fine-tuned decoder "
+                                           "(train autoencoder --decoder-only) to bundle in its place")
     x.set_defaults(fn=cmd_export)
 
     e = sub.add_parser("encode", help="cache a dataset's latents (DATASET/latents/NAME/); resumable")

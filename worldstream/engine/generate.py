@@ -45,6 +45,13 @@ def checkpoint_meta(path: str | Path | None) -> dict[str, Any]:
     return load_json(resolve(path) / "config.json")
 
 
+def latents_sha256(info: dict[str, Any]) -> str:
+    """SHA-256 of the autoencoder whose encoder made a world model's latents (``meta["latents"][key]``):
+    its own, unless a fine-tuned decoder was swapped in since (``export --video-decoder``), which keeps
+    the encoder and so the latents."""
+    return info.get("latents_sha256", info["sha256"])
+
+
 def load_autoencoders(meta: dict[str, Any], base: str | Path | None = None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The autoencoders a world model was trained with; relative paths (a bundle's) are under ``base``."""
     ident = meta["latents"]

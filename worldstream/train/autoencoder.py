@@ -8,6 +8,14 @@ state) and stops when ``steps`` is reached; re-running with a larger ``--steps``
     model.safetensors        EMA weights + latent normalisation: what `load_autoencoder` reads
     train_state.safetensors  raw weights, optimizer moments, torch RNG: only for resuming
     log.jsonl                one line per log/eval
+    discriminator/           with ``adv_weight``: the patch critic and its optimizer, to resume
+
+``decoder_only`` fine-tunes the video decoder of an autoencoder (``init_from``) and nothing else:
+the encoder and the latent normalisation stay bit for bit, so every latent dataset and every world
+model trained on them stay valid, and ``worldstream export --video-decoder`` can put the new
+decoder into a world model's bundle. With ``adv_weight`` it is the decoder half of the VQGAN /
+latent-diffusion recipe (a patch discriminator beside L1 + SSIM, ``tokenizers.patch_gan``): the
+L1 + SSIM decoder returns the overworld's texture about 4x softer than it was given.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from ..data.loader import ClipSampler
 from ..device import autocast
 from ..tokenizers.audio_ae import AudioAE, audio_ae_preset
 from ..tokenizers.losses import multi_res_stft_loss, psnr, si_snr, spectral_distance, ssim
+from ..tokenizers.patch_gan import PatchDiscriminator, PatchDiscriminatorConfig, adaptive_weight, discriminator_hinge
 from ..tokenizers.video_ae import VideoAE, video_ae_preset
 from .state import cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run
 
@@ -60,13 +69,30 @@ class AETrainConfig:
     # the moved crop: translation equivariance in the spirit of EQ-VAE (Kouzelis et al. 2025).
     shift_weight: float = 0.0
     init_from: str = ""  # start from this autoencoder run's (EMA) weights, e.g. to add the shift loss
+    # video: train the decoder alone (from ``init_from``); the encoder and latent normalisation are kept
+    # exactly, so latents and the world models trained on them stay valid (module docstring)
+    decoder_only: bool = False
+    # video: weight of the patch discriminator's hinge push on decoded frames, on top of VQGAN's
+    # gradient balance against L1 + SSIM (``tokenizers.patch_gan``); 0 = off
+    adv_weight: float = 0.0
+    disc_lr: float = 2e-4  # adversarial: the patch critic's learning rate
 
     def __post_init__(self) -> None:
         if self.kind not in ("video", "audio"):
             raise ValueError(f"kind must be video or audio, got {self.kind!r}")
         if self.shift_weight < 0 or (self.shift_weight and self.kind != "video"):
             raise ValueError(f"shift_weight {self.shift_weight}: a weight >= 0, for the video autoencoder only")
-        require_counts(self, positive=("steps", "batch", "clip_frames", "eval_every"), nonnegative=("lr", "warmup", "crop"))
+        if (self.decoder_only or self.adv_weight) and self.kind != "video":
+            raise ValueError("--decoder-only and --adv-weight are for the video autoencoder only")
+        if self.decoder_only and not self.init_from:
+            raise ValueError("--decoder-only fine-tunes a trained autoencoder's decoder: name it with --init-from")
+        if self.shift_weight and (self.decoder_only or self.adv_weight):
+            raise ValueError("the shift loss trains the encoder: not with --decoder-only or --adv-weight")
+        require_counts(self, positive=("steps", "batch", "clip_frames", "eval_every"),
+                       nonnegative=("lr", "warmup", "crop", "adv_weight", "disc_lr"))
+
+
+DISC = "discriminator"  # sub-folder: the patch critic and its optimizer (to resume)
 
 
 def _build(cfg: AETrainConfig) -> torch.nn.Module:
@@ -105,7 +131,9 @@ def shift_residual(z0: torch.Tensor, z1: torch.Tensor, zt: torch.Tensor) -> torc
     return (z1[..., 1:-1, 1:-1] - zt[..., 1:, 1:]).pow(2).mean() / z0.detach().var().clamp_min(1e-6)
 
 
-def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def _loss(cfg: AETrainConfig, model, x: torch.Tensor,
+          disc: PatchDiscriminator | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+    """(loss, logged parts, the decoded frames (N, 3, H, W) for the critic's step, or None without one)."""
     mc = model.cfg
     parts: dict[str, float] = {}
     moved = None
@@ -129,6 +157,14 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dic
         s = ssim(y.flatten(0, 1).clamp(0, 1), x.flatten(0, 1))
         loss = l1 + cfg.ssim_weight * (1 - s) + reg
         parts.update(l1=l1.item(), ssim=s.item())
+        if disc is not None:  # the decoder is also asked for frames the patch critic takes for real
+            frames = y.flatten(0, 1)
+            with autocast("cpu", cfg.bf16):
+                gen = -disc(frames).float().mean()
+            lam = adaptive_weight(loss, gen, model.dec_out.conv.weight)
+            loss = loss + cfg.adv_weight * lam * gen
+            parts.update(gen=gen.item(), adv_lambda=lam.item())
+            return loss, parts, frames
         if moved is not None:
             z0, z1 = z.chunk(2)
             zt = shift_latent(z0, moved[0] / mc.spatial, moved[1] / mc.spatial)
@@ -140,11 +176,11 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor) -> tuple[torch.Tensor, dic
             dec = F.l1_loss(yt[..., e:-e, e:-e], x.chunk(2)[1][..., e : -2 * e, e : -2 * e])
             loss = loss + cfg.shift_weight * lat + dec
             parts.update(shift=lat.item(), shift_l1=dec.item())
-        return loss, parts
+        return loss, parts, None
     stft = multi_res_stft_loss(y, x)
     l1 = F.l1_loss(y, x)
     loss = stft + l1 + reg
-    return loss, {"stft": stft.item(), "l1": l1.item()}
+    return loss, {"stft": stft.item(), "l1": l1.item()}, None
 
 
 @torch.no_grad()
@@ -172,8 +208,17 @@ def evaluate(kind: str, model, x: torch.Tensor) -> dict[str, float]:
     if kind == "video":
         yc = y.clamp(0, 1)
         shift = {f"shift_{s}px": v for s, v in latent_shift_error(model, x).items()}
-        return {"psnr": psnr(yc, x), "ssim": ssim(yc.flatten(0, 1), x.flatten(0, 1)).item(), **shift}
+        return {"psnr": psnr(yc, x), "ssim": ssim(yc.flatten(0, 1), x.flatten(0, 1)).item(),
+                "sharpness": laplacian_sharpness(yc), "real_sharpness": laplacian_sharpness(x), **shift}
     return {"spectral_distance_db": spectral_distance(y, x), "si_snr_db": si_snr(y, x)}
+
+
+def laplacian_sharpness(x: torch.Tensor) -> float:
+    """Mean absolute Laplacian of luminance of frames (..., 3, H, W) in [0, 1], the measure
+    ``eval.stream.sharpness`` takes of uint8 frames: falls as frames blur."""
+    y = x.float().mean(-3)
+    lap = 4 * y[..., 1:-1, 1:-1] - y[..., :-2, 1:-1] - y[..., 2:, 1:-1] - y[..., 1:-1, :-2] - y[..., 1:-1, 2:]
+    return lap.abs().mean().item()
 
 
 @torch.no_grad()
@@ -191,10 +236,15 @@ def _lr(cfg: AETrainConfig, step: int) -> float:
 
 
 def _save(out: Path, cfg: AETrainConfig, model, ema, opt, step: int, sampler: ClipSampler,
-          stats_batch: torch.Tensor, metrics: dict[str, Any]) -> None:
-    set_latent_stats(ema, stats_batch)
-    model.latent_mean.copy_(ema.latent_mean)
-    model.latent_std.copy_(ema.latent_std)
+          stats_batch: torch.Tensor, metrics: dict[str, Any], disc=None, disc_opt=None) -> None:
+    if not cfg.decoder_only:  # a decoder fine-tune keeps the normalisation its world models were trained with
+        set_latent_stats(ema, stats_batch)
+        model.latent_mean.copy_(ema.latent_mean)
+        model.latent_std.copy_(ema.latent_std)
+    if disc is not None:  # first, so a run cut between the two saves resumes the older autoencoder
+        (out / DISC).mkdir(exist_ok=True)
+        save_run(out / DISC, disc, disc, disc_opt, {"kind": "patch_discriminator", "model": to_dict(disc.cfg),
+                                                    "train": to_dict(cfg), "step": step})
     kind = "video_ae" if cfg.kind == "video" else "audio_ae"
     save_run(out, model, ema, opt, {"kind": kind, "model": to_dict(model.cfg), "train": to_dict(cfg), "step": step,
                                     "metrics": metrics, "sampler_rng": sampler.rng.bit_generator.state})
@@ -218,7 +268,15 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     if cfg.init_from:
         init_weights(model, cfg.init_from, "autoencoder")
         ema.load_state_dict(model.state_dict())
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=0.0)
+    if cfg.decoder_only:  # no gradient, no update: the encoder stays bit for bit (AdamW skips gradless weights)
+        for name, p in model.named_parameters():
+            p.requires_grad_(not name.startswith("enc"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.99),
+                            weight_decay=0.0)
+    disc = disc_opt = None
+    if cfg.adv_weight:
+        disc = PatchDiscriminator(PatchDiscriminatorConfig())
+        disc_opt = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.9), weight_decay=0.0)
     video = cfg.kind == "video"
     train = ClipSampler(cfg.dataset, "train", cfg.clip_frames, seed=cfg.seed, with_frames=video, with_audio=not video)
     if not video and train.spf != model.cfg.samples_per_frame:
@@ -228,6 +286,8 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     stats_x = _batch(cfg, train, 16, fixed=True)
     step, metrics = 0, {}
     if has_run(out):
+        if disc is not None:
+            resume_run(out / DISC, cfg, disc, disc, disc_opt)
         meta = resume_run(out, cfg, model, ema, opt)
         train.rng.bit_generator.state = meta["sampler_rng"]
         step, metrics = int(meta["step"]), meta.get("metrics", {})
@@ -240,8 +300,16 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     while step < cfg.steps:
         model.train()
         x = _batch(cfg, train, cfg.batch, align=model.cfg.spatial if video else 1)
-        loss, parts = _loss(cfg, model, x)
+        if disc is not None:
+            disc.requires_grad_(False)  # the decoder's step reads the critic; only the critic's own step trains it
+        loss, parts, fake = _loss(cfg, model, x, disc)
         optimizer_step(model, opt, loss, _lr(cfg, step), ema, cfg.ema, step)
+        if disc is not None:
+            disc.requires_grad_(True)
+            with autocast("cpu", cfg.bf16):
+                d_loss, d_parts = discriminator_hinge(disc, x.flatten(0, 1), fake)
+            optimizer_step(disc, disc_opt, d_loss, cosine_lr(cfg.disc_lr, cfg.warmup, cfg.steps, step))
+            parts.update(d_parts)
         step += 1
         if bar is not None:
             bar.update(1)
@@ -257,7 +325,7 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
                 bar.write(f"step {step}: held-out " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items() if k != "step"))
         out_of_time = max_seconds is not None and time.perf_counter() - t_start > max_seconds
         if last or out_of_time or time.perf_counter() - t_save > cfg.save_every_s:
-            _save(out, cfg, model, ema, opt, step, train, stats_x, metrics)
+            _save(out, cfg, model, ema, opt, step, train, stats_x, metrics, disc, disc_opt)
             t_save = time.perf_counter()
         if out_of_time:
             break
@@ -265,5 +333,5 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
         bar.close()
     log.close()
     if step >= cfg.steps and not (out / "model.safetensors").exists():
-        _save(out, cfg, model, ema, opt, step, train, stats_x, metrics)
+        _save(out, cfg, model, ema, opt, step, train, stats_x, metrics, disc, disc_opt)
     return metrics

@@ -62,16 +62,40 @@ def verify(folder: str | Path) -> None:
                               "re-run `worldstream export`) or name another checkpoint")
 
 
+def check_same_encoder(original: Path, tuned: Path) -> None:
+    """``tuned`` (a video autoencoder run) encodes exactly as ``original`` does: same config, the same
+    encoder weights and latent normalisation bit for bit; else a clear error."""
+    from ..tokenizers.store import load_autoencoder
+
+    if not (tuned / "model.safetensors").exists():
+        raise CheckpointError(f"--video-decoder {tuned}: no model.safetensors there (a video autoencoder run folder?)")
+    a, b = load_autoencoder(original, "video_ae"), load_autoencoder(tuned, "video_ae")
+    if a.cfg != b.cfg:
+        raise CheckpointError(f"--video-decoder {tuned}: another autoencoder shape ({b.cfg}) than the model's ({a.cfg})")
+    sa, sb = a.state_dict(), b.state_dict()
+    differ = [k for k in sa if (k.startswith("enc") or k.startswith("latent_")) and not torch.equal(sa[k], sb[k])]
+    if differ:
+        raise CheckpointError(f"--video-decoder {tuned}: its encoder differs from the one this model's latents were "
+                              f"made with ({len(differ)} tensors, e.g. {differ[0]}); fine-tune the decoder alone with "
+                              f"`worldstream train autoencoder --decoder-only --init-from {original}`")
+
+
 def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: int | None = None,
-                  window: int | None = None, sinks: int | None = None) -> dict[str, Any]:
+                  window: int | None = None, sinks: int | None = None,
+                  video_decoder: str | Path | None = None) -> dict[str, Any]:
     """Copy a trained world model run and its autoencoders into one self-contained folder;
     ``steps`` sets the sampler step count the bundle recommends (what front ends run by default).
 
     ``window`` and ``sinks`` set the view the bundle streams with (recent chunks, first chunks kept):
     the weights do not depend on it, and a view other than the trained one can stream better. A 1-step
     student trained at window 8, sinks 1 drifts less at window 4, sinks 4 (fewer of its own frames to
-    compound, more of the start's to anchor the light; docs/log.md, thirty-fifth session)."""
-    from ..engine.generate import load_autoencoders, load_world_model
+    compound, more of the start's to anchor the light; docs/log.md, thirty-fifth session).
+
+    ``video_decoder``: a video autoencoder run whose decoder alone was fine-tuned from the model's own
+    (``train autoencoder --decoder-only``) goes into the bundle in its place; its encoder and latent
+    normalisation must equal the recorded one's exactly (the latents the model knows), and the bundle
+    records the original's SHA-256 as the one its latents were made with (``latents_sha256``)."""
+    from ..engine.generate import latents_sha256, load_autoencoders, load_world_model
     from ..engine.stream import check_view
 
     run, out = resolve(run), Path(out)  # "default": the shipped bundle itself (e.g. to give it another view)
@@ -84,6 +108,10 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
     if steps is not None and "rollout" not in meta:
         raise CheckpointError(f"{run}: a teacher has no recommended sampler to set --steps on; pass sampler "
                               "options at run time instead")
+    if video_decoder is not None:
+        info = meta["latents"]["video_ae"]
+        check_same_encoder(Path(info["path"]) if Path(info["path"]).is_absolute() else run / info["path"],
+                           Path(video_decoder))
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -97,13 +125,17 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
             latents[key] = None
             continue
         src = Path(info["path"]) if Path(info["path"]).is_absolute() else run / info["path"]
+        extra = {}
+        if key == "video_ae" and video_decoder is not None:  # (checked above)
+            extra = dict(latents_sha256=latents_sha256(info), decoder_from=str(Path(video_decoder).resolve()))
+            src = Path(video_decoder)
         (tmp / key).mkdir()
         for name in ("config.json", "model.safetensors"):
             shutil.copyfile(src / name, tmp / key / name)
         ae_meta = load_json(tmp / key / "config.json")
         save_json(tmp / key / "config.json", {k: v for k, v in ae_meta.items() if k not in _TRAIN_ONLY})
         latents[key] = dict(info, path=key, sha256=sha256_of(tmp / key / "model.safetensors"),
-                            source=info.get("source", str(src)))  # a bundle re-exported names the first source
+                            source=info.get("source", str(src)), **extra)  # a bundle re-exported names the first source
     slim = {k: v for k, v in meta.items() if k not in _TRAIN_ONLY}
     slim.update(latents=latents, source=meta.get("source", str(run.resolve())), weights_dtype="bfloat16" if half else "float32")
     if steps is not None:
