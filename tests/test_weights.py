@@ -121,7 +121,8 @@ def test_a_fine_tuned_decoder_goes_into_a_bundle_only_with_the_models_encoder(ti
 
     from worldstream.checkpoint import load_tensors
     from worldstream.distill.student import StudentTrainConfig, train_student
-    from worldstream.engine.generate import latents_sha256
+    from worldstream.engine.generate import latents_sha256s
+    from worldstream.tokenizers.encode import encode_dataset
     from worldstream.tokenizers.text import sha256_of
     from worldstream.train.autoencoder import AETrainConfig, train_autoencoder
 
@@ -145,14 +146,19 @@ def test_a_fine_tuned_decoder_goes_into_a_bundle_only_with_the_models_encoder(ti
 
     export_bundle(tiny_teacher, tmp_path / "b", half=False, video_decoder=tmp_path / "dec")
     info = json.loads((tmp_path / "b" / "config.json").read_text())["latents"]["video_ae"]
-    assert latents_sha256(info) == sha256_of(orig / "model.safetensors") != info["sha256"]
+    assert info["latents_sha256"] == sha256_of(orig / "model.safetensors") != info["sha256"]
+    assert latents_sha256s(info) == {info["sha256"], info["latents_sha256"]}
     old, new = World.load(tiny_teacher), World.load(tmp_path / "b")
     assert not np.array_equal(_frames(old), _frames(new))
     new.vae.load_state_dict(old.vae.state_dict())  # the old decoder back: the very same stream
     assert np.array_equal(_frames(old), _frames(new))
-    train_student(StudentTrainConfig(teacher=str(tmp_path / "b"), dataset=str(latent_dataset), steps=1, batch=2,
-                                     history=2, teacher_steps=2, self_forcing_from=2, rollout_chunks=4, eval_every=1,
-                                     warmup=1, bf16=False), tmp_path / "student", progress=False)
+    # a student trains from the bundle on latents made by the old autoencoder or by the new one (the same encoder)
+    encode_dataset(latent_dataset, tmp_path / "dec", latent_dataset.parent / "audio", name="newdec", progress=False)
+    for latents in ("default", "newdec"):
+        train_student(StudentTrainConfig(teacher=str(tmp_path / "b"), dataset=str(latent_dataset), latents=latents,
+                                         steps=1, batch=2, history=2, teacher_steps=2, self_forcing_from=2,
+                                         rollout_chunks=4, eval_every=1, warmup=1, bf16=False),
+                      tmp_path / f"student_{latents}", progress=False)
 
     moved = train_autoencoder(dataclasses.replace(cfg, decoder_only=False, adv_weight=0.0), tmp_path / "all",
                               progress=False)

@@ -45,11 +45,11 @@ def checkpoint_meta(path: str | Path | None) -> dict[str, Any]:
     return load_json(resolve(path) / "config.json")
 
 
-def latents_sha256(info: dict[str, Any]) -> str:
-    """SHA-256 of the autoencoder whose encoder made a world model's latents (``meta["latents"][key]``):
-    its own, unless a fine-tuned decoder was swapped in since (``export --video-decoder``), which keeps
-    the encoder and so the latents."""
-    return info.get("latents_sha256", info["sha256"])
+def latents_sha256s(info: dict[str, Any]) -> set[str]:
+    """SHA-256s of the video autoencoders whose latents a world model reads (``meta["latents"]["video_ae"]``):
+    its own and, where a fine-tuned decoder was swapped in (``export --video-decoder``), the one it replaced,
+    whose encoder, and so whose latents, it keeps."""
+    return {info["sha256"], info.get("latents_sha256", info["sha256"])}
 
 
 def load_autoencoders(meta: dict[str, Any], base: str | Path | None = None) -> tuple[torch.nn.Module, torch.nn.Module | None]:

@@ -94,8 +94,9 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
     ``video_decoder``: a video autoencoder run whose decoder alone was fine-tuned from the model's own
     (``train autoencoder --decoder-only``) goes into the bundle in its place; its encoder and latent
     normalisation must equal the recorded one's exactly (the latents the model knows), and the bundle
-    records the original's SHA-256 as the one its latents were made with (``latents_sha256``)."""
-    from ..engine.generate import latents_sha256, load_autoencoders, load_world_model
+    records the original's SHA-256 as the one its latents were made with (``latents_sha256``; the
+    trainers take latent caches made by either, ``engine.generate.latents_sha256s``)."""
+    from ..engine.generate import load_autoencoders, load_world_model
     from ..engine.stream import check_view
 
     run, out = resolve(run), Path(out)  # "default": the shipped bundle itself (e.g. to give it another view)
@@ -127,7 +128,8 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
         src = Path(info["path"]) if Path(info["path"]).is_absolute() else run / info["path"]
         extra = {}
         if key == "video_ae" and video_decoder is not None:  # (checked above)
-            extra = dict(latents_sha256=latents_sha256(info), decoder_from=str(Path(video_decoder).resolve()))
+            extra = dict(latents_sha256=info.get("latents_sha256", info["sha256"]),  # a second swap keeps the first
+                         decoder_from=str(Path(video_decoder).resolve()))
             src = Path(video_decoder)
         (tmp / key).mkdir()
         for name in ("config.json", "model.safetensors"):
