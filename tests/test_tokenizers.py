@@ -335,3 +335,27 @@ def test_the_patch_critic_tells_real_texture_from_its_blur_and_balances_by_gradi
     assert adaptive_weight(3 * gen, gen, w).item() == pytest.approx(3.0, rel=1e-3)
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         disc(torch.rand(2, 32, 32))
+
+
+def test_softened_latents_lie_between_the_latent_and_its_local_mean_and_need_a_decoder_only_run(tiny_dataset):
+    """``--latent-blur``: a share of clips moved toward their 3x3 latent mean, each by its own amount;
+    a flat latent has nothing to soften; only a decoder-only run may train on them."""
+    import torch.nn.functional as F
+
+    from worldstream.train.autoencoder import soften_latents
+
+    torch.manual_seed(0)
+    z = torch.randn(64, 2, 4, 6, 6)
+    assert torch.equal(soften_latents(z, 0.0), z)
+    smooth = F.avg_pool2d(z.flatten(0, 1), 3, 1, 1, count_include_pad=False).view_as(z)
+    out = soften_latents(z, 1.0)
+    a = ((out - z) * (smooth - z)).sum((1, 2, 3, 4)) / ((smooth - z) ** 2).sum((1, 2, 3, 4))  # each clip's amount
+    assert torch.allclose(out, z + a.view(-1, 1, 1, 1, 1) * (smooth - z), atol=1e-5)
+    assert 0 <= a.min() < 0.2 and 0.8 < a.max() <= 1  # drawn per clip across [0, 1]
+    half = soften_latents(z, 0.5)
+    untouched = (half == z).flatten(1).all(1).float().mean()
+    assert 0.3 < untouched < 0.7
+    flat = torch.ones(4, 1, 4, 6, 6)
+    assert torch.allclose(soften_latents(flat, 1.0), flat)
+    with pytest.raises(ValueError, match="--decoder-only"):
+        dataclasses.replace(_cfg("video", tiny_dataset, 2), latent_blur=0.5)

@@ -262,7 +262,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                             batch=a.batch or defaults[1], clip_frames=a.clip_frames or defaults[2], lr=a.lr, crop=a.crop,
                             eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, shift_weight=a.shift_weight,
                             init_from=a.init_from or "", decoder_only=a.decoder_only, adv_weight=a.adv_weight,
-                            disc_lr=a.disc_lr)
+                            disc_lr=a.disc_lr, latent_blur=a.latent_blur)
         metrics = train_autoencoder(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     elif a.what == "student":
         from .distill.student import StudentTrainConfig, train_student
@@ -517,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="video: weight of a patch discriminator's push on decoded frames (VQGAN-balanced against "
                          "L1 + SSIM), for texture an L1 decoder averages away; 0 = off")
     ta.add_argument("--disc-lr", type=float, default=2e-4, help="--adv-weight: the patch discriminator's learning rate")
+    ta.add_argument("--latent-blur", type=float, default=0.0,
+                    help="--decoder-only: share of clips decoded from latents softened toward their 3x3 mean (a world "
+                         "model's own latents are softer than the encoder's); 0 = off")
     ta.set_defaults(fn=cmd_train)
     tt = tsub.add_parser("teacher", help="the many-step Omni teacher on a latent cache (also under torchrun)")
     tt.add_argument("--data", required=True, help="dataset folder(s) with a latent cache (worldstream encode); several, comma-separated, train together")

@@ -76,6 +76,10 @@ class AETrainConfig:
     # gradient balance against L1 + SSIM (``tokenizers.patch_gan``); 0 = off
     adv_weight: float = 0.0
     disc_lr: float = 2e-4  # adversarial: the patch critic's learning rate
+    # decoder-only: share of clips whose latents are first softened toward their 3x3 latent-pixel mean by a
+    # random amount in [0, 1] (``soften_latents``): a world model's own latents are softer than the
+    # encoder's, and the decoder is asked to return the real frame from them anyway
+    latent_blur: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("video", "audio"):
@@ -86,6 +90,10 @@ class AETrainConfig:
             raise ValueError("--decoder-only and --adv-weight are for the video autoencoder only")
         if self.decoder_only and not self.init_from:
             raise ValueError("--decoder-only fine-tunes a trained autoencoder's decoder: name it with --init-from")
+        if self.latent_blur and not self.decoder_only:
+            raise ValueError("--latent-blur trains the decoder on softened latents: with --decoder-only only")
+        if not 0 <= self.latent_blur <= 1:
+            raise ValueError(f"latent_blur {self.latent_blur}: a share of clips in [0, 1]")
         if self.shift_weight and (self.decoder_only or self.adv_weight):
             raise ValueError("the shift loss trains the encoder: not with --decoder-only or --adv-weight")
         require_counts(self, positive=("steps", "batch", "clip_frames", "eval_every"),
@@ -149,7 +157,12 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor,
         moved = (dy, dx)
         x = torch.cat([x[..., :ch, :cw], x[..., dy : dy + ch, dx : dx + cw]])  # unmoved and moved, one pass
     with autocast("cpu", cfg.bf16):
-        y, z = model(x, noise=mc.latent_noise)
+        if cfg.latent_blur:  # (decoder-only: the encoder has no gradient to give)
+            z = soften_latents(model.encode_raw(x), cfg.latent_blur)
+            sigma = mc.latent_noise * torch.rand(z.shape[0], 1, 1, 1, 1) * z.detach().float().std()
+            y = model.decode_raw(z + sigma * torch.randn_like(z))  # the noise ``VideoAE.forward`` adds
+        else:
+            y, z = model(x, noise=mc.latent_noise)
     y, z = y.float(), z.float()
     reg = mc.latent_l2 * z.pow(2).mean()
     if cfg.kind == "video":
@@ -211,6 +224,14 @@ def evaluate(kind: str, model, x: torch.Tensor) -> dict[str, float]:
         return {"psnr": psnr(yc, x), "ssim": ssim(yc.flatten(0, 1), x.flatten(0, 1)).item(),
                 "sharpness": laplacian_sharpness(yc), "real_sharpness": laplacian_sharpness(x), **shift}
     return {"spectral_distance_db": spectral_distance(y, x), "si_snr_db": si_snr(y, x)}
+
+
+def soften_latents(z: torch.Tensor, share: float) -> torch.Tensor:
+    """Latents (B, T, C, h, w) with a ``share`` of the clips moved toward their 3x3 latent-pixel mean by a
+    random amount in [0, 1] each (torch's global RNG, so a resumed run draws the same)."""
+    pick = (torch.rand(z.shape[0]) < share).float() * torch.rand(z.shape[0])
+    smooth = F.avg_pool2d(z.flatten(0, 1), 3, 1, 1, count_include_pad=False).view_as(z)
+    return torch.lerp(z, smooth, pick.view(-1, 1, 1, 1, 1).to(z.dtype))
 
 
 def laplacian_sharpness(x: torch.Tensor) -> float:
