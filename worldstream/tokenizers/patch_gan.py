@@ -1,8 +1,8 @@
 """A patch discriminator for sharpening the video autoencoder's decoder.
 
 An L1 + SSIM decoder renders the mean of what a latent could hold: the overworld's sand grain and
-tile edges come back about 4x softer than the frames it was given (Laplacian sharpness .029
-against .117 on held-out frames, docs/log.md thirty-eighth session), and every frame a world
+tile edges come back about 4x softer than the frames it was given (Laplacian sharpness .028
+against .116 on held-out frames, docs/log.md thirty-eighth session), and every frame a world
 model makes goes through it. A patch discriminator (pix2pix, Isola et al. 2017; as the VQGAN and
 latent-diffusion autoencoders use it, Esser et al. 2021, Rombach et al. 2022) judges each
 ~30-pixel patch real or decoded, so the decoder is asked for texture that looks real rather than
