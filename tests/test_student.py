@@ -96,13 +96,13 @@ def test_a_student_trains_further_only_with_a_teacher_of_its_shape(tiny_teacher,
         train_student(dataclasses.replace(further, teacher=str(other)), tmp_path / "c", progress=False)
 
 
-def _runs_and_resumes_exactly(cfg, tmp_path, side: str) -> None:
-    """A 4-step run in ``a``; the same run cut after one step and resumed in ``b``: the student and
-    the network trained beside it (in the sub-folder ``side``) end the same."""
-    assert train_student(cfg, tmp_path / "a", progress=False)["step"] == 4
+def _runs_and_resumes_exactly(cfg, tmp_path, side: str | None = None) -> None:
+    """A run of ``cfg.steps`` in ``a``; the same run cut after one step and resumed in ``b``: the student
+    and the network trained beside it (in the sub-folder ``side``, if any) end the same."""
+    assert train_student(cfg, tmp_path / "a", progress=False)["step"] == cfg.steps
     train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)
     train_student(cfg, tmp_path / "b", progress=False)
-    for f in ("model.safetensors", f"{side}/model.safetensors"):
+    for f in ("model.safetensors",) + ((f"{side}/model.safetensors",) if side else ()):
         a, b = load_tensors(tmp_path / "a" / f), load_tensors(tmp_path / "b" / f)
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=f"{f}: {k}")
@@ -423,12 +423,7 @@ def test_detail_anchoring_asks_for_the_recordings_texture_not_its_pixels(tiny_te
     torch.set_num_threads(1)
     cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 3, detail_weight=4.0), self_forcing_from=0,
                               own_at_one=True)  # every own row made in one step: the loss always on
-    train_student(cfg, tmp_path / "a", progress=False)
-    train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)  # stop after 1, then resume
-    train_student(cfg, tmp_path / "b", progress=False)
-    a, b = load_tensors(tmp_path / "a" / "model.safetensors"), load_tensors(tmp_path / "b" / "model.safetensors")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    _runs_and_resumes_exactly(cfg, tmp_path)
     log = [json.loads(l) for l in open(tmp_path / "a" / "log.jsonl") if '"own": true' in l]
     assert len(log) == 3 and all(r["detail"] > 0 for r in log)
     with pytest.raises(ValueError, match="detail_weight"):
@@ -443,12 +438,7 @@ def test_a_student_trained_with_refreshed_sinks_streams_with_them_and_resumes_ex
     cfg = dataclasses.replace(_cfg(tiny_teacher, latent_dataset, 3), self_forcing_from=0, rollout_chunks=5, sink_every=2)
     with pytest.raises(ValueError, match="--rollout-chunks 5 or more"):
         train_student(dataclasses.replace(cfg, rollout_chunks=4), tmp_path / "short", progress=False)
-    train_student(cfg, tmp_path / "a", progress=False)
-    train_student(cfg, tmp_path / "b", progress=False, max_seconds=0.0)  # stop after 1, then resume
-    train_student(cfg, tmp_path / "b", progress=False)
-    a, b = load_tensors(tmp_path / "a" / "model.safetensors"), load_tensors(tmp_path / "b" / "model.safetensors")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    _runs_and_resumes_exactly(cfg, tmp_path)
     world = World.load(tmp_path / "a")
     assert world.model.cfg.sink_every == 2
     s = world.stream("", config=StreamConfig(rollout=RolloutConfig(sampler="x0", steps=1, text_scale=1.0,

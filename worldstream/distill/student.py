@@ -311,13 +311,20 @@ def fake_score_loss(fake, cfg: StudentTrainConfig, cond: Conditioning, hist_v, h
     return loss
 
 
+def _one_step_rows(x0v: torch.Tensor, real_v: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The predicted and recorded chunks (B, F, C, h, w) of the rows made in one step (t = 1, as the
+    student streams), in fp32; None without such rows (the anchoring losses are then 0)."""
+    one = t == 1
+    return (x0v[one].float(), real_v[one].float()) if one.any() else None
+
+
 def moment_loss(x0v: torch.Tensor, real_v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Squared mismatch of per-channel spatial means and spreads between predicted and recorded chunks
     (B, F, C, h, w), over the rows made in one step (t = 1, as the student streams); 0 without such rows."""
-    one = t == 1
-    if not one.any():
+    rows = _one_step_rows(x0v, real_v, t)
+    if rows is None:
         return x0v.sum() * 0.0
-    p, r = x0v[one].float().flatten(3), real_v[one].float().flatten(3)
+    p, r = rows[0].flatten(3), rows[1].flatten(3)
     return ((p.mean(-1) - r.mean(-1)) ** 2).mean() + ((p.std(-1) - r.std(-1)) ** 2).mean()
 
 
@@ -331,10 +338,10 @@ def detail_energy(z: torch.Tensor) -> torch.Tensor:
 def detail_loss(x0v: torch.Tensor, real_v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """Squared mismatch of per-channel detail energy between predicted and recorded chunks (B, F, C, h, w),
     over the rows made in one step (t = 1); 0 without such rows. Says how much detail, not where."""
-    one = t == 1
-    if not one.any():
+    rows = _one_step_rows(x0v, real_v, t)
+    if rows is None:
         return x0v.sum() * 0.0
-    return ((detail_energy(x0v[one].float()) - detail_energy(real_v[one].float())) ** 2).mean()
+    return ((detail_energy(rows[0]) - detail_energy(rows[1])) ** 2).mean()
 
 
 def real_transitions(video: torch.Tensor, actions: torch.Tensor, n: int,

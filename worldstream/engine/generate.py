@@ -52,6 +52,13 @@ def latents_sha256s(info: dict[str, Any]) -> set[str]:
     return {info["sha256"], info.get("latents_sha256", info["sha256"])}
 
 
+def autoencoder_dir(info: dict[str, Any], base: str | Path | None = None) -> Path:
+    """The folder of an autoencoder a world model names (``meta["latents"][key]``): relative paths (a
+    bundle's) are under ``base``."""
+    p = Path(info["path"])
+    return Path(base) / p if not p.is_absolute() and base is not None else p
+
+
 def load_autoencoders(meta: dict[str, Any], base: str | Path | None = None) -> tuple[torch.nn.Module, torch.nn.Module | None]:
     """The autoencoders a world model was trained with; relative paths (a bundle's) are under ``base``."""
     ident = meta["latents"]
@@ -61,9 +68,7 @@ def load_autoencoders(meta: dict[str, Any], base: str | Path | None = None) -> t
         if info is None:
             out.append(None)
             continue
-        p = Path(info["path"])
-        if not p.is_absolute() and base is not None:
-            p = Path(base) / p
+        p = autoencoder_dir(info, base)
         if not (p / "model.safetensors").exists():
             raise CheckpointError(f"the {key} this model was trained with is missing: {p}")
         if sha256_of(p / "model.safetensors") != info["sha256"]:

@@ -130,7 +130,7 @@ def _adopt_autoencoders(source: str, runs: Path) -> None:
     """Copy a bundle's (or run's) autoencoders into ``runs`` as the pipeline's own, once."""
     import shutil
 
-    from ..engine.generate import load_autoencoders
+    from ..engine.generate import autoencoder_dir, load_autoencoders
 
     src = resolve(source)
     verify(src)
@@ -140,7 +140,7 @@ def _adopt_autoencoders(source: str, runs: Path) -> None:
         dst = runs / key
         if info is None or (dst / "model.safetensors").exists():
             continue
-        p = Path(info["path"]) if Path(info["path"]).is_absolute() else src / info["path"]
+        p = autoencoder_dir(info, src)
         dst.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p / "config.json", dst / "config.json")
         shutil.copyfile(p / "model.safetensors", dst / "model.safetensors")

@@ -96,7 +96,7 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
     normalisation must equal the recorded one's exactly (the latents the model knows), and the bundle
     records the original's SHA-256 as the one its latents were made with (``latents_sha256``; the
     trainers take latent caches made by either, ``engine.generate.latents_sha256s``)."""
-    from ..engine.generate import load_autoencoders, load_world_model
+    from ..engine.generate import autoencoder_dir, load_autoencoders, load_world_model
     from ..engine.stream import check_view
 
     run, out = resolve(run), Path(out)  # "default": the shipped bundle itself (e.g. to give it another view)
@@ -109,10 +109,8 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
     if steps is not None and "rollout" not in meta:
         raise CheckpointError(f"{run}: a teacher has no recommended sampler to set --steps on; pass sampler "
                               "options at run time instead")
-    if video_decoder is not None:
-        info = meta["latents"]["video_ae"]
-        check_same_encoder(Path(info["path"]) if Path(info["path"]).is_absolute() else run / info["path"],
-                           Path(video_decoder))
+    if video_decoder is not None:  # before anything is written: a refused decoder leaves no partial bundle
+        check_same_encoder(autoencoder_dir(meta["latents"]["video_ae"], run), Path(video_decoder))
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -125,7 +123,7 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
         if info is None:
             latents[key] = None
             continue
-        src = Path(info["path"]) if Path(info["path"]).is_absolute() else run / info["path"]
+        src = autoencoder_dir(info, run)
         extra = {}
         if key == "video_ae" and video_decoder is not None:  # (checked above)
             extra = dict(latents_sha256=info.get("latents_sha256", info["sha256"]),  # a second swap keeps the first
