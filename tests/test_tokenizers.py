@@ -359,3 +359,27 @@ def test_softened_latents_lie_between_the_latent_and_its_local_mean_and_need_a_d
     assert torch.allclose(soften_latents(flat, 1.0), flat)
     with pytest.raises(ValueError, match="--decoder-only"):
         dataclasses.replace(_cfg("video", tiny_dataset, 2), latent_blur=0.5)
+
+
+def test_own_latents_paired_only_coarsely_leave_their_detail_to_the_critic(tiny_dataset):
+    """``--own-lowpass k``: a world model's latents are paired with the recorded frames only as k x k means,
+    so a recorded frame that differs from the decoded one only in detail within each block costs nothing
+    (the detail is the critic's to judge), while the full-resolution pairing charges for it; the coarse
+    pairing needs the critic."""
+    from worldstream.tokenizers.video_ae import VideoAE, video_ae_preset
+    from worldstream.train.autoencoder import AETrainConfig, _loss
+
+    torch.manual_seed(0)
+    model = VideoAE(video_ae_preset("tiny"))
+    cfg = AETrainConfig(kind="video", preset="tiny", dataset=str(tiny_dataset), decoder_only=True, init_from="ae",
+                        own_from="model", own_share=0.5, own_lowpass=4, adv_weight=0.5, bf16=False)
+    own = torch.randn(2, 3, 8, 4, 4)
+    with torch.no_grad():
+        y = model.decode(own)
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2).float() * 0.2 - 0.1  # +-0.1, mean 0 per 4 x 4
+    x = y + checker
+    coarse, parts, _ = _loss(cfg, model, x, own=own)
+    full, _, _ = _loss(dataclasses.replace(cfg, own_lowpass=1), model, x, own=own)
+    assert parts["l1_coarse"] < 1e-5 and full.item() > 0.09
+    with pytest.raises(ValueError, match="--adv-weight"):
+        dataclasses.replace(cfg, adv_weight=0.0)

@@ -170,3 +170,91 @@ def test_a_fine_tuned_decoder_goes_into_a_bundle_only_with_the_models_encoder(ti
         dataclasses.replace(cfg, init_from="")
     with pytest.raises(ValueError, match="video autoencoder only"):
         dataclasses.replace(cfg, kind="audio", init_from="x")
+
+
+def test_a_decoder_learns_to_read_a_world_models_own_latents(tiny_teacher, latent_dataset, tmp_path):
+    """``train autoencoder --decoder-only --own-from MODEL``: a pool of the model's own rollouts from
+    recorded frames, each paired with the recorded frames at the same times, made once and kept (the
+    same seed draws the same pool); the decoder learns to return the recorded frames from them, the
+    encoder stays bit for bit, the run resumes exactly; a model of another encoder is refused."""
+    import dataclasses
+
+    import torch
+
+    from worldstream.checkpoint import load_tensors
+    from worldstream.tokenizers.encode import encode_dataset
+    from worldstream.tokenizers.store import load_autoencoder
+    from worldstream.tokenizers.text import sha256_of
+    from worldstream.train import own_latents
+    from worldstream.train.autoencoder import AETrainConfig, train_autoencoder
+
+    torch.set_num_threads(1)
+    orig = latent_dataset.parent / "video"
+    pool = own_latents.make_pool(str(tiny_teacher), str(latent_dataset), "default", "train", 6, 6, seed=0,
+                                 progress=False)
+    assert pool.latents.shape[:2] == (6, 6) and len(pool.starts) == 6
+    again = own_latents.make_pool(str(tiny_teacher), str(latent_dataset), "default", "train", 6, 6, seed=0,
+                                  progress=False)
+    assert torch.equal(pool.latents, again.latents) and pool.starts == again.starts
+    for i, (ep, s) in enumerate(zip(pool.episodes, pool.starts)):  # frame 0 is the recorded one, the rest its own
+        cached = load_tensors(latent_dataset / "latents" / "default" / f"{ep.name}.safetensors")["video"]
+        torch.testing.assert_close(pool.latents[i, 0].float(), cached[s].float(), rtol=0, atol=2e-3)
+        assert np.array_equal(pool.frames(i, 0, 6), ep.frames()[s : s + 6])
+    assert not torch.allclose(pool.latents[:, 1:].float(), torch.stack(
+        [load_tensors(latent_dataset / "latents" / "default" / f"{ep.name}.safetensors")["video"][s + 1 : s + 6]
+         for ep, s in zip(pool.episodes, pool.starts)]).float(), atol=1e-2)
+
+    cfg = AETrainConfig(kind="video", preset="tiny", dataset=str(latent_dataset), steps=40, batch=4, clip_frames=4,
+                        eval_every=40, eval_clips=2, lr=1e-2, warmup=0, ema=0.0, init_from=str(orig), decoder_only=True,
+                        own_from=str(tiny_teacher), own_share=1.0, own_clips=6, own_frames=6)
+    metrics = train_autoencoder(dataclasses.replace(cfg, steps=1), tmp_path / "made", progress=False)
+    assert {"own_psnr", "own_psnr_first4", "own_sharpness", "own_real_sharpness"} <= set(metrics)
+    kept = own_latents.load_pool(tmp_path / "made" / "own_pool", str(latent_dataset))
+    assert torch.equal(kept.latents, pool.latents)  # the run's pool: the same seed, the same rollouts
+
+    # The fixture's autoencoder (2 steps) and teacher say too little about the frames for a decoder to
+    # learn anything in a test, so the run reads a drift it can learn: the teacher named with a better
+    # trained tiny autoencoder, and a pool whose "own" latents are that autoencoder's of the recorded frames,
+    # sign-flipped. A decoder trained on it reads them; one trained as long on the encoder's does not.
+    good = tmp_path / "good_ae"
+    train_autoencoder(AETrainConfig(kind="video", preset="tiny", dataset=str(latent_dataset), steps=60, batch=4,
+                                    clip_frames=2, lr=3e-3, eval_every=60, eval_clips=2), good, progress=False)
+    encode_dataset(latent_dataset, good, latent_dataset.parent / "audio", name="good", progress=False)
+    model = tmp_path / "teacher_good"
+    shutil.copytree(tiny_teacher, model)
+    meta = json.loads((model / "config.json").read_text())
+    meta["latents"]["video_ae"] = {"path": str(good), "sha256": sha256_of(good / "model.safetensors")}
+    (model / "config.json").write_text(json.dumps(meta))
+    recorded = torch.stack([load_tensors(latent_dataset / "latents" / "good" / f"{ep.name}.safetensors")["video"]
+                            [s : s + 6] for ep, s in zip(pool.episodes, pool.starts)])
+    drifted = own_latents.OwnPool(-recorded.float(), pool.episodes, pool.starts)
+    own_latents.save_pool(tmp_path / "dec" / "own_pool", drifted)
+
+    def own_l1(model) -> float:  # how far the decoder's reading of the pool is from the recorded frames
+        y = model.decode(drifted.latents[:, 1:]).clamp(0, 1)
+        x = torch.from_numpy(np.stack([drifted.frames(i, 1, 5) for i in range(6)])).permute(0, 1, 4, 2, 3) / 255.0
+        return (y - x).abs().mean().item()
+
+    read = dataclasses.replace(cfg, init_from=str(good), own_from=str(model), own_latents="good")
+    train_autoencoder(read, tmp_path / "dec", progress=False)
+    train_autoencoder(dataclasses.replace(read, own_from="", own_share=0.0), tmp_path / "plain", progress=False)
+    with torch.no_grad():
+        before, plain, after = (own_l1(load_autoencoder(p)) for p in (good, tmp_path / "plain", tmp_path / "dec"))
+    assert after < 0.6 * before and after < 0.8 * plain, (before, plain, after)  # measured .28, .18, .11
+    a, o = load_tensors(tmp_path / "dec" / "model.safetensors"), load_tensors(good / "model.safetensors")
+    assert all(torch.equal(a[k], o[k]) for k in a if k.startswith("enc") or k.startswith("latent_"))
+
+    half = dataclasses.replace(cfg, steps=6, own_share=0.5)
+    train_autoencoder(half, tmp_path / "straight", progress=False)
+    train_autoencoder(half, tmp_path / "split", progress=False, max_seconds=0.0)  # stop after 1, then resume
+    train_autoencoder(half, tmp_path / "split", progress=False)
+    a, b = (load_tensors(p / "model.safetensors") for p in (tmp_path / "straight", tmp_path / "split"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+    with pytest.raises(CheckpointError, match="--init-from .*encoder differs"):  # the teacher's latents are another's
+        train_autoencoder(dataclasses.replace(cfg, init_from=str(good)), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="--own-from MODEL and --own-share"):
+        dataclasses.replace(cfg, own_from="")
+    with pytest.raises(ValueError, match="--own-from MODEL and --own-share"):
+        dataclasses.replace(cfg, decoder_only=False)

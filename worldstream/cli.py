@@ -262,7 +262,9 @@ def cmd_train(a: argparse.Namespace) -> int:
                             batch=a.batch or defaults[1], clip_frames=a.clip_frames or defaults[2], lr=a.lr, crop=a.crop,
                             eval_every=a.eval_every, bf16=not a.fp32, seed=a.seed, shift_weight=a.shift_weight,
                             init_from=a.init_from or "", decoder_only=a.decoder_only, adv_weight=a.adv_weight,
-                            disc_lr=a.disc_lr, latent_blur=a.latent_blur)
+                            disc_lr=a.disc_lr, latent_blur=a.latent_blur, own_from=a.own_from or "",
+                            own_share=a.own_share, own_latents=a.own_latents, own_clips=a.own_clips,
+                            own_frames=a.own_frames, own_lowpass=a.own_lowpass)
         metrics = train_autoencoder(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None)
     elif a.what == "student":
         from .distill.student import StudentTrainConfig, train_student
@@ -520,6 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
     ta.add_argument("--latent-blur", type=float, default=0.0,
                     help="--decoder-only: share of clips decoded from latents softened toward their 3x3 mean (a world "
                          "model's own latents are softer than the encoder's); 0 = off")
+    ta.add_argument("--own-from", help="--decoder-only: a world model (folder or 'default') whose own rollouts' latents "
+                                       "the decoder also learns to read, paired with the recorded frames")
+    ta.add_argument("--own-share", type=float, default=0.0, help="--own-from: share of steps that decode its latents")
+    ta.add_argument("--own-latents", default="default", help="--own-from: the latent cache of --data its rollouts start from")
+    ta.add_argument("--own-clips", type=int, default=512, help="--own-from: own rollouts in the pool (made once, kept in --out)")
+    ta.add_argument("--own-frames", type=int, default=16, help="--own-from: frames per own rollout, the recorded first included")
+    ta.add_argument("--own-lowpass", type=int, default=1,
+                    help="--own-from: pair its latents with the recorded frames only at k x k means, the critic judging "
+                         "detail (needs --adv-weight); 1 = L1 + SSIM at full resolution")
     ta.set_defaults(fn=cmd_train)
     tt = tsub.add_parser("teacher", help="the many-step Omni teacher on a latent cache (also under torchrun)")
     tt.add_argument("--data", required=True, help="dataset folder(s) with a latent cache (worldstream encode); several, comma-separated, train together")

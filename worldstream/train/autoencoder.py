@@ -15,7 +15,9 @@ the encoder and the latent normalisation stay bit for bit, so every latent datas
 model trained on them stay valid, and ``worldstream export --video-decoder`` can put the new
 decoder into a world model's bundle. With ``adv_weight`` it is the decoder half of the VQGAN /
 latent-diffusion recipe (a patch discriminator beside L1 + SSIM, ``tokenizers.patch_gan``): the
-L1 + SSIM decoder returns the overworld's texture about 4x softer than it was given.
+L1 + SSIM decoder returns the overworld's texture about 4x softer than it was given. With
+``own_from`` it also learns to read a world model's own latents, which drift in ways the encoder's never
+do, from rollouts paired with the recorded frames (``train.own_latents``).
 """
 from __future__ import annotations
 
@@ -80,6 +82,16 @@ class AETrainConfig:
     # random amount in [0, 1] (``soften_latents``): a world model's own latents are softer than the
     # encoder's, and the decoder is asked to return the real frame from them anyway
     latent_blur: float = 0.0
+    # decoder-only: a world model (run, bundle or "default") whose own rollouts' latents the decoder also
+    # learns to read, each paired with the recorded frames at the same times (``train.own_latents``)
+    own_from: str = ""
+    own_share: float = 0.0  # share of steps that decode the world model's own latents instead of the encoder's
+    own_latents: str = "default"  # the latent cache of ``dataset`` its rollouts start from
+    own_clips: int = 512  # own rollouts in the pool (made once, saved in the run folder)
+    own_frames: int = 16  # frames per own rollout, the recorded first one included
+    # > 1: own latents are paired with the recorded frames only at this coarser scale (L1 of k x k means),
+    # the critic (``adv_weight``) judging their detail; 1: L1 + SSIM at full resolution, as for the encoder's
+    own_lowpass: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in ("video", "audio"):
@@ -94,13 +106,22 @@ class AETrainConfig:
             raise ValueError("--latent-blur trains the decoder on softened latents: with --decoder-only only")
         if not 0 <= self.latent_blur <= 1:
             raise ValueError(f"latent_blur {self.latent_blur}: a share of clips in [0, 1]")
+        if (self.own_from or self.own_share) and not (self.decoder_only and self.own_from and 0 < self.own_share <= 1):
+            raise ValueError("--own-from MODEL and --own-share S (0 < S <= 1) go together, with --decoder-only: the "
+                             "decoder learns to read that world model's latents")
+        if self.own_lowpass < 1 or (self.own_lowpass > 1 and not (self.own_from and self.adv_weight)):
+            raise ValueError(f"--own-lowpass {self.own_lowpass}: a factor >= 1; above 1 it pairs only the coarse picture "
+                             "of --own-from's latents and leaves their detail to the critic: needs --adv-weight")
         if self.shift_weight and (self.decoder_only or self.adv_weight):
             raise ValueError("the shift loss trains the encoder: not with --decoder-only or --adv-weight")
-        require_counts(self, positive=("steps", "batch", "clip_frames", "eval_every"),
+        require_counts(self, positive=("steps", "batch", "clip_frames", "eval_every", "own_clips", "own_frames"),
                        nonnegative=("lr", "warmup", "crop", "adv_weight", "disc_lr"))
 
 
 DISC = "discriminator"  # sub-folder: the patch critic and its optimizer (to resume)
+OWN = "own_pool"  # sub-folder: the world model's own rollouts (``own_from``), made once
+OWN_HELDOUT = "own_pool_heldout"  # ... from held-out episodes, for the evaluation
+OWN_EVAL_CLIPS = 16
 
 
 def _build(cfg: AETrainConfig) -> torch.nn.Module:
@@ -139,9 +160,10 @@ def shift_residual(z0: torch.Tensor, z1: torch.Tensor, zt: torch.Tensor) -> torc
     return (z1[..., 1:-1, 1:-1] - zt[..., 1:, 1:]).pow(2).mean() / z0.detach().var().clamp_min(1e-6)
 
 
-def _loss(cfg: AETrainConfig, model, x: torch.Tensor,
-          disc: PatchDiscriminator | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
-    """(loss, logged parts, the decoded frames (N, 3, H, W) for the critic's step, or None without one)."""
+def _loss(cfg: AETrainConfig, model, x: torch.Tensor, disc: PatchDiscriminator | None = None,
+          own: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], torch.Tensor | None]:
+    """(loss, logged parts, the decoded frames (N, 3, H, W) for the critic's step, or None without one).
+    ``own``: a world model's normalised latents of the frames ``x``, decoded in place of the encoder's."""
     mc = model.cfg
     parts: dict[str, float] = {}
     moved = None
@@ -157,7 +179,10 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor,
         moved = (dy, dx)
         x = torch.cat([x[..., :ch, :cw], x[..., dy : dy + ch, dx : dx + cw]])  # unmoved and moved, one pass
     with autocast("cpu", cfg.bf16):
-        if cfg.latent_blur:  # (decoder-only: the encoder has no gradient to give)
+        if own is not None:  # (decoder-only; no latent noise: a world model's latents bring their own)
+            z = own * model.latent_std[:, None, None] + model.latent_mean[:, None, None]
+            y = model.decode_raw(z)
+        elif cfg.latent_blur:  # (decoder-only: the encoder has no gradient to give)
             z = soften_latents(model.encode_raw(x), cfg.latent_blur)
             sigma = mc.latent_noise * torch.rand(z.shape[0], 1, 1, 1, 1) * z.detach().float().std()
             y = model.decode_raw(z + sigma * torch.randn_like(z))  # the noise ``VideoAE.forward`` adds
@@ -166,10 +191,18 @@ def _loss(cfg: AETrainConfig, model, x: torch.Tensor,
     y, z = y.float(), z.float()
     reg = mc.latent_l2 * z.pow(2).mean()
     if cfg.kind == "video":
-        l1 = F.l1_loss(y, x)
-        s = ssim(y.flatten(0, 1).clamp(0, 1), x.flatten(0, 1))
-        loss = l1 + cfg.ssim_weight * (1 - s) + reg
-        parts.update(l1=l1.item(), ssim=s.item())
+        if own is not None and cfg.own_lowpass > 1:
+            # only the coarse picture is paired: the own latent's fine detail is the model's guess, and the truth's
+            # fine detail after it only asks for their mean, a blur (measured: log.md); the critic asks for texture
+            k = cfg.own_lowpass
+            l1 = F.l1_loss(F.avg_pool2d(y.flatten(0, 1), k), F.avg_pool2d(x.flatten(0, 1), k))
+            loss = l1 + reg
+            parts.update(l1_coarse=l1.item())
+        else:
+            l1 = F.l1_loss(y, x)
+            s = ssim(y.flatten(0, 1).clamp(0, 1), x.flatten(0, 1))
+            loss = l1 + cfg.ssim_weight * (1 - s) + reg
+            parts.update(l1=l1.item(), ssim=s.item())
         if disc is not None:  # the decoder is also asked for frames the patch critic takes for real
             frames = y.flatten(0, 1)
             with autocast("cpu", cfg.bf16):
@@ -224,6 +257,19 @@ def evaluate(kind: str, model, x: torch.Tensor) -> dict[str, float]:
         return {"psnr": psnr(yc, x), "ssim": ssim(yc.flatten(0, 1), x.flatten(0, 1)).item(),
                 "sharpness": laplacian_sharpness(yc), "real_sharpness": laplacian_sharpness(x), **shift}
     return {"spectral_distance_db": spectral_distance(y, x), "si_snr_db": si_snr(y, x)}
+
+
+@torch.no_grad()
+def evaluate_own(model, pool) -> dict[str, float]:
+    """How the decoder reads a world model's own rollouts (``train.own_latents``): each whole rollout
+    decoded as it streams, its own frames (all, and the first 4) against the recorded ones."""
+    model.eval()
+    y = model.decode(pool.latents.float()).clamp(0, 1)[:, 1:]
+    F = y.shape[1]
+    x = torch.stack([torch.from_numpy(pool.frames(i, 1, F)) for i in range(len(pool.starts))])
+    x = x.permute(0, 1, 4, 2, 3).float() / 255.0
+    return {"own_psnr": psnr(y, x), "own_psnr_first4": psnr(y[:, :4], x[:, :4]),
+            "own_sharpness": laplacian_sharpness(y), "own_real_sharpness": laplacian_sharpness(x)}
 
 
 def soften_latents(z: torch.Tensor, share: float) -> torch.Tensor:
@@ -305,6 +351,15 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     heldout = ClipSampler(cfg.dataset, "heldout", cfg.clip_frames, seed=cfg.seed + 1, with_frames=video, with_audio=not video)
     eval_x = _batch(cfg, heldout, cfg.eval_clips, fixed=True)
     stats_x = _batch(cfg, train, 16, fixed=True)
+    own_pool = own_eval = None
+    if cfg.own_from:  # a world model's own latents, paired with the recorded frames (made once, then read)
+        from . import own_latents
+
+        own_latents.check_world_model(cfg.own_from, cfg.init_from)
+        own_pool = own_latents.pool(out / OWN, cfg.own_from, cfg.dataset, cfg.own_latents, "train", cfg.own_clips,
+                                    cfg.own_frames, cfg.seed, progress)
+        own_eval = own_latents.pool(out / OWN_HELDOUT, cfg.own_from, cfg.dataset, cfg.own_latents, "heldout",
+                                    OWN_EVAL_CLIPS, cfg.own_frames, cfg.seed + 1, progress)
     step, metrics = 0, {}
     if has_run(out):
         if disc is not None:
@@ -320,10 +375,16 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     t_start = t_save = time.perf_counter()
     while step < cfg.steps:
         model.train()
-        x = _batch(cfg, train, cfg.batch, align=model.cfg.spatial if video else 1)
+        own = None
+        pick = np.random.default_rng((cfg.seed, step))  # own draws by step: a resumed run draws the same
+        if own_pool is not None and pick.random() < cfg.own_share:
+            own, x = own_latents.draw(own_pool, pick, cfg.batch, cfg.clip_frames, cfg.crop, model.cfg.spatial,
+                                      align=model.cfg.spatial)
+        else:
+            x = _batch(cfg, train, cfg.batch, align=model.cfg.spatial if video else 1)
         if disc is not None:
             disc.requires_grad_(False)  # the decoder's step reads the critic; only the critic's own step trains it
-        loss, parts, fake = _loss(cfg, model, x, disc)
+        loss, parts, fake = _loss(cfg, model, x, disc, own)
         optimizer_step(model, opt, loss, _lr(cfg, step), ema, cfg.ema, step)
         if disc is not None:
             disc.requires_grad_(True)
@@ -340,6 +401,8 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
         last = step == cfg.steps
         if step % cfg.eval_every == 0 or last:
             metrics = {"step": step, **evaluate(cfg.kind, ema, eval_x)}
+            if own_eval is not None:
+                metrics.update(evaluate_own(ema, own_eval))
             log.write(json.dumps({"eval": metrics}) + "\n")
             log.flush()
             if bar is not None:

@@ -62,20 +62,21 @@ def verify(folder: str | Path) -> None:
                               "re-run `worldstream export`) or name another checkpoint")
 
 
-def check_same_encoder(original: Path, tuned: Path) -> None:
+def check_same_encoder(original: Path, tuned: Path, flag: str = "--video-decoder") -> None:
     """``tuned`` (a video autoencoder run) encodes exactly as ``original`` does: same config, the same
-    encoder weights and latent normalisation bit for bit; else a clear error."""
+    encoder weights and latent normalisation bit for bit; else a clear error naming ``flag``, the option
+    that named ``tuned``."""
     from ..tokenizers.store import load_autoencoder
 
     if not (tuned / "model.safetensors").exists():
-        raise CheckpointError(f"--video-decoder {tuned}: no model.safetensors there (a video autoencoder run folder?)")
+        raise CheckpointError(f"{flag} {tuned}: no model.safetensors there (a video autoencoder run folder?)")
     a, b = load_autoencoder(original, "video_ae"), load_autoencoder(tuned, "video_ae")
     if a.cfg != b.cfg:
-        raise CheckpointError(f"--video-decoder {tuned}: another autoencoder shape ({b.cfg}) than the model's ({a.cfg})")
+        raise CheckpointError(f"{flag} {tuned}: another autoencoder shape ({b.cfg}) than the model's ({a.cfg})")
     sa, sb = a.state_dict(), b.state_dict()
     differ = [k for k in sa if (k.startswith("enc") or k.startswith("latent_")) and not torch.equal(sa[k], sb[k])]
     if differ:
-        raise CheckpointError(f"--video-decoder {tuned}: its encoder differs from the one this model's latents were "
+        raise CheckpointError(f"{flag} {tuned}: its encoder differs from the one this model's latents were "
                               f"made with ({len(differ)} tensors, e.g. {differ[0]}); fine-tune the decoder alone with "
                               f"`worldstream train autoencoder --decoder-only --init-from {original}`")
 
