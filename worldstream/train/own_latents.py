@@ -12,7 +12,9 @@ from the model's latent of it. Early in a rollout the latent still follows the r
 says what the drift hid; later the truth has moved on, and a full-resolution pairing asks for the
 conditional mean: measured, it gains 0.9 dB on held-out rollouts by blurring them 35%. Pairing only
 the coarse picture (``own_lowpass``: L1 of 4 x 4 means) and leaving the detail to the patch critic
-(``adv_weight``) gains 0.6 dB and sharpens them 40% (log.md, thirty-ninth session).
+(``adv_weight``) gains 0.6 dB and sharpens them 40%, but on a long walk's latents, further drifted than
+the pool's, the critic then lays a fine speckle over the scene, and a decoder that reads own latents
+reads the encoder's (a stream's first frames) worse: not shipped (log.md, thirty-ninth session).
 
 The pool is made once per run (``own_clips`` rollouts, batched) and saved in the run folder, so a
 resumed run reads the same pairs.
