@@ -182,6 +182,7 @@ def test_a_decoder_learns_to_read_a_world_models_own_latents(tiny_teacher, laten
     import torch
 
     from worldstream.checkpoint import load_tensors
+    from worldstream.data.format import DatasetError
     from worldstream.tokenizers.encode import encode_dataset
     from worldstream.tokenizers.store import load_autoencoder
     from worldstream.tokenizers.text import sha256_of
@@ -211,6 +212,13 @@ def test_a_decoder_learns_to_read_a_world_models_own_latents(tiny_teacher, laten
     assert {"own_psnr", "own_psnr_first4", "own_sharpness", "own_real_sharpness"} <= set(metrics)
     kept = own_latents.load_pool(tmp_path / "made" / "own_pool", str(latent_dataset))
     assert torch.equal(kept.latents, pool.latents)  # the run's pool: the same seed, the same rollouts
+    with pytest.raises(DatasetError, match="not 6 of 5; delete it"):  # a kept pool made with other settings
+        own_latents.pool(tmp_path / "made" / "own_pool", str(tiny_teacher), str(latent_dataset), "default", "train", 6,
+                         5, 0, progress=False)
+    with pytest.raises(CheckpointError, match="--own-from .*no world model checkpoint"):
+        own_latents.check_world_model(str(tmp_path / "nothing"), orig)
+    with pytest.raises(DatasetError, match="pass --own-latents NAME"):
+        own_latents.make_pool(str(tiny_teacher), str(latent_dataset), "nope", "train", 2, 4, seed=0, progress=False)
 
     # The fixture's autoencoder (2 steps) and teacher say too little about the frames for a decoder to
     # learn anything in a test, so the run reads a drift it can learn: the teacher named with a better

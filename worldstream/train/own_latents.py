@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import load_tensors, save_tensors
+from ..checkpoint import CheckpointError, load_tensors, save_tensors
 from ..data.format import Dataset, DatasetError
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
@@ -55,6 +55,9 @@ def check_world_model(model: str, autoencoder: str | Path) -> Path:
     """The world model's folder, once its latents are known to be ``autoencoder``'s: same encoder, same
     normalisation (else its own latents would mean something else to this decoder)."""
     path = resolve(model)
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"--own-from {model}: no world model checkpoint there (no config.json); name a run "
+                              "folder, a bundle (worldstream export) or 'default'")
     meta = json.loads((path / "config.json").read_text())
     info = meta.get("latents", {}).get("video_ae")
     if info is None:
@@ -70,7 +73,10 @@ def make_pool(model: str, dataset: str, latents: str, split: str, clips: int, fr
     frames of ``dataset``'s ``split`` (latent cache ``latents``), with their keys and caption, 1 step a
     frame (how the shipped student streams); a fixed seed draws the same pool."""
     wm, meta = load_world_model(model)
-    source = LatentClips(dataset, latents, split, frames, seed=seed)
+    try:
+        source = LatentClips(dataset, latents, split, frames, seed=seed)
+    except DatasetError as e:  # (its advice names the trainers' --latents; here the option is --own-latents)
+        raise DatasetError(str(e).replace("--latents", "--own-latents")) from None
     sha = source.ident.get("video_ae", {}).get("sha256")
     if sha not in latents_sha256s(meta["latents"]["video_ae"]):
         raise DatasetError(f"latent cache {latents!r} of {dataset} was not made with {model}'s video autoencoder; "
@@ -124,7 +130,11 @@ def pool(path: Path, model: str, dataset: str, latents: str, split: str, clips: 
     """The pool saved at ``path``, made there first if it is not yet."""
     if not (path / "index.json").exists():
         save_pool(path, make_pool(model, dataset, latents, split, clips, frames, seed, progress=progress))
-    return load_pool(path, dataset)
+    kept = load_pool(path, dataset)
+    if tuple(kept.latents.shape[:2]) != (clips, frames):
+        raise DatasetError(f"{path} holds {kept.latents.shape[0]} rollouts of {kept.latents.shape[1]} frames, not "
+                           f"{clips} of {frames}; delete it to make the pool anew, or train into another --out")
+    return kept
 
 
 def draw(pool: OwnPool, rng: np.random.Generator, n: int, clip_frames: int, crop: int, spatial: int,
