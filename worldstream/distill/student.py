@@ -69,7 +69,7 @@ from ..config import require_counts, to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
 from ..diffusion.flow import guide, interpolate, randn, velocity_target, x0_from_velocity
-from ..engine.generate import latents_sha256s, load_world_model
+from ..engine.generate import load_world_model, reads_latents
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, own_rollout, prefill
 from ..model.omni import Omni, degrade_at_level, previous_frames
 from ..train.state import cosine_lr, has_run, optimizer_step, resume_run, save_run, schedule_step, train_device
@@ -511,7 +511,7 @@ def train_student(cfg: StudentTrainConfig, out: str | Path, progress: bool = Tru
     frames = (max(cfg.history, cfg.rollout_chunks) + 1) * cf
     train = LatentClips(cfg.dataset, cfg.latents, "train", frames, seed=cfg.seed, change_share=cfg.change_share)
     heldout = LatentClips(cfg.dataset, cfg.latents, "heldout", frames, seed=cfg.seed + 1)
-    if train.ident.get("video_ae", {}).get("sha256") not in latents_sha256s(tmeta["latents"]["video_ae"]):
+    if not reads_latents(tmeta, train.ident):
         raise ValueError(f"latent cache {cfg.latents!r} was not made with the teacher's video autoencoder; "
                          "encode the data with the teacher's autoencoders")
     prompts = PromptBank()

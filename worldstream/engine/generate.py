@@ -52,6 +52,13 @@ def latents_sha256s(info: dict[str, Any]) -> set[str]:
     return {info["sha256"], info.get("latents_sha256", info["sha256"])}
 
 
+def reads_latents(meta: dict[str, Any], ident: dict[str, Any]) -> bool:
+    """Whether a world model (its ``meta``) reads the latents of a cache (its ``config.json``, ``ident``):
+    the cache's video autoencoder is the model's, or the one its fine-tuned decoder replaced."""
+    info = meta.get("latents", {}).get("video_ae")
+    return info is not None and ident.get("video_ae", {}).get("sha256") in latents_sha256s(info)
+
+
 def autoencoder_dir(info: dict[str, Any], base: str | Path | None = None) -> Path:
     """The folder of an autoencoder a world model names (``meta["latents"][key]``): relative paths (a
     bundle's) are under ``base``."""

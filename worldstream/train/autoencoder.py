@@ -376,8 +376,8 @@ def train_autoencoder(cfg: AETrainConfig, out: str | Path, progress: bool = True
     while step < cfg.steps:
         model.train()
         own = None
-        pick = np.random.default_rng((cfg.seed, step))  # own draws by step: a resumed run draws the same
-        if own_pool is not None and pick.random() < cfg.own_share:
+        pick = np.random.default_rng((cfg.seed, step)) if own_pool is not None else None  # by step: a resume draws the same
+        if pick is not None and pick.random() < cfg.own_share:
             own, x = own_latents.draw(own_pool, pick, cfg.batch, cfg.clip_frames, cfg.crop, model.cfg.spatial,
                                       align=model.cfg.spatial)
         else:

@@ -22,17 +22,16 @@ resumed run reads the same pairs.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointError, load_tensors, save_tensors
+from ..checkpoint import CheckpointError, load_json, load_tensors, save_json, save_tensors
 from ..data.format import Dataset, DatasetError
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
-from ..engine.generate import autoencoder_dir, latents_sha256s, load_world_model
+from ..engine.generate import autoencoder_dir, load_world_model, reads_latents
 from ..engine.rollout import Conditioning, own_rollout
 from ..weights import check_same_encoder, resolve
 
@@ -58,8 +57,7 @@ def check_world_model(model: str, autoencoder: str | Path) -> Path:
     if not (path / "config.json").exists():
         raise CheckpointError(f"--own-from {model}: no world model checkpoint there (no config.json); name a run "
                               "folder, a bundle (worldstream export) or 'default'")
-    meta = json.loads((path / "config.json").read_text())
-    info = meta.get("latents", {}).get("video_ae")
+    info = load_json(path / "config.json").get("latents", {}).get("video_ae")
     if info is None:
         raise ValueError(f"--own-from {model}: not a world model checkpoint with a video autoencoder")
     check_same_encoder(autoencoder_dir(info, path), Path(autoencoder), flag="--init-from")
@@ -77,8 +75,7 @@ def make_pool(model: str, dataset: str, latents: str, split: str, clips: int, fr
         source = LatentClips(dataset, latents, split, frames, seed=seed)
     except DatasetError as e:  # (its advice names the trainers' --latents; here the option is --own-latents)
         raise DatasetError(str(e).replace("--latents", "--own-latents")) from None
-    sha = source.ident.get("video_ae", {}).get("sha256")
-    if sha not in latents_sha256s(meta["latents"]["video_ae"]):
+    if not reads_latents(meta, source.ident):
         raise DatasetError(f"latent cache {latents!r} of {dataset} was not made with {model}'s video autoencoder; "
                            f"encode it with that model's autoencoders (worldstream encode)")
     if len(source.buckets) > 1:
@@ -111,12 +108,11 @@ def make_pool(model: str, dataset: str, latents: str, split: str, clips: int, fr
 def save_pool(path: Path, pool: OwnPool) -> None:
     path.mkdir(parents=True, exist_ok=True)
     save_tensors(path / "latents.safetensors", {"latents": pool.latents.contiguous()})
-    (path / "index.json").write_text(json.dumps({"episodes": [ep.name for ep in pool.episodes],
-                                                 "starts": pool.starts}))
+    save_json(path / "index.json", {"episodes": [ep.name for ep in pool.episodes], "starts": pool.starts})
 
 
 def load_pool(path: Path, dataset: str) -> OwnPool:
-    index = json.loads((path / "index.json").read_text())
+    index = load_json(path / "index.json")
     by_name = {ep.name: ep for split in ("train", "heldout") for ep in Dataset(dataset).split(split)}
     missing = [n for n in index["episodes"] if n not in by_name]
     if missing:
@@ -129,7 +125,9 @@ def pool(path: Path, model: str, dataset: str, latents: str, split: str, clips: 
          progress: bool = True) -> OwnPool:
     """The pool saved at ``path``, made there first if it is not yet."""
     if not (path / "index.json").exists():
-        save_pool(path, make_pool(model, dataset, latents, split, clips, frames, seed, progress=progress))
+        made = make_pool(model, dataset, latents, split, clips, frames, seed, progress=progress)
+        save_pool(path, made)
+        return made
     kept = load_pool(path, dataset)
     if tuple(kept.latents.shape[:2]) != (clips, frames):
         raise DatasetError(f"{path} holds {kept.latents.shape[0]} rollouts of {kept.latents.shape[1]} frames, not "

@@ -35,7 +35,7 @@ from ..checkpoint import load_json
 from ..config import require_counts, to_dict
 from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
-from ..engine.generate import latents_sha256s, load_world_model
+from ..engine.generate import load_world_model, reads_latents
 from ..engine.rollout import Conditioning, one_step_guesses
 from ..diffusion.flow import change_loss_weight, interpolate, sample_t_logit_normal, velocity_target
 from ..model.omni import PREV_NOISE_MAX, Omni, degrade_at_level, degrade_prev, omni_preset, previous_frames
@@ -356,8 +356,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         guesser, gmeta = load_world_model(cfg.prev_own_from)
         if not guesser.cfg.prev_frame or guesser.cfg.latent_channels != mcfg.latent_channels:
             raise ValueError(f"prev_own_from {cfg.prev_own_from}: needs a prev-frame student of this data's latents")
-        made_by = latents_sha256s(gmeta.get("latents", {}).get("video_ae") or {"sha256": None})
-        if latents_ident.get("video_ae", {}).get("sha256") not in made_by:
+        if not reads_latents(gmeta, latents_ident):
             raise ValueError(f"prev_own_from {cfg.prev_own_from}: its video autoencoder is not the one of these latents")
         guesser.requires_grad_(False).eval().to(dev)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
