@@ -96,7 +96,7 @@ def export_bundle(run: str | Path, out: str | Path, half: bool = True, steps: in
     (``train autoencoder --decoder-only``) goes into the bundle in its place; its encoder and latent
     normalisation must equal the recorded one's exactly (the latents the model knows), and the bundle
     records the original's SHA-256 as the one its latents were made with (``latents_sha256``; the
-    trainers take latent caches made by either, ``engine.generate.latents_sha256s``)."""
+    trainers take latent caches made by either, ``engine.generate.reads_latents``)."""
     from ..engine.generate import autoencoder_dir, load_autoencoders, load_world_model
     from ..engine.stream import check_view
 
