@@ -1,0 +1,253 @@
+"""Is the f8 latent what makes a walking world dissolve? The same world model trained on the same
+clips for the same wall time, once on the video autoencoder's latents and once on raw pixels.
+
+Why: a walking view scrolls 1 px a frame, an eighth of a latent cell, and the f8 autoencoder
+aliases under such moves (a frame moved by 2 px encodes almost half as far from the unmoved
+latent as an unrelated frame does; log.md, fourteenth session), so predicting the next latent is
+learning a different non-linear map at each of 8 sub-cell phases. In pixels the same move is a
+fixed linear map of a patch and its neighbour, and no decoder caps the detail (the shipped one
+returns texture 4x softer than it was given; thirty-eighth session). JiT (Li & He 2025, "Back to
+Basics: Let Denoising Generative Models Denoise") shows patch-16 transformers that predict clean
+pixels directly work.
+
+Both models are the shipped world model's shape (``Omni``, width 256, depth 8, 64 tokens a
+frame: latents 16 x 16 x 16 in 2 x 2 patches, pixels 128 x 128 x 3 in 16 x 16 patches, no
+text, no sound, window 4), their output read as the clean frame (x-prediction, ``XPred``), trained
+as the 1-step student streams: each frame's clean guess from pure noise (t = 1) given 1-5 clean
+frames before it and the recorded actions, regressed onto the recorded frame; a share
+``--own`` of batches gives it its own guesses as the history, made without gradient from one
+recorded frame (self-forcing; the recorded frame is the target). Then 48-frame walks from one
+held-out frame under the recorded keys, as ``bench/rollout_vs_still.py`` measures them.
+
+    .venv/bin/python bench/pixel_vs_latent.py --data pipeline/data/overworld --latents pipeline \\
+        --minutes 22 --lr 5e-4 --out pipeline/exp/pixels40   # then again with --resume --minutes 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from rollout_vs_still import AT, psnr, sheet_frames, starts  # noqa: E402
+
+from worldstream.checkpoint import load_tensors, save_tensors  # noqa: E402
+from worldstream.data.format import Dataset  # noqa: E402
+from worldstream.data.latents import LatentClips  # noqa: E402
+from worldstream.data.png import grid, save_png  # noqa: E402
+from worldstream.device import autocast  # noqa: E402
+from worldstream.engine.generate import load_autoencoders, load_world_model  # noqa: E402
+from worldstream.engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, prefill  # noqa: E402
+from worldstream.eval.stream import sharpness  # noqa: E402
+from worldstream.model.omni import Omni, OmniConfig  # noqa: E402
+from worldstream.weights import resolve  # noqa: E402
+
+MAX_HISTORY = 5
+
+
+class Pixels:
+    """Frames as the model's 'latents': (F, 3, H, W), each colour channel normalised to unit variance."""
+
+    def __init__(self, frames: np.ndarray):
+        x = torch.from_numpy(np.asarray(frames[:: max(1, len(frames) // 2000)])).float() / 255
+        self.mean = x.mean((0, 1, 2)).view(3, 1, 1)
+        self.std = x.std((0, 1, 2)).view(3, 1, 1)
+
+    def encode(self, frames: np.ndarray) -> torch.Tensor:  # (F, H, W, 3) uint8 -> (F, 3, H, W)
+        x = torch.from_numpy(np.asarray(frames)).float().permute(0, 3, 1, 2) / 255
+        return (x - self.mean) / self.std
+
+    def decode(self, z: torch.Tensor) -> np.ndarray:  # (F, 3, H, W) -> (F, H, W, 3) uint8
+        x = (z.float() * self.std + self.mean).clamp(0, 1)
+        return (x.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+
+
+class Latents:
+    def __init__(self, vae):
+        self.vae = vae
+
+    @torch.no_grad()
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.asarray(frames)).float().permute(0, 3, 1, 2)[None] / 255
+        return self.vae.encode(x)[0]
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> np.ndarray:
+        x = self.vae.decode(z[None].float())[0].clamp(0, 1)
+        return (x.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+
+
+class XPred(Omni):
+    """The same network with its output read as the clean frame (x-prediction) and turned into the
+    velocity the samplers integrate, v = (x_t - x0) / t. A velocity network's clean guess at t = 1 is
+    x_1 - v: it must carry its input noise through the network exactly, and a 16 x 16 x 3 pixel patch
+    (768 numbers) through a 256-wide residual stream cannot; its first try here plateaued at 0.73 of
+    the pixels' variance, the share of the noise outside 256 of 768 dimensions (JiT's argument)."""
+
+    def forward(self, video, t_video, *args, **kwargs):
+        out_v, out_a = super().forward(video, t_video, *args, **kwargs)
+        t = t_video.repeat_interleave(self.cfg.chunk_frames, 1)[:, :, None, None, None].to(out_v.dtype)
+        return (video - out_v) / t.clamp_min(1e-3), out_a
+
+
+def model_for(kind: str) -> Omni:
+    c, p = (16, 2) if kind == "latent" else (3, 16)
+    torch.manual_seed(0)
+    return XPred(OmniConfig(width=256, depth=8, heads=4, latent_channels=c, patch=p, audio_channels=0,
+                           window=4, sinks=0, memory_topk=0))
+
+
+def guess(model: Omni, hist: torch.Tensor, target_noise: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """The clean guess of the frame after ``hist`` (B, k, C, h, w) from pure noise, as the 1-step x0 sampler makes it."""
+    B, k = hist.shape[:2]
+    video = torch.cat([hist, target_noise[:, None]], 1)
+    t = torch.cat([torch.zeros(B, k), torch.ones(B, 1)], 1)
+    v, _ = model(video=video, t_video=t, actions=actions[:, : k + 1])
+    return target_noise - v[:, -1].float()
+
+
+@torch.no_grad()
+def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` frames after ``first`` (B, C, h, w) under ``actions`` (B, n + 1; actions[:, f] made frame f),
+    streamed with the KV cache as the engine streams a 1-step student."""
+    rcfg = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
+    branches = make_branches(model, rcfg)
+    cond = Conditioning(None, None, None, actions)
+    prefill(model, branches, cond, first[:, None], None)
+    g = torch.Generator().manual_seed(seed)
+    out = [first[:, None]]
+    for c in range(1, n + 1):
+        v, _ = generate_chunk(model, branches, rcfg, cond, c, tuple(first.shape[1:]), g, defer=True)
+        out.append(v.float())
+    return torch.cat(out, 1)
+
+
+def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
+          out: Path, log, done: int = 0) -> dict:
+    rng = np.random.default_rng(done)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    t_end, step, hist = time.time() + 60 * minutes, 0, []
+    while time.time() < t_end:
+        k = int(rng.integers(1, MAX_HISTORY + 1))  # history length of this batch
+        clips, acts = [], []
+        for _ in range(batch):
+            it = data[int(rng.integers(len(data)))]
+            s = int(rng.integers(len(it["video"]) - k))
+            clips.append(it["video"][s : s + k + 1])
+            acts.append(it["actions"][s : s + k + 1])
+        x, a = torch.stack(clips).float(), torch.stack(acts)
+        own_batch = rng.random() < own and k > 1
+        model.train()
+        with autocast("cpu", True):
+            hist_v = x[:, :k]
+            if own_batch:  # its own guesses after the first recorded frame (no gradient), as it streams
+                model.eval()
+                with torch.no_grad():
+                    hist_v = walk(model, x[:, 0], a, k - 1, seed=step)
+                model.train()
+            noise = torch.randn_like(x[:, k])
+            pred = guess(model, hist_v, noise, a)
+            loss = torch.nn.functional.mse_loss(pred, x[:, k])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for g in opt.param_groups:  # warm up for 50 steps, then constant
+            g["lr"] = lr * min(1.0, (step + 1) / 50)
+        opt.step()
+        hist.append((step, k, own_batch, float(loss)))
+        step += 1
+        if step % 50 == 0:
+            recent = [h[3] for h in hist[-50:] if not h[2]]
+            log(f"{kind} step {step} loss (real history, last 50) {np.mean(recent):.4f} "
+                f"{(t_end - time.time()) / 60:.1f} min left")
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_tensors(out / f"{kind}.safetensors", {**state, "trained_steps": torch.tensor(done + step)})
+    return {"steps": done + step, "losses": hist}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--latents", required=True, help="latent cache name of the shipped autoencoder")
+    ap.add_argument("--minutes", type=float, default=25.0, help="training wall time per model")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--own", type=float, default=0.25, help="share of batches with its own history")
+    ap.add_argument("--kinds", default="pixel,latent")
+    ap.add_argument("--resume", action="store_true",
+                    help="go on from the weights in --out (Adam's moments start again, with the warm-up)")
+    ap.add_argument("--starts", type=int, default=12)
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logf = open(out / "log.txt", "a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        logf.write(msg + "\n")
+        logf.flush()
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    _, meta = load_world_model(None)
+    vae, _ = load_autoencoders(meta, resolve(None))  # the shipped decoder; its encoder made the cache
+    vae.eval()
+    clips = LatentClips(a.data, a.latents, "train", MAX_HISTORY + 1)
+    frames_all = [it["episode"].frames() for it in clips.items]
+    pix = Pixels(np.concatenate([f[::50] for f in frames_all]))
+    lat = Latents(vae)
+    tests = starts(Dataset(a.data), a.starts, a.frames, seed=0)
+    results = {}
+    for kind in a.kinds.split(","):
+        rep = pix if kind == "pixel" else lat
+        data = [{"video": (pix.encode(f).to(torch.bfloat16) if kind == "pixel" else it["video"].to(torch.bfloat16)),
+                 "actions": it["actions"]} for f, it in zip(frames_all, clips.items)]
+        model = model_for(kind)
+        done = 0
+        if a.resume:
+            state = load_tensors(out / f"{kind}.safetensors")
+            done = int(state.pop("trained_steps", torch.tensor(0)).item())
+            model.load_state_dict(state)
+        log(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+            f"{sum(len(d['video']) for d in data)} training frames")
+        stats = train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done)
+        del data
+        model.eval()
+        p_model, p_still, sharp, sheet = [], [], [], []
+        for real, actions, _, _ in tests:
+            first = rep.encode(real[:1])
+            acts = torch.from_numpy(np.concatenate([[0], actions]))[None].long()
+            with autocast("cpu", True):
+                z = walk(model, first, acts, a.frames)[0]
+            got = rep.decode(z)
+            p_model.append([psnr(got[f], real[f]) for f in AT if f <= a.frames])
+            p_still.append([psnr(real[0], real[f]) for f in AT if f <= a.frames])
+            sharp.append([sharpness(got[f][None]) for f in AT if f <= a.frames])
+            sheet.append((real, got))
+        m, s = np.array(p_model), np.array(p_still)
+        results[kind] = {"steps": stats["steps"], "at": [f for f in AT if f <= a.frames],
+                         "psnr": m.mean(0).tolist(), "beats_still": (m > s).mean(0).tolist(),
+                         "sharpness": np.array(sharp).mean(0).tolist(), "still_psnr": s.mean(0).tolist(),
+                         "final_loss": float(np.mean([h[3] for h in stats["losses"][-200:] if not h[2]]))}
+        rows = []
+        for real, got in sheet[:2]:
+            rows += [real[f] for f in sheet_frames(a.frames)] + [got[f] for f in sheet_frames(a.frames)]
+        save_png(out / f"sheet_{kind}.png", grid(rows, cols=len(sheet_frames(a.frames))))
+        r = results[kind]
+        log(f"{kind}: {r['steps']} steps; PSNR at {r['at']}: " + " / ".join(f"{x:.1f}" for x in r["psnr"])
+            + "; beats still " + " / ".join(f"{x:.0%}" for x in r["beats_still"])
+            + "; sharpness " + " / ".join(f"{x:.3f}" for x in r["sharpness"]))
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    first = next(iter(results.values()))
+    log("still picture PSNR: " + " / ".join(f"{x:.1f}" for x in first["still_psnr"]))
+    log(f"real sharpness {sharpness(np.stack([t[0][0] for t in tests])):.3f}")
+
+
+if __name__ == "__main__":
+    main()
