@@ -186,6 +186,11 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     out = Path(a.out)
+    for kind in a.kinds.split(","):
+        if kind not in ("pixel", "latent"):
+            raise SystemExit(f"--kinds: {kind!r} is neither pixel nor latent")
+        if a.resume and not (out / f"{kind}.safetensors").exists():
+            raise SystemExit(f"--resume: {out / f'{kind}.safetensors'} is missing; run once without --resume first")
     out.mkdir(parents=True, exist_ok=True)
     logf = open(out / "log.txt", "a")
 
