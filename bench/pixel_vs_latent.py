@@ -42,7 +42,8 @@ from worldstream.data.latents import LatentClips  # noqa: E402
 from worldstream.data.png import grid, save_png  # noqa: E402
 from worldstream.device import autocast  # noqa: E402
 from worldstream.engine.generate import load_autoencoders, load_world_model  # noqa: E402
-from worldstream.engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, prefill  # noqa: E402
+from worldstream.engine.rollout import Conditioning, own_rollout  # noqa: E402
+from worldstream.engine.stream import to_frames  # noqa: E402
 from worldstream.eval.stream import sharpness  # noqa: E402
 from worldstream.model.omni import Omni, OmniConfig  # noqa: E402
 from worldstream.weights import resolve  # noqa: E402
@@ -63,8 +64,7 @@ class Pixels:
         return (x - self.mean) / self.std
 
     def decode(self, z: torch.Tensor) -> np.ndarray:  # (F, 3, H, W) -> (F, H, W, 3) uint8
-        x = (z.float() * self.std + self.mean).clamp(0, 1)
-        return (x.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+        return to_frames((z.float() * self.std + self.mean)[None])[0]
 
 
 class Latents:
@@ -78,8 +78,7 @@ class Latents:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> np.ndarray:
-        x = self.vae.decode(z[None].float())[0].clamp(0, 1)
-        return (x.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+        return to_frames(self.vae.decode(z[None].float()))[0]
 
 
 class XPred(Omni):
@@ -111,20 +110,11 @@ def guess(model: Omni, hist: torch.Tensor, target_noise: torch.Tensor, actions: 
     return target_noise - v[:, -1].float()
 
 
-@torch.no_grad()
 def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     """``n`` frames after ``first`` (B, C, h, w) under ``actions`` (B, n + 1; actions[:, f] made frame f),
-    streamed with the KV cache as the engine streams a 1-step student."""
-    rcfg = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
-    branches = make_branches(model, rcfg)
+    streamed as the engine streams a 1-step student (``own_rollout``); the first frame included."""
     cond = Conditioning(None, None, None, actions)
-    prefill(model, branches, cond, first[:, None], None)
-    g = torch.Generator().manual_seed(seed)
-    out = [first[:, None]]
-    for c in range(1, n + 1):
-        v, _ = generate_chunk(model, branches, rcfg, cond, c, tuple(first.shape[1:]), g, defer=True)
-        out.append(v.float())
-    return torch.cat(out, 1)
+    return own_rollout(model, cond, first[:, None], None, n + 1, 1, torch.Generator().manual_seed(seed))[0].float()
 
 
 def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
