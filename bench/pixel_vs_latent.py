@@ -16,11 +16,18 @@ text, no sound, window 4), their output read as the clean frame (x-prediction, `
 as the 1-step student streams: each frame's clean guess from pure noise (t = 1) given 1-5 clean
 frames before it and the recorded actions, regressed onto the recorded frame; a share
 ``--own`` of batches gives it its own guesses as the history, made without gradient from one
-recorded frame (self-forcing; the recorded frame is the target). Then 48-frame walks from one
+recorded frame (self-forcing; the recorded frame is the target). With ``--adv-weight`` (pixels
+only) the shipped decoder's patch critic (``tokenizers/patch_gan.py``) also judges every guess
+against the recorded frames, balanced against the regression as VQGAN balances it: a 1-step
+regressor renders the mean of the frames that could come next, and the critic asks for grain that
+looks real instead (as adversarial distillation does, Sauer et al. 2023). Then 48-frame walks from one
 held-out frame under the recorded keys, as ``bench/rollout_vs_still.py`` measures them.
 
     .venv/bin/python bench/pixel_vs_latent.py --data pipeline/data/overworld --latents pipeline \\
         --minutes 22 --lr 5e-4 --out pipeline/exp/pixels40   # then again with --resume --minutes 20
+    # the critic, 25 min on from a copy of that pixel model, and its control without the critic:
+    .venv/bin/python bench/pixel_vs_latent.py ... --kinds pixel --resume --minutes 25 --lr 2e-4 \
+        --adv-weight 0.5 --out pipeline/exp/adv41   # control: the same without --adv-weight
 """
 from __future__ import annotations
 
@@ -46,6 +53,7 @@ from worldstream.engine.rollout import Conditioning, own_rollout  # noqa: E402
 from worldstream.engine.stream import to_frames  # noqa: E402
 from worldstream.eval.stream import sharpness  # noqa: E402
 from worldstream.model.omni import Omni, OmniConfig  # noqa: E402
+from worldstream.tokenizers.patch_gan import PatchDiscriminator, adaptive_weight, discriminator_hinge  # noqa: E402
 from worldstream.weights import resolve  # noqa: E402
 
 MAX_HISTORY = 5
@@ -63,8 +71,11 @@ class Pixels:
         x = torch.from_numpy(np.asarray(frames)).float().permute(0, 3, 1, 2) / 255
         return (x - self.mean) / self.std
 
+    def to_unit(self, z: torch.Tensor) -> torch.Tensor:  # model units -> colours in [0, 1], unclamped
+        return z.float() * self.std + self.mean
+
     def decode(self, z: torch.Tensor) -> np.ndarray:  # (F, 3, H, W) -> (F, H, W, 3) uint8
-        return to_frames((z.float() * self.std + self.mean)[None])[0]
+        return to_frames(self.to_unit(z)[None])[0]
 
 
 class Latents:
@@ -118,9 +129,18 @@ def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: 
 
 
 def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
-          out: Path, log, done: int = 0) -> dict:
+          out: Path, log, done: int = 0, adv: dict | None = None) -> dict:
+    """``adv``: {"weight", "lr", "warmup", "to_unit"} adds a patch critic's push on every guess (pixels only)."""
     rng = np.random.default_rng(done)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    disc = None
+    if adv:  # the decoder's critic (tokenizers/patch_gan.py), here on the world model's own frames
+        torch.manual_seed(done)
+        disc = PatchDiscriminator()
+        if (out / f"{kind}_critic.safetensors").exists():
+            disc.load_state_dict(load_tensors(out / f"{kind}_critic.safetensors"))
+        d_opt = torch.optim.AdamW(disc.parameters(), lr=adv["lr"], betas=(0.5, 0.9), weight_decay=0.0)
+        d_hist = []
     t_end, step, hist = time.time() + 60 * minutes, 0, []
     while time.time() < t_end:
         k = int(rng.integers(1, MAX_HISTORY + 1))  # history length of this batch
@@ -143,8 +163,21 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
             noise = torch.randn_like(x[:, k])
             pred = guess(model, hist_v, noise, a)
             loss = torch.nn.functional.mse_loss(pred, x[:, k])
+        total = loss
+        if disc is not None:
+            fake, real = adv["to_unit"](pred), adv["to_unit"](x[:, k]).clamp(0, 1)
+            if step >= adv["warmup"]:  # the critic alone learns first, so its first push means something
+                gen = -disc(fake).mean()
+                w = adaptive_weight(loss, gen, model.video_out.weight) * adv["weight"]
+                total = loss + w * gen
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
+        if disc is not None:
+            d_loss, d_stats = discriminator_hinge(disc, real, fake)
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+            d_hist.append((d_stats["d_real"], d_stats["d_fake"], float(w) if step >= adv["warmup"] else 0.0))
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         for g in opt.param_groups:  # warm up for 50 steps, then constant
             g["lr"] = lr * min(1.0, (step + 1) / 50)
@@ -153,9 +186,15 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
         step += 1
         if step % 50 == 0:
             recent = [h[3] for h in hist[-50:] if not h[2]]
-            log(f"{kind} step {step} loss (real history, last 50) {np.mean(recent):.4f} "
+            critic = ""
+            if disc is not None:
+                dr, df, dw = np.mean(d_hist[-50:], 0)
+                critic = f" critic real {dr:+.2f} own {df:+.2f} push weight {dw:.3f}"
+            log(f"{kind} step {step} loss (real history, last 50) {np.mean(recent):.4f}{critic} "
                 f"{(t_end - time.time()) / 60:.1f} min left")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if disc is not None:
+        save_tensors(out / f"{kind}_critic.safetensors", {k: v.contiguous() for k, v in disc.state_dict().items()})
     save_tensors(out / f"{kind}.safetensors", {**state, "trained_steps": torch.tensor(done + step)})
     return {"steps": done + step, "losses": hist}
 
@@ -164,13 +203,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
     ap.add_argument("--latents", required=True, help="latent cache name of the shipped autoencoder")
-    ap.add_argument("--minutes", type=float, default=25.0, help="training wall time per model")
+    ap.add_argument("--minutes", type=float, default=25.0,
+                    help="training wall time per model (0 with --resume: walk the saved weights only)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--own", type=float, default=0.25, help="share of batches with its own history")
     ap.add_argument("--kinds", default="pixel,latent")
     ap.add_argument("--resume", action="store_true",
                     help="go on from the weights in --out (Adam's moments start again, with the warm-up)")
+    ap.add_argument("--adv-weight", type=float, default=0.0,
+                    help="pixels: add a patch critic's push on each guess, balanced against the regression (VQGAN)")
+    ap.add_argument("--disc-lr", type=float, default=2e-4, help="--adv-weight: the critic's learning rate")
+    ap.add_argument("--disc-warmup", type=int, default=50, help="--adv-weight: steps in which only the critic learns")
     ap.add_argument("--starts", type=int, default=12)
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--out", required=True)
@@ -179,9 +223,14 @@ def main() -> None:
     for kind in a.kinds.split(","):
         if kind not in ("pixel", "latent"):
             raise SystemExit(f"--kinds: {kind!r} is neither pixel nor latent")
+        if not a.minutes and not a.resume:
+            raise SystemExit("--minutes 0 walks saved weights: add --resume")
+        if a.adv_weight and kind != "pixel":
+            raise SystemExit("--adv-weight: the critic judges frames; use it with --kinds pixel")
         if a.resume and not (out / f"{kind}.safetensors").exists():
             raise SystemExit(f"--resume: {out / f'{kind}.safetensors'} is missing; run once without --resume first")
     out.mkdir(parents=True, exist_ok=True)
+    tag = f"_{a.frames}f" if not a.minutes else ""  # a walk-only run keeps the training run's results
     logf = open(out / "log.txt", "a")
 
     def log(msg: str) -> None:
@@ -211,7 +260,12 @@ def main() -> None:
             model.load_state_dict(state)
         log(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
             f"{sum(len(d['video']) for d in data)} training frames")
-        stats = train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done)
+        adv = None
+        if a.adv_weight:
+            adv = {"weight": a.adv_weight, "lr": a.disc_lr, "warmup": a.disc_warmup,
+                   "to_unit": pix.to_unit}
+        stats = (train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv) if a.minutes
+                 else {"steps": done, "losses": []})
         del data
         model.eval()
         p_model, p_still, sharp, sheet = [], [], [], []
@@ -229,16 +283,17 @@ def main() -> None:
         results[kind] = {"steps": stats["steps"], "at": [f for f in AT if f <= a.frames],
                          "psnr": m.mean(0).tolist(), "beats_still": (m > s).mean(0).tolist(),
                          "sharpness": np.array(sharp).mean(0).tolist(), "still_psnr": s.mean(0).tolist(),
-                         "final_loss": float(np.mean([h[3] for h in stats["losses"][-200:] if not h[2]]))}
+                         "final_loss": (float(np.mean([h[3] for h in stats["losses"][-200:] if not h[2]]))
+                                        if stats["losses"] else None)}
         rows = []
         for real, got in sheet[:2]:
             rows += [real[f] for f in sheet_frames(a.frames)] + [got[f] for f in sheet_frames(a.frames)]
-        save_png(out / f"sheet_{kind}.png", grid(rows, cols=len(sheet_frames(a.frames))))
+        save_png(out / f"sheet_{kind}{tag}.png", grid(rows, cols=len(sheet_frames(a.frames))))
         r = results[kind]
         log(f"{kind}: {r['steps']} steps; PSNR at {r['at']}: " + " / ".join(f"{x:.1f}" for x in r["psnr"])
             + "; beats still " + " / ".join(f"{x:.0%}" for x in r["beats_still"])
             + "; sharpness " + " / ".join(f"{x:.3f}" for x in r["sharpness"]))
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        (out / f"results{tag}.json").write_text(json.dumps(results, indent=1))
     first = next(iter(results.values()))
     log("still picture PSNR: " + " / ".join(f"{x:.1f}" for x in first["still_psnr"]))
     log(f"real sharpness {sharpness(np.stack([t[0][0] for t in tests])):.3f}")
