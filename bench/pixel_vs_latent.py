@@ -28,6 +28,9 @@ held-out frame under the recorded keys, as ``bench/rollout_vs_still.py`` measure
     # the critic, 25 min on from a copy of that pixel model, and its control without the critic:
     .venv/bin/python bench/pixel_vs_latent.py ... --kinds pixel --resume --minutes 25 --lr 2e-4 \
         --adv-weight 0.5 --out pipeline/exp/adv41   # control: the same without --adv-weight
+    # own-history batches that walk 12 frames before the guess, against that control:
+    .venv/bin/python bench/pixel_vs_latent.py ... --kinds pixel --resume --minutes 25 --lr 2e-4 \
+        --own-frames 12 --frames 192 --out pipeline/exp/own41
 """
 from __future__ import annotations
 
@@ -129,7 +132,7 @@ def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: 
 
 
 def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
-          out: Path, log, done: int = 0, adv: dict | None = None) -> dict:
+          out: Path, log, done: int = 0, adv: dict | None = None, own_frames: int = 0) -> dict:
     """``adv``: {"weight", "lr", "warmup", "to_unit"} adds a patch critic's push on every guess (pixels only)."""
     rng = np.random.default_rng(done)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
@@ -144,28 +147,34 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
     t_end, step, hist = time.time() + 60 * minutes, 0, []
     while time.time() < t_end:
         k = int(rng.integers(1, MAX_HISTORY + 1))  # history length of this batch
-        clips, acts = [], []
+        picks = []
         for _ in range(batch):
             it = data[int(rng.integers(len(data)))]
-            s = int(rng.integers(len(it["video"]) - k))
-            clips.append(it["video"][s : s + k + 1])
-            acts.append(it["actions"][s : s + k + 1])
-        x, a = torch.stack(clips).float(), torch.stack(acts)
+            picks.append((it, int(rng.integers(len(it["video"]) - k))))
         own_batch = rng.random() < own and k > 1
+        # frames before the target: k, or on own batches with --own-frames a longer lead-in that the model
+        # walks itself, so it learns to come back from the drift of more than MAX_HISTORY own frames
+        span = max(k, own_frames) if own_batch else k
+        clips, acts = [], []
+        for it, s in picks:
+            s = max(0, min(s + k - span, len(it["video"]) - span - 1))  # the same target where it fits
+            clips.append(it["video"][s : s + span + 1])
+            acts.append(it["actions"][s : s + span + 1])
+        x, a = torch.stack(clips).float(), torch.stack(acts)
         model.train()
         with autocast("cpu", True):
-            hist_v = x[:, :k]
+            hist_v = x[:, span - k : span]
             if own_batch:  # its own guesses after the first recorded frame (no gradient), as it streams
                 model.eval()
                 with torch.no_grad():
-                    hist_v = walk(model, x[:, 0], a, k - 1, seed=step)
+                    hist_v = walk(model, x[:, 0], a, span - 1, seed=step)[:, span - k :]
                 model.train()
-            noise = torch.randn_like(x[:, k])
-            pred = guess(model, hist_v, noise, a)
-            loss = torch.nn.functional.mse_loss(pred, x[:, k])
+            noise = torch.randn_like(x[:, span])
+            pred = guess(model, hist_v, noise, a[:, span - k :])
+            loss = torch.nn.functional.mse_loss(pred, x[:, span])
         total = loss
         if disc is not None:
-            fake, real = adv["to_unit"](pred), adv["to_unit"](x[:, k]).clamp(0, 1)
+            fake, real = adv["to_unit"](pred), adv["to_unit"](x[:, span]).clamp(0, 1)
             if step >= adv["warmup"]:  # the critic alone learns first, so its first push means something
                 gen = -disc(fake).mean()
                 w = adaptive_weight(loss, gen, model.video_out.weight) * adv["weight"]
@@ -208,6 +217,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--own", type=float, default=0.25, help="share of batches with its own history")
+    ap.add_argument("--own-frames", type=int, default=0,
+                    help="own-history batches walk this many frames from one recorded frame before the guess "
+                         "(default: as many as the history, at most %d)" % MAX_HISTORY)
     ap.add_argument("--kinds", default="pixel,latent")
     ap.add_argument("--resume", action="store_true",
                     help="go on from the weights in --out (Adam's moments start again, with the warm-up)")
@@ -264,7 +276,8 @@ def main() -> None:
         if a.adv_weight:
             adv = {"weight": a.adv_weight, "lr": a.disc_lr, "warmup": a.disc_warmup,
                    "to_unit": pix.to_unit}
-        stats = (train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv) if a.minutes
+        stats = (train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv, a.own_frames)
+                 if a.minutes
                  else {"steps": done, "losses": []})
         del data
         model.eval()
