@@ -191,7 +191,7 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
         for g in opt.param_groups:  # warm up for 50 steps, then constant
             g["lr"] = lr * min(1.0, (step + 1) / 50)
         opt.step()
-        hist.append((step, k, own_batch, float(loss)))
+        hist.append((step, k, own_batch, loss.item()))
         step += 1
         if step % 50 == 0:
             recent = [h[3] for h in hist[-50:] if not h[2]]
@@ -232,11 +232,11 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     out = Path(a.out)
+    if not a.minutes and not a.resume:
+        raise SystemExit("--minutes 0 walks saved weights: add --resume")
     for kind in a.kinds.split(","):
         if kind not in ("pixel", "latent"):
             raise SystemExit(f"--kinds: {kind!r} is neither pixel nor latent")
-        if not a.minutes and not a.resume:
-            raise SystemExit("--minutes 0 walks saved weights: add --resume")
         if a.adv_weight and kind != "pixel":
             raise SystemExit("--adv-weight: the critic judges frames; use it with --kinds pixel")
         if a.resume and not (out / f"{kind}.safetensors").exists():
@@ -250,7 +250,6 @@ def main() -> None:
         logf.write(msg + "\n")
         logf.flush()
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     _, meta = load_world_model(None)
     vae, _ = load_autoencoders(meta, resolve(None))  # the shipped decoder; its encoder made the cache
     vae.eval()
@@ -262,24 +261,23 @@ def main() -> None:
     results = {}
     for kind in a.kinds.split(","):
         rep = pix if kind == "pixel" else lat
-        data = [{"video": (pix.encode(f).to(torch.bfloat16) if kind == "pixel" else it["video"].to(torch.bfloat16)),
-                 "actions": it["actions"]} for f, it in zip(frames_all, clips.items)]
         model = model_for(kind)
         done = 0
         if a.resume:
             state = load_tensors(out / f"{kind}.safetensors")
             done = int(state.pop("trained_steps", torch.tensor(0)).item())
             model.load_state_dict(state)
-        log(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
-            f"{sum(len(d['video']) for d in data)} training frames")
-        adv = None
-        if a.adv_weight:
-            adv = {"weight": a.adv_weight, "lr": a.disc_lr, "warmup": a.disc_warmup,
-                   "to_unit": pix.to_unit}
-        stats = (train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv, a.own_frames)
-                 if a.minutes
-                 else {"steps": done, "losses": []})
-        del data
+        stats = {"steps": done, "losses": []}
+        if a.minutes:  # a walk-only run (--minutes 0) needs no training clips
+            data = [{"video": (pix.encode(f) if kind == "pixel" else it["video"]).to(torch.bfloat16),
+                     "actions": it["actions"]} for f, it in zip(frames_all, clips.items)]
+            log(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+                f"{sum(len(d['video']) for d in data)} training frames")
+            adv = None
+            if a.adv_weight:
+                adv = {"weight": a.adv_weight, "lr": a.disc_lr, "warmup": a.disc_warmup, "to_unit": pix.to_unit}
+            stats = train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv, a.own_frames)
+            del data
         model.eval()
         p_model, p_still, sharp, sheet = [], [], [], []
         for real, actions, _, _ in tests:
