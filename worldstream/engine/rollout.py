@@ -389,11 +389,14 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
 @torch.no_grad()
 def own_rollout(student: Omni, cond: Conditioning, first_v: torch.Tensor, first_a: torch.Tensor | None,
                 n_chunks: int, steps: int, generator: torch.Generator,
-                prev_level: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                prev_level: float = 0.0, sampler: str = "x0",
+                history_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A few-step student's own history for training: one real chunk, then ``n_chunks - 1`` of its
-    own, as it streams them (its bounded view, ``steps`` x0 steps, the deferred commit, its
-    previous frame degraded at ``prev_level``): the history self-forcing distillation trains on."""
-    rcfg = RolloutConfig(sampler="x0", steps=steps, text_scale=1.0, action_scale=1.0, prev_level=prev_level)
+    own, as it streams them (its bounded view, ``steps`` steps of ``sampler``, the deferred commit,
+    its previous frame degraded at ``prev_level``, its chunks committed at ``history_noise``): the
+    history self-forcing distillation trains on."""
+    rcfg = RolloutConfig(sampler=sampler, steps=steps, text_scale=1.0, action_scale=1.0, prev_level=prev_level,
+                         history_noise=history_noise)
     branches = make_branches(student, rcfg)
     prefill(student, branches, cond, first_v, first_a)
     vs, as_ = [first_v], [] if first_a is None else [first_a]
