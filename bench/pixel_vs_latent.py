@@ -20,8 +20,12 @@ recorded frame (self-forcing; the recorded frame is the target). With ``--adv-we
 only) the shipped decoder's patch critic (``tokenizers/patch_gan.py``) also judges every guess
 against the recorded frames, balanced against the regression as VQGAN balances it: a 1-step
 regressor renders the mean of the frames that could come next, and the critic asks for grain that
-looks real instead (as adversarial distillation does, Sauer et al. 2023). Then 48-frame walks from one
-held-out frame under the recorded keys, as ``bench/rollout_vs_still.py`` measures them.
+looks real instead (as adversarial distillation does, Sauer et al. 2023). With ``--flow MEAN`` it learns
+every noise level instead (flow matching, levels logit-normal as JiT draws them, the v-loss), so it can
+be walked as a many-step sampler (``--sampler euler --steps 8``) that draws detail the 1-step guess
+averages away; ``--hist-noise`` noises its history frames in training and ``--walk-hist-noise`` commits
+a walk's own frames at a level (GameNGen's context noise). Then 48-frame walks from one held-out frame
+under the recorded keys, as ``bench/rollout_vs_still.py`` measures them.
 
     .venv/bin/python bench/pixel_vs_latent.py --data pipeline/data/overworld --latents pipeline \\
         --minutes 22 --lr 5e-4 --out pipeline/exp/pixels40   # then again with --resume --minutes 20
@@ -31,6 +35,11 @@ held-out frame under the recorded keys, as ``bench/rollout_vs_still.py`` measure
     # own-history batches that walk 12 frames before the guess, against that control:
     .venv/bin/python bench/pixel_vs_latent.py ... --kinds pixel --resume --minutes 25 --lr 2e-4 \
         --own-frames 12 --frames 192 --out pipeline/exp/own41
+    # a flow model from a copy of that control (45 min), walked with Euler; then with context noise (30 min more)
+    .venv/bin/python bench/pixel_vs_latent.py ... --kinds pixel --resume --minutes 45 --lr 2e-4 --flow 0.8 \
+        --sampler euler --steps 8 --out pipeline/exp/flow42
+    .venv/bin/python bench/pixel_vs_latent.py ... --kinds pixel --resume --minutes 30 --lr 2e-4 --flow 0.8 \
+        --hist-noise 0.3 --walk-hist-noise 0.1 --sampler euler --steps 8 --out pipeline/exp/flowh42
 """
 from __future__ import annotations
 
@@ -50,6 +59,7 @@ from worldstream.checkpoint import load_tensors, save_tensors  # noqa: E402
 from worldstream.data.format import Dataset  # noqa: E402
 from worldstream.data.latents import LatentClips  # noqa: E402
 from worldstream.data.png import grid, save_png  # noqa: E402
+from worldstream.diffusion.flow import SAMPLERS, interpolate, sample_t_logit_normal  # noqa: E402
 from worldstream.device import autocast  # noqa: E402
 from worldstream.engine.generate import load_autoencoders, load_world_model  # noqa: E402
 from worldstream.engine.rollout import Conditioning, own_rollout  # noqa: E402
@@ -115,26 +125,38 @@ def model_for(kind: str) -> Omni:
                            window=4, sinks=0, memory_topk=0))
 
 
-def guess(model: Omni, hist: torch.Tensor, target_noise: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """The clean guess of the frame after ``hist`` (B, k, C, h, w) from pure noise, as the 1-step x0 sampler makes it."""
+def velocity(model: Omni, hist: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, actions: torch.Tensor,
+             t_hist: torch.Tensor | None = None) -> torch.Tensor:
+    """The velocity of the frame after ``hist`` (B, k, C, h, w; at noise levels ``t_hist`` (B, k), default
+    clean) at its noise level ``t`` (B,) from x_t. At t = 1 (x_t pure noise) x_t - v is the clean guess
+    the 1-step x0 sampler makes."""
     B, k = hist.shape[:2]
-    video = torch.cat([hist, target_noise[:, None]], 1)
-    t = torch.cat([torch.zeros(B, k), torch.ones(B, 1)], 1)
-    v, _ = model(video=video, t_video=t, actions=actions[:, : k + 1])
-    return target_noise - v[:, -1].float()
+    video = torch.cat([hist, x_t[:, None]], 1)
+    tv = torch.cat([torch.zeros(B, k) if t_hist is None else t_hist, t[:, None]], 1)
+    v, _ = model(video=video, t_video=tv, actions=actions[:, : k + 1])
+    return v[:, -1].float()
 
 
-def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: int = 0,
+         sampler: str = "x0", steps: int = 1, history_noise: float = 0.0) -> torch.Tensor:
     """``n`` frames after ``first`` (B, C, h, w) under ``actions`` (B, n + 1; actions[:, f] made frame f),
-    streamed as the engine streams a 1-step student (``own_rollout``); the first frame included."""
+    streamed as the engine streams a student (``own_rollout``, ``steps`` of ``sampler``, each frame
+    committed at ``history_noise``); the first frame included."""
     cond = Conditioning(None, None, None, actions)
-    return own_rollout(model, cond, first[:, None], None, n + 1, 1, torch.Generator().manual_seed(seed))[0].float()
+    return own_rollout(model, cond, first[:, None], None, n + 1, steps, torch.Generator().manual_seed(seed),
+                       sampler=sampler, history_noise=history_noise)[0].float()
 
 
 def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
-          out: Path, log, done: int = 0, adv: dict | None = None, own_frames: int = 0) -> dict:
-    """``adv``: {"weight", "lr", "warmup", "to_unit"} adds a patch critic's push on every guess (pixels only)."""
+          out: Path, log, done: int = 0, adv: dict | None = None, own_frames: int = 0,
+          flow_mean: float | None = None, hist_noise: float = 0.0) -> dict:
+    """``adv``: {"weight", "lr", "warmup", "to_unit"} adds a patch critic's push on every guess (pixels only).
+    ``flow_mean``: train every noise level (flow matching, levels logit-normal around this mean) rather than
+    only t = 1; the loss is on the velocity either way, which at t = 1 is the regression of the clean guess.
+    ``hist_noise``: each history frame is noised to a level drawn in [0, hist_noise] and told it (GameNGen's
+    context noise, Valevski et al. 2024), so a walk can commit its own frames at a level and lean on them less."""
     rng = np.random.default_rng(done)
+    t_gen = torch.Generator().manual_seed(done)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     disc = None
     if adv:  # the decoder's critic (tokenizers/patch_gan.py), here on the world model's own frames
@@ -169,9 +191,20 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
                 with torch.no_grad():
                     hist_v = walk(model, x[:, 0], a, span - 1, seed=step)[:, span - k :]
                 model.train()
-            noise = torch.randn_like(x[:, span])
-            pred = guess(model, hist_v, noise, a[:, span - k :])
-            loss = torch.nn.functional.mse_loss(pred, x[:, span])
+            target = x[:, span].float()
+            noise = torch.randn_like(target)
+            t = torch.ones(batch)
+            if flow_mean is not None:  # JiT's levels (noise-heavy) and its clamp of 1 / t in the v-loss at 0.05
+                t = sample_t_logit_normal((batch,), mean=flow_mean, std=0.8, generator=t_gen).clamp(0.05, 1.0)
+            tb = t.view(-1, 1, 1, 1)
+            x_t = interpolate(target, noise, tb)
+            t_hist = None
+            if hist_noise > 0:
+                t_hist = torch.rand(batch, k, generator=t_gen) * hist_noise
+                hist_v = interpolate(hist_v.float(), torch.randn_like(hist_v.float()), t_hist[..., None, None, None])
+            v = velocity(model, hist_v, x_t, t, a[:, span - k :], t_hist)
+            loss = torch.nn.functional.mse_loss(v, noise - target)  # at t = 1: mse(x_t - v, target)
+            pred = x_t - tb * v
         total = loss
         if disc is not None:
             fake, real = adv["to_unit"](pred), adv["to_unit"](x[:, span]).clamp(0, 1)
@@ -227,6 +260,15 @@ def main() -> None:
                     help="pixels: add a patch critic's push on each guess, balanced against the regression (VQGAN)")
     ap.add_argument("--disc-lr", type=float, default=2e-4, help="--adv-weight: the critic's learning rate")
     ap.add_argument("--disc-warmup", type=int, default=50, help="--adv-weight: steps in which only the critic learns")
+    ap.add_argument("--flow", type=float, default=None, metavar="MEAN",
+                    help="train every noise level (flow matching; levels logit-normal around MEAN, JiT: 0.8) "
+                         "rather than only the 1-step guess at t = 1")
+    ap.add_argument("--hist-noise", type=float, default=0.0, metavar="MAX",
+                    help="train with each history frame noised to a level in [0, MAX], told to the model (GameNGen)")
+    ap.add_argument("--walk-hist-noise", type=float, default=0.0,
+                    help="the walks commit each frame at this noise level (RolloutConfig.history_noise)")
+    ap.add_argument("--sampler", default="x0", choices=sorted(SAMPLERS), help="the walks' sampler")
+    ap.add_argument("--steps", type=int, default=1, help="the walks' sampler steps a frame")
     ap.add_argument("--starts", type=int, default=12)
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--out", required=True)
@@ -243,6 +285,10 @@ def main() -> None:
             raise SystemExit(f"--resume: {out / f'{kind}.safetensors'} is missing; run once without --resume first")
     out.mkdir(parents=True, exist_ok=True)
     tag = f"_{a.frames}f" if not a.minutes else ""  # a walk-only run keeps the training run's results
+    if (a.sampler, a.steps) != ("x0", 1):
+        tag += f"_{a.sampler}{a.steps}"
+    if a.walk_hist_noise:
+        tag += f"_h{a.walk_hist_noise:g}"
     logf = open(out / "log.txt", "a")
 
     def log(msg: str) -> None:
@@ -276,7 +322,8 @@ def main() -> None:
             adv = None
             if a.adv_weight:
                 adv = {"weight": a.adv_weight, "lr": a.disc_lr, "warmup": a.disc_warmup, "to_unit": pix.to_unit}
-            stats = train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv, a.own_frames)
+            stats = train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv, a.own_frames,
+                          a.flow, a.hist_noise)
             del data
         model.eval()
         p_model, p_still, sharp, sheet = [], [], [], []
@@ -284,7 +331,8 @@ def main() -> None:
             first = rep.encode(real[:1])
             acts = torch.from_numpy(np.concatenate([[0], actions]))[None].long()
             with autocast("cpu", True):
-                z = walk(model, first, acts, a.frames)[0]
+                z = walk(model, first, acts, a.frames, sampler=a.sampler, steps=a.steps,
+                         history_noise=a.walk_hist_noise)[0]
             got = rep.decode(z)
             p_model.append([psnr(got[f], real[f]) for f in AT if f <= a.frames])
             p_still.append([psnr(real[0], real[f]) for f in AT if f <= a.frames])
@@ -301,7 +349,7 @@ def main() -> None:
             rows += [real[f] for f in sheet_frames(a.frames)] + [got[f] for f in sheet_frames(a.frames)]
         save_png(out / f"sheet_{kind}{tag}.png", grid(rows, cols=len(sheet_frames(a.frames))))
         r = results[kind]
-        log(f"{kind}: {r['steps']} steps; PSNR at {r['at']}: " + " / ".join(f"{x:.1f}" for x in r["psnr"])
+        log(f"{kind}: {r['steps']} steps; walked with {a.steps} {a.sampler} steps a frame, history at {a.walk_hist_noise:g}; PSNR at {r['at']}: " + " / ".join(f"{x:.1f}" for x in r["psnr"])
             + "; beats still " + " / ".join(f"{x:.0%}" for x in r["beats_still"])
             + "; sharpness " + " / ".join(f"{x:.3f}" for x in r["sharpness"]))
         (out / f"results{tag}.json").write_text(json.dumps(results, indent=1))
