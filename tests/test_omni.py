@@ -175,7 +175,7 @@ def test_a_prev_frame_model_with_a_zero_output_copies_the_last_frame_at_any_leng
     assert (v - img).abs().max() < 1e-5
 
 
-def test_moving_frames_is_a_bilinear_sub_pixel_move_with_a_repeated_border_and_a_gradient():
+def test_moving_frames_is_exact_in_whole_pixels_bilinear_between_with_a_repeated_border_and_a_gradient():
     from worldstream.model.omni import move_frames
 
     z = torch.randn(2, 3, 4, 5, 6)
@@ -191,6 +191,15 @@ def test_moving_frames_is_a_bilinear_sub_pixel_move_with_a_repeated_border_and_a
     s = torch.full((2, 3, 2), 0.3, requires_grad=True)
     move_frames(z, s).square().sum().backward()
     assert s.grad.abs().min() > 0  # a loss on the moved frame teaches the shift
+    far = torch.zeros(2, 3, 2)
+    far[0, :, 0], far[1, :, 1] = 2.0, -3.25  # row 0: 2 down; row 1: 3 px left, then a quarter more
+    m = move_frames(z, far)
+    torch.testing.assert_close(m[0, :, :, 2:], z[0, :, :, :-2])
+    torch.testing.assert_close(m[0, :, :, :2], z[0, :, :, :1].expand(-1, -1, 2, -1))
+    three_left = torch.cat([z[1, ..., 3:], z[1, ..., -1:].expand(-1, -1, -1, 3)], -1)
+    quarter_left = torch.zeros(1, 3, 2)
+    quarter_left[..., 1] = -0.25
+    torch.testing.assert_close(m[1], move_frames(three_left[None], quarter_left)[0])
 
 
 @torch.no_grad()

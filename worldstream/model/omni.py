@@ -135,11 +135,21 @@ PREV_SHIFT_MAX = 0.5  # latent pixels (4 px of an f8 frame): the game scrolls 1-
 
 def move_frames(z: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """Frames ``z`` (B, F, C, h, w) whose content moved by ``shift`` (B, F, 2) latent pixels (dy, dx),
-    |shift| <= 1, bilinear, the border repeated: out[i, j] = z[i - dy, j - dx]. Differentiable in
+    the border repeated: out[i, j] = z[i - dy, j - dx]; whole pixels by index (exact: a scrolling
+    view's texture kept as it was), the rest bilinear. Differentiable in the fractional part of
     ``shift`` (``OmniConfig.prev_shift``), and the latent move ``train.autoencoder.shift_latent``
     teaches a shift-consistent autoencoder to match."""
     dt = z.dtype
     z, shift = z.float(), shift.float()
+    whole = shift.round()
+    if (whole != 0).any():  # out[i] = z[clamp(i - n)] for the whole part n, per frame
+        h, w = z.shape[-2:]
+        iy = (torch.arange(h, device=z.device) - whole[..., :1].long()).clamp(0, h - 1)  # (B, F, h)
+        ix = (torch.arange(w, device=z.device) - whole[..., 1:].long()).clamp(0, w - 1)  # (B, F, w)
+        C = z.shape[2]
+        z = z.gather(3, iy[:, :, None, :, None].expand(-1, -1, C, -1, w))
+        z = z.gather(4, ix[:, :, None, None, :].expand(-1, -1, C, h, -1))
+        shift = shift - whole
 
     def along(z: torch.Tensor, d: torch.Tensor, dim: int) -> torch.Tensor:
         n = z.shape[dim]
