@@ -24,8 +24,10 @@ looks real instead (as adversarial distillation does, Sauer et al. 2023). With `
 every noise level instead (flow matching, levels logit-normal as JiT draws them, the v-loss), so it can
 be walked as a many-step sampler (``--sampler euler --steps 8``) that draws detail the 1-step guess
 averages away; ``--hist-noise`` noises its history frames in training and ``--walk-hist-noise`` commits
-a walk's own frames at a level (GameNGen's context noise). Then 48-frame walks from one held-out frame
-under the recorded keys, as ``bench/rollout_vs_still.py`` measures them.
+a walk's own frames at a level (GameNGen's context noise). ``--kinds moved`` predicts pixels around the
+last frame moved by a whole number of pixels that a head names (``Moved``: global motion compensation).
+Then 48-frame walks from one held-out frame under the recorded keys, as ``bench/rollout_vs_still.py``
+measures them.
 
     .venv/bin/python bench/pixel_vs_latent.py --data pipeline/data/overworld --latents pipeline \\
         --minutes 22 --lr 5e-4 --out pipeline/exp/pixels40   # then again with --resume --minutes 20
@@ -40,10 +42,13 @@ under the recorded keys, as ``bench/rollout_vs_still.py`` measures them.
         --sampler euler --steps 8 --out pipeline/exp/flow42
     .venv/bin/python bench/pixel_vs_latent.py ... --kinds pixel --resume --minutes 30 --lr 2e-4 --flow 0.8 \
         --hist-noise 0.3 --walk-hist-noise 0.1 --sampler euler --steps 8 --out pipeline/exp/flowh42
+    # the control's trunk predicting around its last frame moved (copy its pixel.safetensors to moved.safetensors)
+    .venv/bin/python bench/pixel_vs_latent.py ... --kinds moved --resume --minutes 38 --lr 2e-4 --out pipeline/exp/moved42
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -65,7 +70,7 @@ from worldstream.engine.generate import load_autoencoders, load_world_model  # n
 from worldstream.engine.rollout import Conditioning, own_rollout  # noqa: E402
 from worldstream.engine.stream import to_frames  # noqa: E402
 from worldstream.eval.stream import sharpness  # noqa: E402
-from worldstream.model.omni import Omni, OmniConfig  # noqa: E402
+from worldstream.model.omni import Omni, OmniConfig, move_frames, previous_frames  # noqa: E402
 from worldstream.tokenizers.patch_gan import PatchDiscriminator, adaptive_weight, discriminator_hinge  # noqa: E402
 from worldstream.weights import resolve  # noqa: E402
 
@@ -118,11 +123,52 @@ class XPred(Omni):
         return (video - out_v) / t.clamp_min(1e-3), out_a
 
 
-def model_for(kind: str) -> Omni:
+class Moved(Omni):
+    """Pixels predicted around the previous frame moved by a whole number of pixels (global motion
+    compensation, as video codecs predict a frame; the twenty-fifth session's ``prev_shift`` moved an
+    f8 latent by a learnt fraction of a cell, bilinear, and blurred). A walking view scrolls by whole
+    pixels, so a frame moved by the right (dy, dx) keeps every grain of the ground it already showed,
+    and the network draws only what changed: the strip that scrolls in, the player, the light. The move
+    is a choice among (2 reach + 1)^2 candidates made by a head on the frame's pooled output tokens,
+    learnt by cross-entropy against the move that best explains the recorded frame (``best_move``) and
+    taken as its argmax when walking; in training the best move itself is used (``forced``). The
+    network's output is the frame's change at t = 1 (``velocity_around`` with std 1: x0 = moved + g)."""
+
+    def __init__(self, cfg: OmniConfig, reach: int):
+        super().__init__(cfg)
+        self.reach = reach
+        r = torch.arange(-reach, reach + 1, dtype=torch.float32)
+        self.register_buffer("moves", torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2), persistent=False)
+        self.move_head = torch.nn.Linear(cfg.width, len(self.moves))
+        self.forced: torch.Tensor | None = None  # (B, 2) the move to use (training), else the head's argmax
+        self.logits: torch.Tensor | None = None  # (B, F, candidates) of the last pass
+
+    def _head(self, x, cond, g_stream, Fr, h, w):
+        vv, va, _ = super()._head(x, cond, g_stream, Fr, h, w)
+        B, _, D = x.shape
+        n = (h // self.cfg.patch) * (w // self.cfg.patch)
+        self.logits = self.move_head(x.view(B, Fr, -1, D)[:, :, 1 : 1 + n].mean(2).float())
+        moved = self.moves[self.logits.argmax(-1)] if self.forced is None else self.forced[:, None].expand(B, Fr, 2)
+        return vv, va, moved
+
+
+def best_move(prev: torch.Tensor, target: torch.Tensor, moves: torch.Tensor, reach: int) -> torch.Tensor:
+    """Index into ``moves`` of the whole-pixel move of ``prev`` (B, C, h, w) closest to ``target``,
+    judged inside a ``reach``-pixel margin (the repeated border is not evidence)."""
+    inner = (slice(None), slice(None), slice(reach, -reach), slice(reach, -reach))
+    err = torch.stack([(move_frames(prev[:, None], m.expand(len(prev), 1, 2))[:, 0][inner] - target[inner])
+                       .square().mean((1, 2, 3)) for m in moves], 1)
+    return err.argmin(1)
+
+
+def model_for(kind: str, reach: int = 3) -> Omni:
     c, p = (16, 2) if kind == "latent" else (3, 16)
     torch.manual_seed(0)
-    return XPred(OmniConfig(width=256, depth=8, heads=4, latent_channels=c, patch=p, audio_channels=0,
-                           window=4, sinks=0, memory_topk=0))
+    cfg = OmniConfig(width=256, depth=8, heads=4, latent_channels=c, patch=p, audio_channels=0, window=4,
+                     sinks=0, memory_topk=0)
+    if kind == "moved":
+        return Moved(dataclasses.replace(cfg, prev_frame=True, prev_std=1.0), reach)
+    return XPred(cfg)
 
 
 def velocity(model: Omni, hist: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, actions: torch.Tensor,
@@ -133,7 +179,8 @@ def velocity(model: Omni, hist: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
     B, k = hist.shape[:2]
     video = torch.cat([hist, x_t[:, None]], 1)
     tv = torch.cat([torch.zeros(B, k) if t_hist is None else t_hist, t[:, None]], 1)
-    v, _ = model(video=video, t_video=tv, actions=actions[:, : k + 1])
+    prev = previous_frames(video, 1) if model.cfg.prev_frame else None  # the target's: the newest history frame
+    v, _ = model(video=video, t_video=tv, actions=actions[:, : k + 1], prev=prev)
     return v[:, -1].float()
 
 
@@ -149,12 +196,13 @@ def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: 
 
 def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
           out: Path, log, done: int = 0, adv: dict | None = None, own_frames: int = 0,
-          flow_mean: float | None = None, hist_noise: float = 0.0) -> dict:
+          flow_mean: float | None = None, hist_noise: float = 0.0, move_weight: float = 0.05) -> dict:
     """``adv``: {"weight", "lr", "warmup", "to_unit"} adds a patch critic's push on every guess (pixels only).
     ``flow_mean``: train every noise level (flow matching, levels logit-normal around this mean) rather than
     only t = 1; the loss is on the velocity either way, which at t = 1 is the regression of the clean guess.
     ``hist_noise``: each history frame is noised to a level drawn in [0, hist_noise] and told it (GameNGen's
-    context noise, Valevski et al. 2024), so a walk can commit its own frames at a level and lean on them less."""
+    context noise, Valevski et al. 2024), so a walk can commit its own frames at a level and lean on them less.
+    ``move_weight``: a ``Moved`` model's cross-entropy on naming the best move, beside the frame's loss."""
     rng = np.random.default_rng(done)
     t_gen = torch.Generator().manual_seed(done)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
@@ -166,7 +214,7 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
             disc.load_state_dict(load_tensors(out / f"{kind}_critic.safetensors"))
         d_opt = torch.optim.AdamW(disc.parameters(), lr=adv["lr"], betas=(0.5, 0.9), weight_decay=0.0)
         d_hist = []
-    t_end, step, hist = time.time() + 60 * minutes, 0, []
+    t_end, step, hist, moves_right = time.time() + 60 * minutes, 0, [], []
     while time.time() < t_end:
         k = int(rng.integers(1, MAX_HISTORY + 1))  # history length of this batch
         picks = []
@@ -202,10 +250,18 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
             if hist_noise > 0:
                 t_hist = torch.rand(batch, k, generator=t_gen) * hist_noise
                 hist_v = interpolate(hist_v.float(), torch.randn_like(hist_v.float()), t_hist[..., None, None, None])
+            if isinstance(model, Moved):  # the frame is made around the best move; the head learns to name it
+                right = best_move(hist_v[:, -1].float(), target, model.moves, model.reach)
+                model.forced = model.moves[right]
             v = velocity(model, hist_v, x_t, t, a[:, span - k :], t_hist)
             loss = torch.nn.functional.mse_loss(v, noise - target)  # at t = 1: mse(x_t - v, target)
             pred = x_t - tb * v
         total = loss
+        if isinstance(model, Moved):
+            logits = model.logits[:, -1]
+            total = loss + move_weight * torch.nn.functional.cross_entropy(logits, right)
+            moves_right.append((logits.argmax(-1) == right).float().mean().item())
+            model.forced = None
         if disc is not None:
             fake, real = adv["to_unit"](pred), adv["to_unit"](x[:, span]).clamp(0, 1)
             if step >= adv["warmup"]:  # the critic alone learns first, so its first push means something
@@ -232,6 +288,8 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
             if disc is not None:
                 dr, df, dw = np.mean(d_hist[-50:], 0)
                 critic = f" critic real {dr:+.2f} own {df:+.2f} push weight {dw:.3f}"
+            if moves_right:
+                critic += f" move named right {np.mean(moves_right[-50:]):.0%}"
             log(f"{kind} step {step} loss (real history, last 50) {np.mean(recent):.4f}{critic} "
                 f"{(t_end - time.time()) / 60:.1f} min left")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -267,6 +325,8 @@ def main() -> None:
                     help="train with each history frame noised to a level in [0, MAX], told to the model (GameNGen)")
     ap.add_argument("--walk-hist-noise", type=float, default=0.0,
                     help="the walks commit each frame at this noise level (RolloutConfig.history_noise)")
+    ap.add_argument("--reach", type=int, default=3, help="--kinds moved: the largest move considered, in pixels")
+    ap.add_argument("--move-weight", type=float, default=0.05, help="--kinds moved: weight of naming the move")
     ap.add_argument("--sampler", default="x0", choices=sorted(SAMPLERS), help="the walks' sampler")
     ap.add_argument("--steps", type=int, default=1, help="the walks' sampler steps a frame")
     ap.add_argument("--starts", type=int, default=12)
@@ -277,8 +337,8 @@ def main() -> None:
     if not a.minutes and not a.resume:
         raise SystemExit("--minutes 0 walks saved weights: add --resume")
     for kind in a.kinds.split(","):
-        if kind not in ("pixel", "latent"):
-            raise SystemExit(f"--kinds: {kind!r} is neither pixel nor latent")
+        if kind not in ("pixel", "latent", "moved"):
+            raise SystemExit(f"--kinds: {kind!r} is none of pixel, latent, moved")
         if a.adv_weight and kind != "pixel":
             raise SystemExit("--adv-weight: the critic judges frames; use it with --kinds pixel")
         if a.resume and not (out / f"{kind}.safetensors").exists():
@@ -306,16 +366,24 @@ def main() -> None:
     tests = starts(Dataset(a.data), a.starts, a.frames, seed=0)
     results = {}
     for kind in a.kinds.split(","):
-        rep = pix if kind == "pixel" else lat
-        model = model_for(kind)
+        rep = lat if kind == "latent" else pix
+        model = model_for(kind, a.reach)
         done = 0
         if a.resume:
             state = load_tensors(out / f"{kind}.safetensors")
             done = int(state.pop("trained_steps", torch.tensor(0)).item())
-            model.load_state_dict(state)
+            if kind == "moved" and "move_head.weight" not in state:  # a pixel model's trunk, started as a moved copy
+                log(f"moved: started from a pixel model ({done} steps); its output now the frame's change, from zero")
+                state = {n: w for n, w in state.items() if not n.startswith("video_out.")}
+                missing, unexpected = model.load_state_dict(state, strict=False)
+                assert not unexpected and all(n.split(".")[0] in ("video_out", "prev_in", "move_head") for n in missing)
+                torch.nn.init.zeros_(model.video_out.weight)
+                torch.nn.init.zeros_(model.video_out.bias)
+            else:
+                model.load_state_dict(state)
         stats = {"steps": done, "losses": []}
         if a.minutes:  # a walk-only run (--minutes 0) needs no training clips
-            data = [{"video": (pix.encode(f) if kind == "pixel" else it["video"]).to(torch.bfloat16),
+            data = [{"video": (it["video"] if kind == "latent" else pix.encode(f)).to(torch.bfloat16),
                      "actions": it["actions"]} for f, it in zip(frames_all, clips.items)]
             log(f"{kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
                 f"{sum(len(d['video']) for d in data)} training frames")
@@ -323,7 +391,7 @@ def main() -> None:
             if a.adv_weight:
                 adv = {"weight": a.adv_weight, "lr": a.disc_lr, "warmup": a.disc_warmup, "to_unit": pix.to_unit}
             stats = train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv, a.own_frames,
-                          a.flow, a.hist_noise)
+                          a.flow, a.hist_noise, a.move_weight)
             del data
         model.eval()
         p_model, p_still, sharp, sheet = [], [], [], []
