@@ -394,7 +394,7 @@ def main() -> None:
                           a.flow, a.hist_noise, a.move_weight)
             del data
         model.eval()
-        p_model, p_still, sharp, sheet = [], [], [], []
+        p_model, p_still, sharp, sheet, still_pairs = [], [], [], [], []
         for real, actions, _, _ in tests:
             first = rep.encode(real[:1])
             acts = torch.from_numpy(np.concatenate([[0], actions]))[None].long()
@@ -406,12 +406,18 @@ def main() -> None:
             p_still.append([psnr(real[0], real[f]) for f in AT if f <= a.frames])
             sharp.append([sharpness(got[f][None]) for f in AT if f <= a.frames])
             sheet.append((real, got))
+            if kind == "moved":  # how the recorded view moves: the best move of each frame pair
+                enc = pix.encode(real)
+                still_pairs.append((best_move(enc[:-1], enc[1:], model.moves, model.reach) == len(model.moves) // 2).float())
         m, s = np.array(p_model), np.array(p_still)
         results[kind] = {"steps": stats["steps"], "at": [f for f in AT if f <= a.frames],
                          "psnr": m.mean(0).tolist(), "beats_still": (m > s).mean(0).tolist(),
                          "sharpness": np.array(sharp).mean(0).tolist(), "still_psnr": s.mean(0).tolist(),
                          "final_loss": (float(np.mean([h[3] for h in stats["losses"][-200:] if not h[2]]))
                                         if stats["losses"] else None)}
+        if still_pairs:
+            results[kind]["pairs_best_unmoved"] = torch.cat(still_pairs).mean().item()
+            log(f"moved: held-out frame pairs whose best move is none: {results[kind]['pairs_best_unmoved']:.0%}")
         rows = []
         for real, got in sheet[:2]:
             rows += [real[f] for f in sheet_frames(a.frames)] + [got[f] for f in sheet_frames(a.frames)]
