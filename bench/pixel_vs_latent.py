@@ -161,6 +161,16 @@ def best_move(prev: torch.Tensor, target: torch.Tensor, moves: torch.Tensor, rea
     return err.argmin(1)
 
 
+def uncovered(moves: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, h, w) True where moving a frame by ``moves`` (B, 2) whole pixels leaves only its repeated border:
+    the strip of new ground that scrolls in, which the network must draw."""
+    dy, dx = moves[:, 0, None].long(), moves[:, 1, None].long()
+    i, j = torch.arange(h)[None], torch.arange(w)[None]
+    rows = (i < dy) | (i >= h + dy)
+    cols = (j < dx) | (j >= w + dx)
+    return rows[:, :, None] | cols[:, None, :]
+
+
 def model_for(kind: str, reach: int = 3) -> Omni:
     c, p = (16, 2) if kind == "latent" else (3, 16)
     torch.manual_seed(0)
@@ -196,13 +206,15 @@ def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: 
 
 def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
           out: Path, log, done: int = 0, adv: dict | None = None, own_frames: int = 0,
-          flow_mean: float | None = None, hist_noise: float = 0.0, move_weight: float = 0.05) -> dict:
+          flow_mean: float | None = None, hist_noise: float = 0.0, move_weight: float = 0.05,
+          strip_weight: float = 0.0) -> dict:
     """``adv``: {"weight", "lr", "warmup", "to_unit"} adds a patch critic's push on every guess (pixels only).
     ``flow_mean``: train every noise level (flow matching, levels logit-normal around this mean) rather than
     only t = 1; the loss is on the velocity either way, which at t = 1 is the regression of the clean guess.
     ``hist_noise``: each history frame is noised to a level drawn in [0, hist_noise] and told it (GameNGen's
     context noise, Valevski et al. 2024), so a walk can commit its own frames at a level and lean on them less.
-    ``move_weight``: a ``Moved`` model's cross-entropy on naming the best move, beside the frame's loss."""
+    ``move_weight``: a ``Moved`` model's cross-entropy on naming the best move, beside the frame's loss;
+    ``strip_weight``: its loss on the strip the move uncovers weighs 1 + this."""
     rng = np.random.default_rng(done)
     t_gen = torch.Generator().manual_seed(done)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
@@ -255,6 +267,9 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
                 model.forced = model.moves[right]
             v = velocity(model, hist_v, x_t, t, a[:, span - k :], t_hist)
             loss = torch.nn.functional.mse_loss(v, noise - target)  # at t = 1: mse(x_t - v, target)
+            if isinstance(model, Moved) and strip_weight:  # the strip the move uncovers weighs more
+                w = 1 + strip_weight * uncovered(model.forced, *target.shape[-2:])[:, None]
+                loss = ((v - (noise - target)).square() * w).mean() / w.mean()
             pred = x_t - tb * v
         total = loss
         if isinstance(model, Moved):
@@ -327,6 +342,8 @@ def main() -> None:
                     help="the walks commit each frame at this noise level (RolloutConfig.history_noise)")
     ap.add_argument("--reach", type=int, default=3, help="--kinds moved: the largest move considered, in pixels")
     ap.add_argument("--move-weight", type=float, default=0.05, help="--kinds moved: weight of naming the move")
+    ap.add_argument("--strip-weight", type=float, default=0.0,
+                    help="--kinds moved: the loss on the strip the move uncovers weighs 1 + this")
     ap.add_argument("--sampler", default="x0", choices=sorted(SAMPLERS), help="the walks' sampler")
     ap.add_argument("--steps", type=int, default=1, help="the walks' sampler steps a frame")
     ap.add_argument("--starts", type=int, default=12)
@@ -391,7 +408,7 @@ def main() -> None:
             if a.adv_weight:
                 adv = {"weight": a.adv_weight, "lr": a.disc_lr, "warmup": a.disc_warmup, "to_unit": pix.to_unit}
             stats = train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv, a.own_frames,
-                          a.flow, a.hist_noise, a.move_weight)
+                          a.flow, a.hist_noise, a.move_weight, a.strip_weight)
             del data
         model.eval()
         p_model, p_still, sharp, sheet, still_pairs = [], [], [], [], []
