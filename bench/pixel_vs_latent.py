@@ -171,6 +171,40 @@ def uncovered(moves: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return rows[:, :, None] | cols[:, None, :]
 
 
+@torch.no_grad()
+def strip_check(model: "Moved", pix: Pixels, tests: list, pairs: int = 24) -> dict:
+    """One-step guesses of held-out frames from the recorded ones before them (MAX_HISTORY of them), the
+    head choosing the move as in a walk: how often it names the best move, and PSNR (colours in [0, 1])
+    of the whole frame, of the strip its move uncovers, of that strip left as the repeated border (the
+    guess of a network that learnt nothing there), and of the rest. Says whether the strip is learnt."""
+    k, sums = MAX_HISTORY, {"frame": [0.0, 0], "strip": [0.0, 0], "border": [0.0, 0], "rest": [0.0, 0]}
+    named = []
+    model.forced = None
+    for real, actions, _, _ in tests:
+        enc = pix.encode(real)
+        acts = torch.from_numpy(np.concatenate([[0], actions])).long()  # acts[f] made frame f
+        fs = range(k, min(len(enc), k + pairs))
+        hist = torch.stack([enc[f - k : f] for f in fs])
+        target = torch.stack([enc[f] for f in fs])
+        noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
+        with autocast("cpu", True):
+            v = velocity(model, hist, noise, torch.ones(len(fs)), torch.stack([acts[f - k : f + 1] for f in fs]))
+        guess = noise - v  # x0 = x_t - t v at t = 1, x_t the noise
+        chosen = model.logits[:, -1].argmax(-1)
+        named.append((chosen == best_move(hist[:, -1], target, model.moves, model.reach)).float())
+        moves = model.moves[chosen]
+        border = move_frames(hist[:, -1:], moves[:, None])[:, 0]
+        strip = uncovered(moves, *target.shape[-2:])[:, None].expand_as(target)
+        for name, x, mask in (("frame", guess, None), ("strip", guess, strip), ("border", border, strip),
+                              ("rest", guess, ~strip)):
+            err = (pix.to_unit(x).clamp(0, 1) - pix.to_unit(target)).square()
+            sums[name][0] += float(err.sum() if mask is None else err[mask].sum())
+            sums[name][1] += int(err.numel() if mask is None else mask.sum())
+    out = {n: 10 * np.log10(1 / (e / max(c, 1))) for n, (e, c) in sums.items()}
+    out["named_best"] = torch.cat(named).mean().item()
+    return out
+
+
 def model_for(kind: str, reach: int = 3) -> Omni:
     c, p = (16, 2) if kind == "latent" else (3, 16)
     torch.manual_seed(0)
@@ -207,14 +241,15 @@ def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: 
 def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
           out: Path, log, done: int = 0, adv: dict | None = None, own_frames: int = 0,
           flow_mean: float | None = None, hist_noise: float = 0.0, move_weight: float = 0.05,
-          strip_weight: float = 0.0) -> dict:
+          strip_weight: float = 0.0, own_move: bool = False) -> dict:
     """``adv``: {"weight", "lr", "warmup", "to_unit"} adds a patch critic's push on every guess (pixels only).
     ``flow_mean``: train every noise level (flow matching, levels logit-normal around this mean) rather than
     only t = 1; the loss is on the velocity either way, which at t = 1 is the regression of the clean guess.
     ``hist_noise``: each history frame is noised to a level drawn in [0, hist_noise] and told it (GameNGen's
     context noise, Valevski et al. 2024), so a walk can commit its own frames at a level and lean on them less.
     ``move_weight``: a ``Moved`` model's cross-entropy on naming the best move, beside the frame's loss;
-    ``strip_weight``: its loss on the strip the move uncovers weighs 1 + this."""
+    ``strip_weight``: its loss on the strip the move uncovers weighs 1 + this; ``own_move``: the frame is made
+    around the head's own choice, as a walk makes it, rather than the best move (the head still learns the best)."""
     rng = np.random.default_rng(done)
     t_gen = torch.Generator().manual_seed(done)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
@@ -264,8 +299,10 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
                 hist_v = interpolate(hist_v.float(), torch.randn_like(hist_v.float()), t_hist[..., None, None, None])
             if isinstance(model, Moved):  # the frame is made around the best move; the head learns to name it
                 right = best_move(hist_v[:, -1].float(), target, model.moves, model.reach)
-                model.forced = model.moves[right]
+                model.forced = None if own_move else model.moves[right]
             v = velocity(model, hist_v, x_t, t, a[:, span - k :], t_hist)
+            if isinstance(model, Moved) and own_move:  # the move the frame was made around
+                model.forced = model.moves[model.logits[:, -1].argmax(-1)]
             loss = torch.nn.functional.mse_loss(v, noise - target)  # at t = 1: mse(x_t - v, target)
             if isinstance(model, Moved) and strip_weight:  # the strip the move uncovers weighs more
                 w = 1 + strip_weight * uncovered(model.forced, *target.shape[-2:])[:, None]
@@ -344,6 +381,8 @@ def main() -> None:
     ap.add_argument("--move-weight", type=float, default=0.05, help="--kinds moved: weight of naming the move")
     ap.add_argument("--strip-weight", type=float, default=0.0,
                     help="--kinds moved: the loss on the strip the move uncovers weighs 1 + this")
+    ap.add_argument("--own-move", action="store_true",
+                    help="--kinds moved: train the frame around the head's own move, as a walk makes it")
     ap.add_argument("--sampler", default="x0", choices=sorted(SAMPLERS), help="the walks' sampler")
     ap.add_argument("--steps", type=int, default=1, help="the walks' sampler steps a frame")
     ap.add_argument("--starts", type=int, default=12)
@@ -356,8 +395,8 @@ def main() -> None:
     for kind in a.kinds.split(","):
         if kind not in ("pixel", "latent", "moved"):
             raise SystemExit(f"--kinds: {kind!r} is none of pixel, latent, moved")
-        if a.adv_weight and kind != "pixel":
-            raise SystemExit("--adv-weight: the critic judges frames; use it with --kinds pixel")
+        if a.adv_weight and kind not in ("pixel", "moved"):
+            raise SystemExit("--adv-weight: the critic judges frames; use it with --kinds pixel or moved")
         if a.resume and not (out / f"{kind}.safetensors").exists():
             raise SystemExit(f"--resume: {out / f'{kind}.safetensors'} is missing; run once without --resume first")
     out.mkdir(parents=True, exist_ok=True)
@@ -408,7 +447,8 @@ def main() -> None:
             if a.adv_weight:
                 adv = {"weight": a.adv_weight, "lr": a.disc_lr, "warmup": a.disc_warmup, "to_unit": pix.to_unit}
             stats = train(kind, model, data, a.minutes, a.batch, a.lr, a.own, out, log, done, adv, a.own_frames,
-                          a.flow, a.hist_noise, a.move_weight, a.strip_weight)
+                          a.flow, a.hist_noise, a.move_weight, a.strip_weight,
+                          a.own_move)
             del data
         model.eval()
         p_model, p_still, sharp, sheet, still_pairs = [], [], [], [], []
@@ -435,6 +475,10 @@ def main() -> None:
         if still_pairs:
             results[kind]["pairs_best_unmoved"] = torch.cat(still_pairs).mean().item()
             log(f"moved: held-out frame pairs whose best move is none: {results[kind]['pairs_best_unmoved']:.0%}")
+            sc = results[kind]["strip_check"] = strip_check(model, pix, tests)
+            log(f"moved: one-step guesses of held-out frames: head names the best move {sc['named_best']:.0%}; "
+                f"PSNR frame {sc['frame']:.1f}, uncovered strip {sc['strip']:.1f} (left as the repeated border "
+                f"{sc['border']:.1f}), rest {sc['rest']:.1f} dB")
         rows = []
         for real, got in sheet[:2]:
             rows += [real[f] for f in sheet_frames(a.frames)] + [got[f] for f in sheet_frames(a.frames)]
