@@ -205,13 +205,13 @@ def strip_check(model: "Moved", pix: Pixels, tests: list, pairs: int = 24) -> di
     return out
 
 
-def model_for(kind: str, reach: int = 3) -> Omni:
+def model_for(kind: str, reach: int = 3, prev_std: float = 1.0) -> Omni:
     c, p = (16, 2) if kind == "latent" else (3, 16)
     torch.manual_seed(0)
     cfg = OmniConfig(width=256, depth=8, heads=4, latent_channels=c, patch=p, audio_channels=0, window=4,
                      sinks=0, memory_topk=0)
     if kind == "moved":
-        return Moved(dataclasses.replace(cfg, prev_frame=True, prev_std=1.0), reach)
+        return Moved(dataclasses.replace(cfg, prev_frame=True, prev_std=prev_std), reach)
     return XPred(cfg)
 
 
@@ -347,6 +347,8 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if disc is not None:
         save_tensors(out / f"{kind}_critic.safetensors", {k: v.contiguous() for k, v in disc.state_dict().items()})
+    if isinstance(model, Moved):  # its preconditioning, which the weights are trained for
+        state["prev_std"] = torch.tensor(model.cfg.prev_std)
     save_tensors(out / f"{kind}.safetensors", {**state, "trained_steps": torch.tensor(done + step)})
     return {"steps": done + step, "losses": hist}
 
@@ -381,6 +383,9 @@ def main() -> None:
     ap.add_argument("--move-weight", type=float, default=0.05, help="--kinds moved: weight of naming the move")
     ap.add_argument("--strip-weight", type=float, default=0.0,
                     help="--kinds moved: the loss on the strip the move uncovers weighs 1 + this")
+    ap.add_argument("--prev-std", type=float, default=None,
+                    help="--kinds moved: the preconditioning's std of a frame's change (default: the checkpoint's, "
+                         "else 1); a resumed model's output is rescaled so its 1-step guess stays the same")
     ap.add_argument("--own-move", action="store_true",
                     help="--kinds moved: train the frame around the head's own move, as a walk makes it")
     ap.add_argument("--sampler", default="x0", choices=sorted(SAMPLERS), help="the walks' sampler")
@@ -423,11 +428,14 @@ def main() -> None:
     results = {}
     for kind in a.kinds.split(","):
         rep = lat if kind == "latent" else pix
-        model = model_for(kind, a.reach)
+        model = model_for(kind, a.reach, a.prev_std or 1.0)
         done = 0
         if a.resume:
             state = load_tensors(out / f"{kind}.safetensors")
             done = int(state.pop("trained_steps", torch.tensor(0)).item())
+            was = float(state.pop("prev_std", torch.tensor(1.0)))
+            if kind == "moved":
+                model = model_for(kind, a.reach, a.prev_std or was)
             if kind == "moved" and "move_head.weight" not in state:  # a pixel model's trunk, started as a moved copy
                 log(f"moved: started from a pixel model ({done} steps); its output now the frame's change, from zero")
                 state = {n: w for n, w in state.items() if not n.startswith("video_out.")}
@@ -437,6 +445,11 @@ def main() -> None:
                 torch.nn.init.zeros_(model.video_out.bias)
             else:
                 model.load_state_dict(state)
+            if kind == "moved" and model.cfg.prev_std != was:  # the same 1-step guess: c_out at t = 1 is the std
+                log(f"moved: preconditioning std {was:g} -> {model.cfg.prev_std:g}, output rescaled to keep the guess")
+                with torch.no_grad():
+                    model.video_out.weight.mul_(was / model.cfg.prev_std)
+                    model.video_out.bias.mul_(was / model.cfg.prev_std)
         stats = {"steps": done, "losses": []}
         if a.minutes:  # a walk-only run (--minutes 0) needs no training clips
             data = [{"video": (it["video"] if kind == "latent" else pix.encode(f)).to(torch.bfloat16),
