@@ -137,8 +137,7 @@ class Moved(Omni):
     def __init__(self, cfg: OmniConfig, reach: int):
         super().__init__(cfg)
         self.reach = reach
-        r = torch.arange(-reach, reach + 1, dtype=torch.float32)
-        self.register_buffer("moves", torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2), persistent=False)
+        self.register_buffer("moves", move_grid(reach), persistent=False)
         self.move_head = torch.nn.Linear(cfg.width, len(self.moves))
         self.forced: torch.Tensor | None = None  # (B, 2) the move to use (training), else the head's argmax
         self.logits: torch.Tensor | None = None  # (B, F, candidates) of the last pass
@@ -150,6 +149,12 @@ class Moved(Omni):
         self.logits = self.move_head(x.view(B, Fr, -1, D)[:, :, 1 : 1 + n].mean(2).float())
         moved = self.moves[self.logits.argmax(-1)] if self.forced is None else self.forced[:, None].expand(B, Fr, 2)
         return vv, va, moved
+
+
+def move_grid(reach: int) -> torch.Tensor:
+    """(candidates, 2) every whole-pixel move (dy, dx) in [-reach, reach]^2, row-major (none in the middle)."""
+    r = torch.arange(-reach, reach + 1, dtype=torch.float32)
+    return torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
 
 
 def best_move(prev: torch.Tensor, target: torch.Tensor, moves: torch.Tensor, reach: int) -> torch.Tensor:
@@ -303,10 +308,11 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
             v = velocity(model, hist_v, x_t, t, a[:, span - k :], t_hist)
             if isinstance(model, Moved) and own_move:  # the move the frame was made around
                 model.forced = model.moves[model.logits[:, -1].argmax(-1)]
-            loss = torch.nn.functional.mse_loss(v, noise - target)  # at t = 1: mse(x_t - v, target)
             if isinstance(model, Moved) and strip_weight:  # the strip the move uncovers weighs more
                 w = 1 + strip_weight * uncovered(model.forced, *target.shape[-2:])[:, None]
                 loss = ((v - (noise - target)).square() * w).mean() / w.mean()
+            else:
+                loss = torch.nn.functional.mse_loss(v, noise - target)  # at t = 1: mse(x_t - v, target)
             pred = x_t - tb * v
         total = loss
         if isinstance(model, Moved):
@@ -428,14 +434,13 @@ def main() -> None:
     results = {}
     for kind in a.kinds.split(","):
         rep = lat if kind == "latent" else pix
-        model = model_for(kind, a.reach, a.prev_std or 1.0)
-        done = 0
+        done, was = 0, 1.0
         if a.resume:
             state = load_tensors(out / f"{kind}.safetensors")
             done = int(state.pop("trained_steps", torch.tensor(0)).item())
-            was = float(state.pop("prev_std", torch.tensor(1.0)))
-            if kind == "moved":
-                model = model_for(kind, a.reach, a.prev_std or was)
+            was = float(state.pop("prev_std", torch.tensor(1.0)))  # the preconditioning the weights were trained for
+        model = model_for(kind, a.reach, a.prev_std or was)
+        if a.resume:
             if kind == "moved" and "move_head.weight" not in state:  # a pixel model's trunk, started as a moved copy
                 log(f"moved: started from a pixel model ({done} steps); its output now the frame's change, from zero")
                 state = {n: w for n, w in state.items() if not n.startswith("video_out.")}

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pixel_vs_latent import best_move, uncovered  # noqa: E402
+from pixel_vs_latent import best_move, move_grid, uncovered  # noqa: E402
 from rollout_vs_still import starts  # noqa: E402
 
 from worldstream.data.format import Dataset  # noqa: E402
@@ -46,8 +46,7 @@ def main() -> None:
     ap.add_argument("--reach", type=int, default=3)
     ap.add_argument("--periods", default="8,16,24,32,48,64")
     a = ap.parse_args()
-    r = torch.arange(-a.reach, a.reach + 1, dtype=torch.float32)
-    moves = torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
+    moves = move_grid(a.reach)
     fills = ["border"] + [int(p) for p in a.periods.split(",")]
     err = {f: [0.0, 0] for f in fills}
     for real, _, _, _ in starts(Dataset(a.data), a.starts, a.frames, seed=0):
