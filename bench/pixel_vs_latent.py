@@ -56,6 +56,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rollout_vs_still import AT, psnr, sheet_frames, starts  # noqa: E402
@@ -69,7 +70,7 @@ from worldstream.device import autocast  # noqa: E402
 from worldstream.engine.generate import load_autoencoders, load_world_model  # noqa: E402
 from worldstream.engine.rollout import Conditioning, own_rollout  # noqa: E402
 from worldstream.engine.stream import to_frames  # noqa: E402
-from worldstream.eval.stream import sharpness  # noqa: E402
+from worldstream.eval.stream import sharpness, streaks  # noqa: E402
 from worldstream.model.omni import Omni, OmniConfig, move_frames, previous_frames  # noqa: E402
 from worldstream.tokenizers.patch_gan import PatchDiscriminator, adaptive_weight, discriminator_hinge  # noqa: E402
 from worldstream.weights import resolve  # noqa: E402
@@ -142,6 +143,16 @@ class Moved(Omni):
         self.forced: torch.Tensor | None = None  # (B, 2) the move to use (training), else the head's argmax
         self.logits: torch.Tensor | None = None  # (B, F, candidates) of the last pass
 
+    ground: "Ground | None" = None  # set for a walk: what the move uncovers is remembered or drawn, not the border
+
+    def move_previous(self, prev, moved, t):
+        out = super().move_previous(prev, moved, t)
+        if self.ground is not None:  # each frame made from noise in one pass (1-step x0); the rest are history
+            for f in range(prev.shape[1]):
+                if bool((t[:, f] >= 1).all()):
+                    out[:, f] = self.ground.move(prev[:, f].float(), moved[:, f].float(), out[:, f].float()).to(out.dtype)
+        return out
+
     def _head(self, x, cond, g_stream, Fr, h, w):
         vv, va, _ = super()._head(x, cond, g_stream, Fr, h, w)
         B, _, D = x.shape
@@ -174,6 +185,95 @@ def uncovered(moves: torch.Tensor, h: int, w: int) -> torch.Tensor:
     rows = (i < dy) | (i >= h + dy)
     cols = (j < dx) | (j >= w + dx)
     return rows[:, :, None] | cols[:, None, :]
+
+
+def _draw_right(x: torch.Tensor, src: torch.Tensor, s: int, gen: torch.Generator, context: int, rows: int,
+                overlap: int, tol: float) -> torch.Tensor:
+    """``x`` (C, h, w) with its last ``s`` columns drawn anew, ``rows`` at a time, top to bottom: each block
+    is what lies right of the place in ``src`` whose neighbourhood best matches the block's (the ``context``
+    columns left of it and the ``overlap`` rows of the strip already drawn above it), drawn at random among
+    the places within ``tol`` of the best (Efros & Leung 1999, texture synthesis by non-parametric
+    sampling; here per block, as image quilting does, Efros & Freeman 2001)."""
+    x = x.clone()
+    C, h, w = x.shape
+    k = context + s
+    src_sq = src.float().square().sum(0)[None, None]
+    for r in range(0, h, rows):
+        top, end = max(0, r - overlap), min(h, r + rows)
+        n = end - top
+        mask = torch.zeros(1, 1, n, k)
+        mask[..., :context] = 1
+        mask[..., : r - top, context:] = 1  # the strip drawn above this block
+        kern = x[None, :, top:end, w - k :].float() * mask
+        ssd = (F.conv2d(src_sq, mask) - 2 * F.conv2d(src[None].float(), kern) + kern.square().sum())[0, 0]
+        ssd = ssd[:, : w - k + 1]  # windows whose continuation lies inside src (never the context's own place)
+        ok = (ssd <= ssd.min() * (1 + tol) + 1e-3 * mask.sum() * C).flatten().nonzero()[:, 0]
+        pick = int(ok[torch.randint(len(ok), (1,), generator=gen)])
+        y, c = divmod(pick, ssd.shape[1])
+        x[:, r:end, w - s :] = src[:, y + r - top : y + n, c + context : c + k].to(x.dtype)
+    return x
+
+
+def draw_uncovered(moved: torch.Tensor, src: torch.Tensor, move: torch.Tensor, gen: torch.Generator,
+                   context: int = 6, rows: int = 8, overlap: int = 4, tol: float = 0.1) -> torch.Tensor:
+    """``moved`` (C, h, w), ``src`` moved by whole pixels ``move`` (dy, dx) with its border repeated
+    (``move_frames``), with the strip the move uncovers drawn as ground copied from ``src`` where its
+    neighbourhood matches (``_draw_right``): columns first, then rows across the full width (the corner
+    gets both). A regressor cannot draw new ground (its squared-error optimum there is the border's
+    colour, forty-third session) and the repeated border becomes stripes that take over a walk."""
+    dy, dx = int(move[0]), int(move[1])
+    x = moved
+    if dx:  # out[:, j] = src[:, j - dx]: dx < 0 uncovers the right columns, dx > 0 the left (flipped)
+        f = (lambda t: t.flip(-1)) if dx > 0 else (lambda t: t)
+        x = f(_draw_right(f(x), f(src), abs(dx), gen, context, rows, overlap, tol))
+    if dy:  # the same for rows, transposed
+        f = (lambda t: t.transpose(-1, -2).flip(-1)) if dy > 0 else (lambda t: t.transpose(-1, -2))
+        g = (lambda t: t.flip(-1).transpose(-1, -2)) if dy > 0 else (lambda t: t.transpose(-1, -2))
+        x = g(_draw_right(f(x), f(src), abs(dy), gen, context, rows, overlap, tol))
+    return x
+
+
+class Ground:
+    """The ground a walk has shown, kept in world pixels (the sum of its whole-pixel moves says where each
+    frame stands, exactly), so what a move uncovers is the ground seen there before when there is one
+    (walking back shows the same place) and else drawn from the frame (``draw_uncovered``; ``draw=False``:
+    left as the repeated border). Each walk's frames are written as they are made, so drawn ground is kept
+    too. Memory grows with the ground explored, not with time. One per batch of walks; ``gen`` draws."""
+
+    def __init__(self, batch: int, gen: torch.Generator, size: int = 1280, draw: bool = True, remember: bool = True):
+        self.gen, self.size, self.draw, self.remember = gen, size, draw, remember
+        self.pix: torch.Tensor | None = None
+        self.seen = torch.zeros(batch, size, size, dtype=torch.bool)
+        self.pos: torch.Tensor | None = None  # (B, 2) the view's top-left in the canvas
+        self.recalled = [0, 0]  # uncovered pixels taken from memory, all uncovered pixels
+
+    def move(self, prev: torch.Tensor, move: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
+        """``prev`` (B, C, h, w) the frame the view moves from, ``move`` (B, 2) its whole-pixel move and
+        ``moved`` the frame it moved to (border repeated); returns ``moved`` with the uncovered strip filled."""
+        B, C, h, w = prev.shape
+        if self.pix is None:
+            self.pix = torch.zeros(B, C, self.size, self.size)
+            self.pos = torch.full((B, 2), (self.size - h) // 2, dtype=torch.long)
+        out = moved.clone()
+        for b in range(B):
+            (y, x), m = self.pos[b].tolist(), move[b].round().long()
+            self.pix[b, :, y : y + h, x : x + w] = prev[b]
+            self.seen[b, y : y + h, x : x + w] = True
+            y, x = y - int(m[0]), x - int(m[1])  # the content moves by m: the view by -m
+            if not (0 <= y <= self.size - h and 0 <= x <= self.size - w):
+                raise RuntimeError(f"Ground: walk {b} left the {self.size}-px canvas; make it larger")
+            self.pos[b] = torch.tensor([y, x])
+            strip = uncovered(m[None].float(), h, w)[0]
+            if not strip.any():
+                continue
+            if self.draw:
+                out[b] = draw_uncovered(out[b], prev[b], m, self.gen)
+            if self.remember:
+                known = self.seen[b, y : y + h, x : x + w] & strip
+                out[b] = torch.where(known, self.pix[b, :, y : y + h, x : x + w], out[b])
+                self.recalled[0] += int(known.sum())
+            self.recalled[1] += int(strip.sum())
+        return out
 
 
 @torch.no_grad()
@@ -394,6 +494,9 @@ def main() -> None:
                          "else 1); a resumed model's output is rescaled so its 1-step guess stays the same")
     ap.add_argument("--own-move", action="store_true",
                     help="--kinds moved: train the frame around the head's own move, as a walk makes it")
+    ap.add_argument("--ground", default="border", choices=("border", "drawn", "remembered"),
+                    help="--kinds moved: the walks fill what a move uncovers with the repeated border, ground drawn "
+                         "where the frame's neighbourhood matches, or that and the ground the walk saw there before")
     ap.add_argument("--sampler", default="x0", choices=sorted(SAMPLERS), help="the walks' sampler")
     ap.add_argument("--steps", type=int, default=1, help="the walks' sampler steps a frame")
     ap.add_argument("--starts", type=int, default=12)
@@ -416,6 +519,10 @@ def main() -> None:
         tag += f"_{a.sampler}{a.steps}"
     if a.walk_hist_noise:
         tag += f"_h{a.walk_hist_noise:g}"
+    if a.ground != "border":
+        if "moved" not in a.kinds.split(",") or (a.sampler, a.steps) != ("x0", 1):
+            raise SystemExit("--ground: only a --kinds moved model walked with 1 x0 step draws what its move uncovers")
+        tag += f"_{a.ground}"
     logf = open(out / "log.txt", "a")
 
     def log(msg: str) -> None:
@@ -469,17 +576,24 @@ def main() -> None:
                           a.own_move)
             del data
         model.eval()
-        p_model, p_still, sharp, sheet, still_pairs = [], [], [], [], []
-        for real, actions, _, _ in tests:
+        p_model, p_still, sharp, streak, sheet, still_pairs = [], [], [], [], [], []
+        recalled = [0, 0]
+        for i, (real, actions, _, _) in enumerate(tests):
             first = rep.encode(real[:1])
             acts = torch.from_numpy(np.concatenate([[0], actions]))[None].long()
+            if kind == "moved" and a.ground != "border":
+                model.ground = Ground(1, torch.Generator().manual_seed(i), remember=a.ground == "remembered")
             with autocast("cpu", True):
                 z = walk(model, first, acts, a.frames, sampler=a.sampler, steps=a.steps,
                          history_noise=a.walk_hist_noise)[0]
+            if getattr(model, "ground", None) is not None:
+                recalled = [r + n for r, n in zip(recalled, model.ground.recalled)]
+                model.ground = None
             got = rep.decode(z)
             p_model.append([psnr(got[f], real[f]) for f in AT if f <= a.frames])
             p_still.append([psnr(real[0], real[f]) for f in AT if f <= a.frames])
             sharp.append([sharpness(got[f][None]) for f in AT if f <= a.frames])
+            streak.append([streaks(got[f][None]) for f in AT if f <= a.frames])
             sheet.append((real, got))
             if kind == "moved":  # how the recorded view moves: the best move of each frame pair
                 enc = pix.encode(real)
@@ -487,9 +601,13 @@ def main() -> None:
         m, s = np.array(p_model), np.array(p_still)
         results[kind] = {"steps": stats["steps"], "at": [f for f in AT if f <= a.frames],
                          "psnr": m.mean(0).tolist(), "beats_still": (m > s).mean(0).tolist(),
-                         "sharpness": np.array(sharp).mean(0).tolist(), "still_psnr": s.mean(0).tolist(),
+                         "sharpness": np.array(sharp).mean(0).tolist(), "streaks": np.array(streak).mean(0).tolist(),
+                         "still_psnr": s.mean(0).tolist(),
                          "final_loss": (float(np.mean([h[3] for h in stats["losses"][-200:] if not h[2]]))
                                         if stats["losses"] else None)}
+        if a.ground == "remembered":
+            results[kind]["uncovered_recalled"] = recalled[0] / max(recalled[1], 1)
+            log(f"moved: uncovered pixels taken from the walk's own memory of the ground: {results[kind]['uncovered_recalled']:.1%}")
         if still_pairs:
             results[kind]["pairs_best_unmoved"] = torch.cat(still_pairs).mean().item()
             log(f"moved: held-out frame pairs whose best move is none: {results[kind]['pairs_best_unmoved']:.0%}")
@@ -504,11 +622,13 @@ def main() -> None:
         r = results[kind]
         log(f"{kind}: {r['steps']} steps; walked with {a.steps} {a.sampler} steps a frame, history at {a.walk_hist_noise:g}; PSNR at {r['at']}: " + " / ".join(f"{x:.1f}" for x in r["psnr"])
             + "; beats still " + " / ".join(f"{x:.0%}" for x in r["beats_still"])
-            + "; sharpness " + " / ".join(f"{x:.3f}" for x in r["sharpness"]))
+            + "; sharpness " + " / ".join(f"{x:.3f}" for x in r["sharpness"])
+            + "; streaks " + " / ".join(f"{x:.1%}" for x in r["streaks"]))
         (out / f"results{tag}.json").write_text(json.dumps(results, indent=1))
     first = next(iter(results.values()))
     log("still picture PSNR: " + " / ".join(f"{x:.1f}" for x in first["still_psnr"]))
-    log(f"real sharpness {sharpness(np.stack([t[0][0] for t in tests])):.3f}")
+    first = np.stack([t[0][0] for t in tests])
+    log(f"real sharpness {sharpness(first):.3f}, streaks {streaks(first):.1%}")
 
 
 if __name__ == "__main__":

@@ -245,3 +245,20 @@ def test_explorer_pushes_into_obstacles_when_asked_and_is_unchanged_otherwise():
     assert short and max(short) <= 5  # turns away after bump_frames
     long = [r for seed in (5, 6) for r in runs(ExplorerConfig(push_share=1.0, push_seconds=(1.5, 1.5)), seed)[1]]
     assert max(long) >= 30  # held against the obstacle for over a second
+
+
+def test_streaks_find_a_repeated_border_and_not_the_ground():
+    """``eval.stream.streaks`` (how a walk's repeated border shows): the world's own frames have almost none;
+    a frame moved left 3 px at a time with its border repeated has a streak as wide as it moved."""
+    import torch
+
+    from worldstream.eval.stream import streaks
+    from worldstream.model.omni import move_frames
+
+    frames = np.stack([f for f, *_ in _run(Overworld(OverworldConfig(width=128, height=128)), 3, 40)][::8])
+    assert streaks(frames) < 0.02
+    z = torch.from_numpy(frames[:1]).permute(0, 3, 1, 2).float()[None]
+    for _ in range(8):  # 24 px of repeated border on the right
+        z = move_frames(z, torch.tensor([[[0.0, -3.0]]]))
+    moved = z[0].permute(0, 2, 3, 1).round().byte().numpy()
+    assert streaks(moved) > 0.12

@@ -381,9 +381,15 @@ class Omni(nn.Module):
         if prev is not None:
             t = t_video.repeat_interleave(cfg.chunk_frames, dim=1)[:, :, None, None, None].float()
             if moved is not None:
-                prev = move_frames(prev, moved)
+                prev = self.move_previous(prev, moved, t)
             vv = velocity_around(vv, video, prev, t, cfg.prev_std)
         return vv, va
+
+    def move_previous(self, prev: torch.Tensor, moved: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The previous frames (B, F, C, h, w) moved as the head says (``moved``, (B, F, 2)) before the
+        output is added; ``t`` (B, F, 1, 1, 1) their noise levels. A subclass may draw what the move
+        uncovers (the moved-pixel probe in ``bench/pixel_vs_latent.py``)."""
+        return move_frames(prev, moved)
 
     # The pass's embedding of its tokens and its output head: pure tensor functions, so a streaming
     # copy compiles them like the blocks' dense parts (``compile_dense``).
