@@ -44,6 +44,10 @@ measures them.
         --hist-noise 0.3 --walk-hist-noise 0.1 --sampler euler --steps 8 --out pipeline/exp/flowh42
     # the control's trunk predicting around its last frame moved (copy its pixel.safetensors to moved.safetensors)
     .venv/bin/python bench/pixel_vs_latent.py ... --kinds moved --resume --minutes 38 --lr 2e-4 --out pipeline/exp/moved42
+    # a moved model's walks with the uncovered strip drawn from matching ground, and also remembered (``Ground``);
+    # then out and back against the game replayed under the same keys
+    .venv/bin/python bench/pixel_vs_latent.py ... --kinds moved --resume --minutes 0 --frames 192 --ground remembered --out DIR
+    .venv/bin/python bench/pixel_vs_latent.py ... --kinds moved --resume --minutes 0 --revisit 48 --ground remembered --out DIR
 """
 from __future__ import annotations
 
@@ -74,6 +78,7 @@ from worldstream.eval.stream import sharpness, streaks  # noqa: E402
 from worldstream.model.omni import Omni, OmniConfig, move_frames, previous_frames  # noqa: E402
 from worldstream.tokenizers.patch_gan import PatchDiscriminator, adaptive_weight, discriminator_hinge  # noqa: E402
 from worldstream.weights import resolve  # noqa: E402
+from worldstream.worlds.overworld import ACTIONS  # noqa: E402
 
 MAX_HISTORY = 5
 
@@ -188,16 +193,22 @@ def uncovered(moves: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def _draw_right(x: torch.Tensor, src: torch.Tensor, s: int, gen: torch.Generator, context: int, rows: int,
-                overlap: int, tol: float) -> torch.Tensor:
+                overlap: int, tol: float, gap: int, keep_out: int,
+                last: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``x`` (C, h, w) with its last ``s`` columns drawn anew, ``rows`` at a time, top to bottom: each block
     is what lies right of the place in ``src`` whose neighbourhood best matches the block's (the ``context``
     columns left of it and the ``overlap`` rows of the strip already drawn above it), drawn at random among
     the places within ``tol`` of the best (Efros & Leung 1999, texture synthesis by non-parametric
-    sampling; here per block, as image quilting does, Efros & Freeman 2001)."""
+    sampling; here per block, as image quilting does, Efros & Freeman 2001). ``last`` (h, 2): where each row
+    of this side's strip was copied from in the last frame, as an offset; a block goes on copying from there
+    when that place matches too (Ashikhmin 2001's coherence), so a walk draws ground patch by patch rather
+    than a new source every pixel, which reads as lines across the strip. Returns x and the offsets used."""
     x = x.clone()
     C, h, w = x.shape
     k = context + s
-    src_sq = src.float().square().sum(0)[None, None]
+    offsets = torch.zeros(h, 2, dtype=torch.long) if last is None else last.clone()
+    src = src.float()  # the distances in fp32 whatever autocast says: bf16 cancels them to noise
+    src_sq = src.square().sum(0)[None, None]
     for r in range(0, h, rows):
         top, end = max(0, r - overlap), min(h, r + rows)
         n = end - top
@@ -205,31 +216,54 @@ def _draw_right(x: torch.Tensor, src: torch.Tensor, s: int, gen: torch.Generator
         mask[..., :context] = 1
         mask[..., : r - top, context:] = 1  # the strip drawn above this block
         kern = x[None, :, top:end, w - k :].float() * mask
-        ssd = (F.conv2d(src_sq, mask) - 2 * F.conv2d(src[None].float(), kern) + kern.square().sum())[0, 0]
-        ssd = ssd[:, : w - k + 1]  # windows whose continuation lies inside src (never the context's own place)
-        ok = (ssd <= ssd.min() * (1 + tol) + 1e-3 * mask.sum() * C).flatten().nonzero()[:, 0]
-        pick = int(ok[torch.randint(len(ok), (1,), generator=gen)])
-        y, c = divmod(pick, ssd.shape[1])
+        with torch.autocast("cpu", enabled=False):
+            ssd = (F.conv2d(src_sq, mask) - 2 * F.conv2d(src[None], kern) + kern.square().sum())[0, 0]
+        # every window lies inside src with its continuation, so never at the context's own place (beyond the
+        # edge); nor within ``gap`` px of it, where a match is the border shifted by a pixel or two: in ground
+        # that is flat along the strip's direction it would copy the border again and grow the streak it avoids
+        ssd = ssd[:, : max(1, w - k + 1 - gap)].clone()
+        if keep_out:  # nor from the centre, where the camera keeps the player: a copied sprite would stay as ground
+            ys, xs = (h - keep_out) // 2 - n + 1, (w - keep_out) // 2 - k + 1  # windows that overlap it
+            ssd[max(0, ys) : (h + keep_out) // 2, max(0, xs) : (w + keep_out) // 2] = float("inf")
+        good = ssd.min() * (1 + tol) + 1e-3 * mask.sum() * C
+        y = c = None
+        if last is not None:  # the window that continues last frame's copy
+            oy, ox = last[r].tolist()
+            y, c = top + oy, w - s + ox - context
+            if not (0 <= y < ssd.shape[0] and 0 <= c < ssd.shape[1] and ssd[y, c] <= good):
+                y = c = None
+        if y is None:
+            ok = (ssd <= good).flatten().nonzero()[:, 0]
+            y, c = divmod(int(ok[torch.randint(len(ok), (1,), generator=gen)]), ssd.shape[1])
         x[:, r:end, w - s :] = src[:, y + r - top : y + n, c + context : c + k].to(x.dtype)
-    return x
+        offsets[r:end] = torch.tensor([y - top, c + context - (w - s)])
+    return x, offsets
 
 
 def draw_uncovered(moved: torch.Tensor, src: torch.Tensor, move: torch.Tensor, gen: torch.Generator,
-                   context: int = 6, rows: int = 8, overlap: int = 4, tol: float = 0.1) -> torch.Tensor:
+                   context: int = 6, rows: int = 8, overlap: int = 4, tol: float = 0.1, gap: int = 4,
+                   keep_out: int = 16, coherence: dict | None = None) -> torch.Tensor:
     """``moved`` (C, h, w), ``src`` moved by whole pixels ``move`` (dy, dx) with its border repeated
     (``move_frames``), with the strip the move uncovers drawn as ground copied from ``src`` where its
     neighbourhood matches (``_draw_right``): columns first, then rows across the full width (the corner
     gets both). A regressor cannot draw new ground (its squared-error optimum there is the border's
-    colour, forty-third session) and the repeated border becomes stripes that take over a walk."""
+    colour, forty-third session) and the repeated border becomes stripes that take over a walk.
+    ``keep_out``: the side of the square at the frame's centre never copied from (the player, 0: none);
+    ``coherence``: a walk's own dict, where each side's copy offsets are kept from frame to frame."""
     dy, dx = int(move[0]), int(move[1])
-    x = moved
+    x, memo = moved, {} if coherence is None else coherence
+
+    def side(x, f, g, key, s):
+        out, memo[key] = _draw_right(f(x), f(src), s, gen, context, rows, overlap, tol, gap, keep_out, memo.get(key))
+        return g(out)
+
     if dx:  # out[:, j] = src[:, j - dx]: dx < 0 uncovers the right columns, dx > 0 the left (flipped)
         f = (lambda t: t.flip(-1)) if dx > 0 else (lambda t: t)
-        x = f(_draw_right(f(x), f(src), abs(dx), gen, context, rows, overlap, tol))
+        x = side(x, f, f, ("x", dx > 0), abs(dx))
     if dy:  # the same for rows, transposed
         f = (lambda t: t.transpose(-1, -2).flip(-1)) if dy > 0 else (lambda t: t.transpose(-1, -2))
         g = (lambda t: t.flip(-1).transpose(-1, -2)) if dy > 0 else (lambda t: t.transpose(-1, -2))
-        x = g(_draw_right(f(x), f(src), abs(dy), gen, context, rows, overlap, tol))
+        x = side(x, f, g, ("y", dy > 0), abs(dy))
     return x
 
 
@@ -238,10 +272,13 @@ class Ground:
     frame stands, exactly), so what a move uncovers is the ground seen there before when there is one
     (walking back shows the same place) and else drawn from the frame (``draw_uncovered``; ``draw=False``:
     left as the repeated border). Each walk's frames are written as they are made, so drawn ground is kept
-    too. Memory grows with the ground explored, not with time. One per batch of walks; ``gen`` draws."""
+    too. Memory grows with the ground explored, not with time. One per batch of walks; ``gen`` draws, with
+    ``draw_kw`` (``draw_uncovered``'s)."""
 
-    def __init__(self, batch: int, gen: torch.Generator, size: int = 1280, draw: bool = True, remember: bool = True):
-        self.gen, self.size, self.draw, self.remember = gen, size, draw, remember
+    def __init__(self, batch: int, gen: torch.Generator, size: int = 1280, draw: bool = True, remember: bool = True,
+                 **draw_kw):
+        self.gen, self.size, self.draw, self.remember, self.draw_kw = gen, size, draw, remember, draw_kw
+        self.coherence = [{} for _ in range(batch)]  # each walk's copy offsets (``draw_uncovered``)
         self.pix: torch.Tensor | None = None
         self.seen = torch.zeros(batch, size, size, dtype=torch.bool)
         self.pos: torch.Tensor | None = None  # (B, 2) the view's top-left in the canvas
@@ -267,7 +304,7 @@ class Ground:
             if not strip.any():
                 continue
             if self.draw:
-                out[b] = draw_uncovered(out[b], prev[b], m, self.gen)
+                out[b] = draw_uncovered(out[b], prev[b], m, self.gen, coherence=self.coherence[b], **self.draw_kw)
             if self.remember:
                 known = self.seen[b, y : y + h, x : x + w] & strip
                 out[b] = torch.where(known, self.pix[b, :, y : y + h, x : x + w], out[b])
@@ -308,6 +345,45 @@ def strip_check(model: "Moved", pix: Pixels, tests: list, pairs: int = 24) -> di
     out = {n: 10 * np.log10(1 / (e / max(c, 1))) for n, (e, c) in sums.items()}
     out["named_best"] = torch.cat(named).mean().item()
     return out
+
+
+@torch.no_grad()
+def revisits(model: "Moved", pix: Pixels, ds: Dataset, n_starts: int, n: int, ground: str, log) -> dict:
+    """Out and back: from held-out starts (as ``starts`` picks them) the model walks ``n`` frames one way and
+    ``n`` back, and each frame is scored against the game replayed from the same place under the same keys
+    (``eval.walks.game_walk``; where the game stops the player at water or rocks, so does the truth). The
+    frame at the turn shows new ground; the frame back at the start the ground the walk showed first, and is
+    also scored against the walk's own first frame (revisit consistency, whether or not its moves were right)."""
+    from worldstream.eval.walks import game_walk, replayable
+
+    ways = (("walk_e", "walk_w"), ("walk_n", "walk_s"), ("walk_w", "walk_e"), ("walk_s", "walk_n"))
+    names = list(ACTIONS)  # the recordings' action ids index the world's actions
+    rng = np.random.default_rng(0)
+    eps = [ep for ep in ds.split("heldout") if replayable(ep)]
+    at = sorted({1, n // 2, n, n + n // 2, 2 * n})
+    got_p, still_p, own_back = [], [], []
+    for i in range(n_starts):
+        ep = eps[i % len(eps)]
+        t0 = int(rng.integers(0, ep.n_frames - 1))
+        keys = [ways[i % 4][0]] * n + [ways[i % 4][1]] * n
+        truth = np.stack([ep.frames()[t0]] + game_walk(ep, t0, keys).frames)
+        acts = torch.tensor([[0] + [names.index(k) for k in keys]])
+        if ground != "border":
+            model.ground = Ground(1, torch.Generator().manual_seed(i), remember=ground == "remembered")
+        with autocast("cpu", True):
+            z = walk(model, pix.encode(truth[:1]), acts, 2 * n)[0]
+        model.ground = None
+        got = pix.decode(z)
+        got_p.append([psnr(got[f], truth[f]) for f in at])
+        still_p.append([psnr(truth[0], truth[f]) for f in at])
+        own_back.append(psnr(got[2 * n], got[0]))
+    res = {"at": at, "ground": ground, "psnr": np.mean(got_p, 0).tolist(), "still_psnr": np.mean(still_p, 0).tolist(),
+           "own_return_psnr": float(np.mean(own_back))}
+    log(f"revisit ({ground}): {n} frames out, {n} back; PSNR against the game at frames {at}: "
+        + " / ".join(f"{x:.1f}" for x in res["psnr"]) + " (the start frame held still: "
+        + " / ".join(f"{x:.1f}" for x in res["still_psnr"]) + f"); its frame back at the start against its first: "
+        f"{res['own_return_psnr']:.1f}")
+    return res
 
 
 def model_for(kind: str, reach: int = 3, prev_std: float = 1.0) -> Omni:
@@ -497,6 +573,9 @@ def main() -> None:
     ap.add_argument("--ground", default="border", choices=("border", "drawn", "remembered"),
                     help="--kinds moved: the walks fill what a move uncovers with the repeated border, ground drawn "
                          "where the frame's neighbourhood matches, or that and the ground the walk saw there before")
+    ap.add_argument("--revisit", type=int, default=0, metavar="N",
+                    help="--kinds moved, walk only: from each start walk N frames one way and N back (east, north, "
+                         "west, south in turn) and score the frames against the game replayed under the same keys")
     ap.add_argument("--sampler", default="x0", choices=sorted(SAMPLERS), help="the walks' sampler")
     ap.add_argument("--steps", type=int, default=1, help="the walks' sampler steps a frame")
     ap.add_argument("--starts", type=int, default=12)
@@ -513,6 +592,8 @@ def main() -> None:
             raise SystemExit("--adv-weight: the critic judges frames; use it with --kinds pixel or moved")
         if a.resume and not (out / f"{kind}.safetensors").exists():
             raise SystemExit(f"--resume: {out / f'{kind}.safetensors'} is missing; run once without --resume first")
+    if a.revisit and (a.kinds != "moved" or a.minutes):
+        raise SystemExit("--revisit walks a saved moved model: --kinds moved --resume --minutes 0")
     out.mkdir(parents=True, exist_ok=True)
     tag = f"_{a.frames}f" if not a.minutes else ""  # a walk-only run keeps the training run's results
     if (a.sampler, a.steps) != ("x0", 1):
@@ -576,6 +657,10 @@ def main() -> None:
                           a.own_move)
             del data
         model.eval()
+        if a.revisit:
+            results[kind] = revisits(model, pix, Dataset(a.data), a.starts, a.revisit, a.ground, log)
+            (out / f"revisit{a.revisit}_{a.ground}.json").write_text(json.dumps(results[kind], indent=1))
+            return
         p_model, p_still, sharp, streak, sheet, still_pairs = [], [], [], [], [], []
         recalled = [0, 0]
         for i, (real, actions, _, _) in enumerate(tests):

@@ -101,12 +101,12 @@ def oracle_walks(a) -> None:
         gen = torch.Generator().manual_seed(i)
         shown = [[real[f] for f in sheet_frames(a.walk)]]
         for fill in res:
-            own, ground = [x[0]], Ground(1, gen)
+            own, ground, coherence = [x[0]], Ground(1, gen, context=a.context, rows=a.rows, tol=a.tol), {}
             for f in range(a.walk):
                 y = move_frames(own[-1][None, None], best[f][None, None])[0, 0]
                 if fill == "drawn":
-                    y = draw_uncovered(y, own[-1], best[f], gen, a.context, a.rows, tol=a.tol)
-                elif fill == "remembered":  # drawn with the bench's defaults, the walk's memory first
+                    y = draw_uncovered(y, own[-1], best[f], gen, a.context, a.rows, tol=a.tol, coherence=coherence)
+                elif fill == "remembered":  # the walk's memory first, drawn where it has none
                     y = ground.move(own[-1][None], best[f][None], y[None])[0]
                 own.append(y)
             got = (torch.stack(own).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
