@@ -573,6 +573,8 @@ def main() -> None:
     ap.add_argument("--ground", default="border", choices=("border", "drawn", "remembered"),
                     help="--kinds moved: the walks fill what a move uncovers with the repeated border, ground drawn "
                          "where the frame's neighbourhood matches, or that and the ground the walk saw there before")
+    ap.add_argument("--draw-context", type=int, default=6,
+                    help="--ground drawn/remembered: px of ground beside the strip that a copy's place must match")
     ap.add_argument("--revisit", type=int, default=0, metavar="N",
                     help="--kinds moved, walk only: from each start walk N frames one way and N back (east, north, "
                          "west, south in turn) and score the frames against the game replayed under the same keys")
@@ -603,7 +605,7 @@ def main() -> None:
     if a.ground != "border":
         if "moved" not in a.kinds.split(",") or (a.sampler, a.steps) != ("x0", 1):
             raise SystemExit("--ground: only a --kinds moved model walked with 1 x0 step draws what its move uncovers")
-        tag += f"_{a.ground}"
+        tag += f"_{a.ground}" + (f"_c{a.draw_context}" if a.draw_context != 6 else "")
     logf = open(out / "log.txt", "a")
 
     def log(msg: str) -> None:
@@ -667,7 +669,8 @@ def main() -> None:
             first = rep.encode(real[:1])
             acts = torch.from_numpy(np.concatenate([[0], actions]))[None].long()
             if kind == "moved" and a.ground != "border":
-                model.ground = Ground(1, torch.Generator().manual_seed(i), remember=a.ground == "remembered")
+                model.ground = Ground(1, torch.Generator().manual_seed(i), remember=a.ground == "remembered",
+                                      context=a.draw_context)
             with autocast("cpu", True):
                 z = walk(model, first, acts, a.frames, sampler=a.sampler, steps=a.steps,
                          history_noise=a.walk_hist_noise)[0]
