@@ -270,17 +270,16 @@ def draw_uncovered(moved: torch.Tensor, src: torch.Tensor, move: torch.Tensor, g
 class Ground:
     """The ground a walk has shown, kept in world pixels (the sum of its whole-pixel moves says where each
     frame stands, exactly), so what a move uncovers is the ground seen there before when there is one
-    (walking back shows the same place) and else drawn from the frame (``draw_uncovered``; ``draw=False``:
-    left as the repeated border). Each walk's frames are written as they are made, so drawn ground is kept
-    too. Memory grows with the ground explored, not with time. One per batch of walks; ``gen`` draws, with
-    ``draw_kw`` (``draw_uncovered``'s)."""
+    (walking back shows the same place) and else drawn from the frame (``draw_uncovered``; ``remember=False``:
+    always drawn). Each walk's frames are written as they are made, so drawn ground is kept too. Memory grows
+    with the ground explored, not with time. One per batch of walks; ``gen`` draws, with ``draw_kw``
+    (``draw_uncovered``'s)."""
 
-    def __init__(self, batch: int, gen: torch.Generator, size: int = 1280, draw: bool = True, remember: bool = True,
-                 **draw_kw):
-        self.gen, self.size, self.draw, self.remember, self.draw_kw = gen, size, draw, remember, draw_kw
+    def __init__(self, batch: int, gen: torch.Generator, size: int = 1280, remember: bool = True, **draw_kw):
+        self.gen, self.size, self.remember, self.draw_kw = gen, size, remember, draw_kw
         self.coherence = [{} for _ in range(batch)]  # each walk's copy offsets (``draw_uncovered``)
-        self.pix: torch.Tensor | None = None
-        self.seen = torch.zeros(batch, size, size, dtype=torch.bool)
+        self.pix: torch.Tensor | None = None  # (B, C, size, size) and where it holds ground, made at the first move
+        self.seen: torch.Tensor | None = None
         self.pos: torch.Tensor | None = None  # (B, 2) the view's top-left in the canvas
         self.recalled = [0, 0]  # uncovered pixels taken from memory, all uncovered pixels
 
@@ -290,6 +289,7 @@ class Ground:
         B, C, h, w = prev.shape
         if self.pix is None:
             self.pix = torch.zeros(B, C, self.size, self.size)
+            self.seen = torch.zeros(B, self.size, self.size, dtype=torch.bool)
             self.pos = torch.full((B, 2), (self.size - h) // 2, dtype=torch.long)
         out = moved.clone()
         for b in range(B):
@@ -303,14 +303,20 @@ class Ground:
             strip = uncovered(m[None].float(), h, w)[0]
             if not strip.any():
                 continue
-            if self.draw:
-                out[b] = draw_uncovered(out[b], prev[b], m, self.gen, coherence=self.coherence[b], **self.draw_kw)
+            out[b] = draw_uncovered(out[b], prev[b], m, self.gen, coherence=self.coherence[b], **self.draw_kw)
             if self.remember:
                 known = self.seen[b, y : y + h, x : x + w] & strip
                 out[b] = torch.where(known, self.pix[b, :, y : y + h, x : x + w], out[b])
                 self.recalled[0] += int(known.sum())
             self.recalled[1] += int(strip.sum())
         return out
+
+
+def ground_for(fill: str, seed: int, context: int = 6) -> Ground | None:
+    """The ``Ground`` a walk of one start uses for ``--ground`` ``fill``; None for the repeated border."""
+    if fill == "border":
+        return None
+    return Ground(1, torch.Generator().manual_seed(seed), remember=fill == "remembered", context=context)
 
 
 @torch.no_grad()
@@ -348,7 +354,8 @@ def strip_check(model: "Moved", pix: Pixels, tests: list, pairs: int = 24) -> di
 
 
 @torch.no_grad()
-def revisits(model: "Moved", pix: Pixels, ds: Dataset, n_starts: int, n: int, ground: str, log) -> dict:
+def revisits(model: "Moved", pix: Pixels, ds: Dataset, n_starts: int, n: int, ground: str, log,
+             context: int = 6) -> dict:
     """Out and back: from held-out starts (as ``starts`` picks them) the model walks ``n`` frames one way and
     ``n`` back, and each frame is scored against the game replayed from the same place under the same keys
     (``eval.walks.game_walk``; where the game stops the player at water or rocks, so does the truth). The
@@ -368,8 +375,7 @@ def revisits(model: "Moved", pix: Pixels, ds: Dataset, n_starts: int, n: int, gr
         keys = [ways[i % 4][0]] * n + [ways[i % 4][1]] * n
         truth = np.stack([ep.frames()[t0]] + game_walk(ep, t0, keys).frames)
         acts = torch.tensor([[0] + [names.index(k) for k in keys]])
-        if ground != "border":
-            model.ground = Ground(1, torch.Generator().manual_seed(i), remember=ground == "remembered")
+        model.ground = ground_for(ground, i, context)
         with autocast("cpu", True):
             z = walk(model, pix.encode(truth[:1]), acts, 2 * n)[0]
         model.ground = None
@@ -602,10 +608,11 @@ def main() -> None:
         tag += f"_{a.sampler}{a.steps}"
     if a.walk_hist_noise:
         tag += f"_h{a.walk_hist_noise:g}"
+    context_tag = f"_c{a.draw_context}" if a.draw_context != 6 else ""  # results of another match width kept apart
     if a.ground != "border":
         if "moved" not in a.kinds.split(",") or (a.sampler, a.steps) != ("x0", 1):
             raise SystemExit("--ground: only a --kinds moved model walked with 1 x0 step draws what its move uncovers")
-        tag += f"_{a.ground}" + (f"_c{a.draw_context}" if a.draw_context != 6 else "")
+        tag += f"_{a.ground}" + context_tag
     logf = open(out / "log.txt", "a")
 
     def log(msg: str) -> None:
@@ -660,17 +667,16 @@ def main() -> None:
             del data
         model.eval()
         if a.revisit:
-            results[kind] = revisits(model, pix, Dataset(a.data), a.starts, a.revisit, a.ground, log)
-            (out / f"revisit{a.revisit}_{a.ground}.json").write_text(json.dumps(results[kind], indent=1))
+            results[kind] = revisits(model, pix, Dataset(a.data), a.starts, a.revisit, a.ground, log, a.draw_context)
+            (out / f"revisit{a.revisit}_{a.ground}{context_tag}.json").write_text(json.dumps(results[kind], indent=1))
             return
         p_model, p_still, sharp, streak, sheet, still_pairs = [], [], [], [], [], []
         recalled = [0, 0]
         for i, (real, actions, _, _) in enumerate(tests):
             first = rep.encode(real[:1])
             acts = torch.from_numpy(np.concatenate([[0], actions]))[None].long()
-            if kind == "moved" and a.ground != "border":
-                model.ground = Ground(1, torch.Generator().manual_seed(i), remember=a.ground == "remembered",
-                                      context=a.draw_context)
+            if kind == "moved":
+                model.ground = ground_for(a.ground, i, a.draw_context)
             with autocast("cpu", True):
                 z = walk(model, first, acts, a.frames, sampler=a.sampler, steps=a.steps,
                          history_noise=a.walk_hist_noise)[0]
@@ -715,8 +721,8 @@ def main() -> None:
         (out / f"results{tag}.json").write_text(json.dumps(results, indent=1))
     first = next(iter(results.values()))
     log("still picture PSNR: " + " / ".join(f"{x:.1f}" for x in first["still_psnr"]))
-    first = np.stack([t[0][0] for t in tests])
-    log(f"real sharpness {sharpness(first):.3f}, streaks {streaks(first):.1%}")
+    real_first = np.stack([t[0][0] for t in tests])
+    log(f"real sharpness {sharpness(real_first):.3f}, streaks {streaks(real_first):.1%}")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from rollout_vs_still import AT, psnr, sheet_frames, starts  # noqa: E402
 
 from worldstream.data.format import Dataset  # noqa: E402
 from worldstream.data.png import grid, save_png  # noqa: E402
+from worldstream.engine.stream import to_frames  # noqa: E402
 from worldstream.eval.stream import sharpness, streaks  # noqa: E402
 from worldstream.model.omni import move_frames  # noqa: E402
 
@@ -46,6 +47,11 @@ def periodic(frame: torch.Tensor, move: torch.Tensor, period: int) -> torch.Tens
     return frame[:, index(h, int(move[0]))][:, :, index(w, int(move[1]))]
 
 
+def unit(frames: np.ndarray) -> torch.Tensor:
+    """Recorded frames (F, H, W, 3) uint8 -> (F, 3, H, W) colours in [0, 1]."""
+    return torch.from_numpy(np.asarray(frames)).float().permute(0, 3, 1, 2) / 255
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -60,6 +66,8 @@ def main() -> None:
     ap.add_argument("--fills", default="border,drawn,remembered", help="--walk: the fills to walk")
     ap.add_argument("--sheet", default=None, help="--walk: write the contact sheet here (PNG)")
     a = ap.parse_args()
+    if not set(a.fills.split(",")) <= {"border", "drawn", "remembered"}:
+        raise SystemExit(f"--fills: {a.fills!r}; each must be border, drawn or remembered")
     if a.walk:
         return oracle_walks(a)
     moves = move_grid(a.reach)
@@ -67,17 +75,19 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     err = {f: [0.0, 0] for f in fills}
     for real, _, _, _ in starts(Dataset(a.data), a.starts, a.frames, seed=0):
-        x = torch.from_numpy(np.asarray(real)).float().permute(0, 3, 1, 2) / 255
+        x = unit(real)
         best = best_move(x[:-1], x[1:], moves, a.reach)
         for f in range(len(x) - 1):
             m = moves[best[f]]
             if (m == 0).all():
                 continue
             strip = uncovered(m[None], *x.shape[-2:])[0]
+            moved = move_frames(x[f][None, None], m[None, None])[0, 0]
             for fill in fills:
-                if fill in ("border", "drawn"):
-                    y = move_frames(x[f][None, None], m[None, None])[0, 0]
-                    y = draw_uncovered(y, x[f], m, gen, a.context, a.rows, tol=a.tol) if fill == "drawn" else y
+                if fill == "border":
+                    y = moved
+                elif fill == "drawn":
+                    y = draw_uncovered(moved, x[f], m, gen, a.context, a.rows, tol=a.tol)
                 else:
                     y = periodic(x[f], m, fill)
                 e = (y - x[f + 1])[:, strip].square()
@@ -94,22 +104,20 @@ def oracle_walks(a) -> None:
     moves = move_grid(a.reach)
     at = [f for f in AT if f <= a.walk]
     res = {fill: {"psnr": [], "sharp": [], "streaks": []} for fill in a.fills.split(",")}
-    rows = []
-    for i, (real, _, _, _) in enumerate(starts(Dataset(a.data), a.starts, a.walk, seed=0)):
-        x = torch.from_numpy(np.asarray(real)).float().permute(0, 3, 1, 2) / 255
+    rows, tests = [], starts(Dataset(a.data), a.starts, a.walk, seed=0)
+    for i, (real, _, _, _) in enumerate(tests):
+        x = unit(real)
         best = moves[best_move(x[:-1], x[1:], moves, a.reach)]
         gen = torch.Generator().manual_seed(i)
         shown = [[real[f] for f in sheet_frames(a.walk)]]
-        for fill in res:
-            own, ground, coherence = [x[0]], Ground(1, gen, context=a.context, rows=a.rows, tol=a.tol), {}
+        for fill in res:  # drawn: always drawn; remembered: the walk's memory first, drawn where it has none
+            own = [x[0]]
+            ground = None if fill == "border" else Ground(1, gen, remember=fill == "remembered", context=a.context,
+                                                          rows=a.rows, tol=a.tol)
             for f in range(a.walk):
                 y = move_frames(own[-1][None, None], best[f][None, None])[0, 0]
-                if fill == "drawn":
-                    y = draw_uncovered(y, own[-1], best[f], gen, a.context, a.rows, tol=a.tol, coherence=coherence)
-                elif fill == "remembered":  # the walk's memory first, drawn where it has none
-                    y = ground.move(own[-1][None], best[f][None], y[None])[0]
-                own.append(y)
-            got = (torch.stack(own).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+                own.append(y if ground is None else ground.move(own[-1][None], best[f][None], y[None])[0])
+            got = to_frames(torch.stack(own)[None])[0]
             res[fill]["psnr"].append([psnr(got[f], real[f]) for f in at])
             res[fill]["sharp"].append([sharpness(got[f][None]) for f in at])
             res[fill]["streaks"].append([streaks(got[f][None]) for f in at])
@@ -121,7 +129,7 @@ def oracle_walks(a) -> None:
         print(f"| {fill} | " + " / ".join(f"{v:.1f}" for v in np.mean(r["psnr"], 0)) + " | "
               + " / ".join(f"{v:.3f}" for v in np.mean(r["sharp"], 0)) + " | "
               + " / ".join(f"{v:.1%}" for v in np.mean(r["streaks"], 0)) + " |")
-    first = np.stack([t[0][0] for t in starts(Dataset(a.data), a.starts, a.walk)])
+    first = np.stack([t[0][0] for t in tests])
     print(f"real sharpness {sharpness(first):.3f}, streaks {streaks(first):.1%}")
     if a.sheet:
         save_png(a.sheet, grid(rows, cols=len(sheet_frames(a.walk))))
