@@ -25,7 +25,8 @@ every noise level instead (flow matching, levels logit-normal as JiT draws them,
 be walked as a many-step sampler (``--sampler euler --steps 8``) that draws detail the 1-step guess
 averages away; ``--hist-noise`` noises its history frames in training and ``--walk-hist-noise`` commits
 a walk's own frames at a level (GameNGen's context noise). ``--kinds moved`` predicts pixels around the
-last frame moved by a whole number of pixels that a head names (``Moved``: global motion compensation).
+last frame moved by a whole number of pixels that a head names (``OmniConfig.move_reach``: global motion
+compensation), the strip the move uncovers filled by ``--ground`` (``engine.ground``).
 Then 48-frame walks from one held-out frame under the recorded keys, as ``bench/rollout_vs_still.py``
 measures them.
 
@@ -60,7 +61,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from rollout_vs_still import AT, psnr, sheet_frames, starts  # noqa: E402
@@ -72,10 +72,11 @@ from worldstream.data.png import grid, save_png  # noqa: E402
 from worldstream.diffusion.flow import SAMPLERS, interpolate, sample_t_logit_normal  # noqa: E402
 from worldstream.device import autocast  # noqa: E402
 from worldstream.engine.generate import load_autoencoders, load_world_model  # noqa: E402
+from worldstream.engine.ground import Ground, uncovered  # noqa: E402
 from worldstream.engine.rollout import Conditioning, own_rollout  # noqa: E402
 from worldstream.engine.stream import to_frames  # noqa: E402
 from worldstream.eval.stream import sharpness, streaks  # noqa: E402
-from worldstream.model.omni import Omni, OmniConfig, move_frames, previous_frames  # noqa: E402
+from worldstream.model.omni import Omni, OmniConfig, best_move, move_frames, previous_frames  # noqa: E402
 from worldstream.tokenizers.patch_gan import PatchDiscriminator, adaptive_weight, discriminator_hinge  # noqa: E402
 from worldstream.weights import resolve  # noqa: E402
 from worldstream.worlds.overworld import ACTIONS  # noqa: E402
@@ -124,210 +125,26 @@ class XPred(Omni):
     the pixels' variance, the share of the noise outside 256 of 768 dimensions (JiT's argument)."""
 
     def forward(self, video, t_video, *args, **kwargs):
-        out_v, out_a = super().forward(video, t_video, *args, **kwargs)
+        out_v, *rest = super().forward(video, t_video, *args, **kwargs)
         t = t_video.repeat_interleave(self.cfg.chunk_frames, 1)[:, :, None, None, None].to(out_v.dtype)
-        return (video - out_v) / t.clamp_min(1e-3), out_a
-
-
-class Moved(Omni):
-    """Pixels predicted around the previous frame moved by a whole number of pixels (global motion
-    compensation, as video codecs predict a frame; the twenty-fifth session's ``prev_shift`` moved an
-    f8 latent by a learnt fraction of a cell, bilinear, and blurred). A walking view scrolls by whole
-    pixels, so a frame moved by the right (dy, dx) keeps every grain of the ground it already showed,
-    and the network draws only what changed: the strip that scrolls in, the player, the light. The move
-    is a choice among (2 reach + 1)^2 candidates made by a head on the frame's pooled output tokens,
-    learnt by cross-entropy against the move that best explains the recorded frame (``best_move``) and
-    taken as its argmax when walking; in training the best move itself is used (``forced``). The
-    network's output is the frame's change at t = 1 (``velocity_around`` with std 1: x0 = moved + g)."""
-
-    def __init__(self, cfg: OmniConfig, reach: int):
-        super().__init__(cfg)
-        self.reach = reach
-        self.register_buffer("moves", move_grid(reach), persistent=False)
-        self.move_head = torch.nn.Linear(cfg.width, len(self.moves))
-        self.forced: torch.Tensor | None = None  # (B, 2) the move to use (training), else the head's argmax
-        self.logits: torch.Tensor | None = None  # (B, F, candidates) of the last pass
-
-    ground: "Ground | None" = None  # set for a walk: what the move uncovers is remembered or drawn, not the border
-
-    def move_previous(self, prev, moved, t):
-        out = super().move_previous(prev, moved, t)
-        if self.ground is not None:  # each frame made from noise in one pass (1-step x0); the rest are history
-            for f in range(prev.shape[1]):
-                if bool((t[:, f] >= 1).all()):
-                    out[:, f] = self.ground.move(prev[:, f].float(), moved[:, f].float(), out[:, f].float()).to(out.dtype)
-        return out
-
-    def _head(self, x, cond, g_stream, Fr, h, w):
-        vv, va, _ = super()._head(x, cond, g_stream, Fr, h, w)
-        B, _, D = x.shape
-        n = (h // self.cfg.patch) * (w // self.cfg.patch)
-        self.logits = self.move_head(x.view(B, Fr, -1, D)[:, :, 1 : 1 + n].mean(2).float())
-        moved = self.moves[self.logits.argmax(-1)] if self.forced is None else self.forced[:, None].expand(B, Fr, 2)
-        return vv, va, moved
-
-
-def move_grid(reach: int) -> torch.Tensor:
-    """(candidates, 2) every whole-pixel move (dy, dx) in [-reach, reach]^2, row-major (none in the middle)."""
-    r = torch.arange(-reach, reach + 1, dtype=torch.float32)
-    return torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
-
-
-def best_move(prev: torch.Tensor, target: torch.Tensor, moves: torch.Tensor, reach: int) -> torch.Tensor:
-    """Index into ``moves`` of the whole-pixel move of ``prev`` (B, C, h, w) closest to ``target``,
-    judged inside a ``reach``-pixel margin (the repeated border is not evidence)."""
-    inner = (slice(None), slice(None), slice(reach, -reach), slice(reach, -reach))
-    err = torch.stack([(move_frames(prev[:, None], m.expand(len(prev), 1, 2))[:, 0][inner] - target[inner])
-                       .square().mean((1, 2, 3)) for m in moves], 1)
-    return err.argmin(1)
-
-
-def uncovered(moves: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, h, w) True where moving a frame by ``moves`` (B, 2) whole pixels leaves only its repeated border:
-    the strip of new ground that scrolls in, which the network must draw."""
-    dy, dx = moves[:, 0, None].long(), moves[:, 1, None].long()
-    i, j = torch.arange(h)[None], torch.arange(w)[None]
-    rows = (i < dy) | (i >= h + dy)
-    cols = (j < dx) | (j >= w + dx)
-    return rows[:, :, None] | cols[:, None, :]
-
-
-def _draw_right(x: torch.Tensor, src: torch.Tensor, s: int, gen: torch.Generator, context: int, rows: int,
-                overlap: int, tol: float, gap: int, keep_out: int,
-                last: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` (C, h, w) with its last ``s`` columns drawn anew, ``rows`` at a time, top to bottom: each block
-    is what lies right of the place in ``src`` whose neighbourhood best matches the block's (the ``context``
-    columns left of it and the ``overlap`` rows of the strip already drawn above it), drawn at random among
-    the places within ``tol`` of the best (Efros & Leung 1999, texture synthesis by non-parametric
-    sampling; here per block, as image quilting does, Efros & Freeman 2001). ``last`` (h, 2): where each row
-    of this side's strip was copied from in the last frame, as an offset; a block goes on copying from there
-    when that place matches too (Ashikhmin 2001's coherence), so a walk draws ground patch by patch rather
-    than a new source every pixel, which reads as lines across the strip. Returns x and the offsets used."""
-    x = x.clone()
-    C, h, w = x.shape
-    k = context + s
-    offsets = torch.zeros(h, 2, dtype=torch.long) if last is None else last.clone()
-    src = src.float()  # the distances in fp32 whatever autocast says: bf16 cancels them to noise
-    src_sq = src.square().sum(0)[None, None]
-    for r in range(0, h, rows):
-        top, end = max(0, r - overlap), min(h, r + rows)
-        n = end - top
-        mask = torch.zeros(1, 1, n, k)
-        mask[..., :context] = 1
-        mask[..., : r - top, context:] = 1  # the strip drawn above this block
-        kern = x[None, :, top:end, w - k :].float() * mask
-        with torch.autocast("cpu", enabled=False):
-            ssd = (F.conv2d(src_sq, mask) - 2 * F.conv2d(src[None], kern) + kern.square().sum())[0, 0]
-        # every window lies inside src with its continuation, so never at the context's own place (beyond the
-        # edge); nor within ``gap`` px of it, where a match is the border shifted by a pixel or two: in ground
-        # that is flat along the strip's direction it would copy the border again and grow the streak it avoids
-        ssd = ssd[:, : max(1, w - k + 1 - gap)].clone()
-        if keep_out:  # nor from the centre, where the camera keeps the player: a copied sprite would stay as ground
-            ys, xs = (h - keep_out) // 2 - n + 1, (w - keep_out) // 2 - k + 1  # windows that overlap it
-            ssd[max(0, ys) : (h + keep_out) // 2, max(0, xs) : (w + keep_out) // 2] = float("inf")
-        good = ssd.min() * (1 + tol) + 1e-3 * mask.sum() * C
-        y = c = None
-        if last is not None:  # the window that continues last frame's copy
-            oy, ox = last[r].tolist()
-            y, c = top + oy, w - s + ox - context
-            if not (0 <= y < ssd.shape[0] and 0 <= c < ssd.shape[1] and ssd[y, c] <= good):
-                y = c = None
-        if y is None:
-            ok = (ssd <= good).flatten().nonzero()[:, 0]
-            y, c = divmod(int(ok[torch.randint(len(ok), (1,), generator=gen)]), ssd.shape[1])
-        x[:, r:end, w - s :] = src[:, y + r - top : y + n, c + context : c + k].to(x.dtype)
-        offsets[r:end] = torch.tensor([y - top, c + context - (w - s)])
-    return x, offsets
-
-
-def draw_uncovered(moved: torch.Tensor, src: torch.Tensor, move: torch.Tensor, gen: torch.Generator,
-                   context: int = 6, rows: int = 8, overlap: int = 4, tol: float = 0.1, gap: int = 4,
-                   keep_out: int = 16, coherence: dict | None = None) -> torch.Tensor:
-    """``moved`` (C, h, w), ``src`` moved by whole pixels ``move`` (dy, dx) with its border repeated
-    (``move_frames``), with the strip the move uncovers drawn as ground copied from ``src`` where its
-    neighbourhood matches (``_draw_right``): columns first, then rows across the full width (the corner
-    gets both). A regressor cannot draw new ground (its squared-error optimum there is the border's
-    colour, forty-third session) and the repeated border becomes stripes that take over a walk.
-    ``keep_out``: the side of the square at the frame's centre never copied from (the player, 0: none);
-    ``coherence``: a walk's own dict, where each side's copy offsets are kept from frame to frame."""
-    dy, dx = int(move[0]), int(move[1])
-    x, memo = moved, {} if coherence is None else coherence
-
-    def side(x, f, g, key, s):
-        out, memo[key] = _draw_right(f(x), f(src), s, gen, context, rows, overlap, tol, gap, keep_out, memo.get(key))
-        return g(out)
-
-    if dx:  # out[:, j] = src[:, j - dx]: dx < 0 uncovers the right columns, dx > 0 the left (flipped)
-        f = (lambda t: t.flip(-1)) if dx > 0 else (lambda t: t)
-        x = side(x, f, f, ("x", dx > 0), abs(dx))
-    if dy:  # the same for rows, transposed
-        f = (lambda t: t.transpose(-1, -2).flip(-1)) if dy > 0 else (lambda t: t.transpose(-1, -2))
-        g = (lambda t: t.flip(-1).transpose(-1, -2)) if dy > 0 else (lambda t: t.transpose(-1, -2))
-        x = side(x, f, g, ("y", dy > 0), abs(dy))
-    return x
-
-
-class Ground:
-    """The ground a walk has shown, kept in world pixels (the sum of its whole-pixel moves says where each
-    frame stands, exactly), so what a move uncovers is the ground seen there before when there is one
-    (walking back shows the same place) and else drawn from the frame (``draw_uncovered``; ``remember=False``:
-    always drawn). Each walk's frames are written as they are made, so drawn ground is kept too. Memory grows
-    with the ground explored, not with time. One per batch of walks; ``gen`` draws, with ``draw_kw``
-    (``draw_uncovered``'s)."""
-
-    def __init__(self, batch: int, gen: torch.Generator, size: int = 1280, remember: bool = True, **draw_kw):
-        self.gen, self.size, self.remember, self.draw_kw = gen, size, remember, draw_kw
-        self.coherence = [{} for _ in range(batch)]  # each walk's copy offsets (``draw_uncovered``)
-        self.pix: torch.Tensor | None = None  # (B, C, size, size) and where it holds ground, made at the first move
-        self.seen: torch.Tensor | None = None
-        self.pos: torch.Tensor | None = None  # (B, 2) the view's top-left in the canvas
-        self.recalled = [0, 0]  # uncovered pixels taken from memory, all uncovered pixels
-
-    def move(self, prev: torch.Tensor, move: torch.Tensor, moved: torch.Tensor) -> torch.Tensor:
-        """``prev`` (B, C, h, w) the frame the view moves from, ``move`` (B, 2) its whole-pixel move and
-        ``moved`` the frame it moved to (border repeated); returns ``moved`` with the uncovered strip filled."""
-        B, C, h, w = prev.shape
-        if self.pix is None:
-            self.pix = torch.zeros(B, C, self.size, self.size)
-            self.seen = torch.zeros(B, self.size, self.size, dtype=torch.bool)
-            self.pos = torch.full((B, 2), (self.size - h) // 2, dtype=torch.long)
-        out = moved.clone()
-        for b in range(B):
-            (y, x), m = self.pos[b].tolist(), move[b].round().long()
-            self.pix[b, :, y : y + h, x : x + w] = prev[b]
-            self.seen[b, y : y + h, x : x + w] = True
-            y, x = y - int(m[0]), x - int(m[1])  # the content moves by m: the view by -m
-            if not (0 <= y <= self.size - h and 0 <= x <= self.size - w):
-                raise RuntimeError(f"Ground: walk {b} left the {self.size}-px canvas; make it larger")
-            self.pos[b] = torch.tensor([y, x])
-            strip = uncovered(m[None].float(), h, w)[0]
-            if not strip.any():
-                continue
-            out[b] = draw_uncovered(out[b], prev[b], m, self.gen, coherence=self.coherence[b], **self.draw_kw)
-            if self.remember:
-                known = self.seen[b, y : y + h, x : x + w] & strip
-                out[b] = torch.where(known, self.pix[b, :, y : y + h, x : x + w], out[b])
-                self.recalled[0] += int(known.sum())
-            self.recalled[1] += int(strip.sum())
-        return out
+        return ((video - out_v) / t.clamp_min(1e-3), *rest)
 
 
 def ground_for(fill: str, seed: int, context: int = 6) -> Ground | None:
     """The ``Ground`` a walk of one start uses for ``--ground`` ``fill``; None for the repeated border."""
     if fill == "border":
         return None
-    return Ground(1, torch.Generator().manual_seed(seed), remember=fill == "remembered", context=context)
+    return Ground(1, seed=seed, remember=fill == "remembered", context=context)
 
 
 @torch.no_grad()
-def strip_check(model: "Moved", pix: Pixels, tests: list, pairs: int = 24) -> dict:
+def strip_check(model: Omni, pix: Pixels, tests: list, pairs: int = 24) -> dict:
     """One-step guesses of held-out frames from the recorded ones before them (MAX_HISTORY of them), the
     head choosing the move as in a walk: how often it names the best move, and PSNR (colours in [0, 1])
     of the whole frame, of the strip its move uncovers, of that strip left as the repeated border (the
     guess of a network that learnt nothing there), and of the rest. Says whether the strip is learnt."""
     k, sums = MAX_HISTORY, {"frame": [0.0, 0], "strip": [0.0, 0], "border": [0.0, 0], "rest": [0.0, 0]}
     named = []
-    model.forced = None
     for real, actions, _, _ in tests:
         enc = pix.encode(real)
         acts = torch.from_numpy(np.concatenate([[0], actions])).long()  # acts[f] made frame f
@@ -336,10 +153,10 @@ def strip_check(model: "Moved", pix: Pixels, tests: list, pairs: int = 24) -> di
         target = torch.stack([enc[f] for f in fs])
         noise = torch.randn(target.shape, generator=torch.Generator().manual_seed(0))
         with autocast("cpu", True):
-            v = velocity(model, hist, noise, torch.ones(len(fs)), torch.stack([acts[f - k : f + 1] for f in fs]))
+            v, logits = velocity(model, hist, noise, torch.ones(len(fs)), torch.stack([acts[f - k : f + 1] for f in fs]))
         guess = noise - v  # x0 = x_t - t v at t = 1, x_t the noise
-        chosen = model.logits[:, -1].argmax(-1)
-        named.append((chosen == best_move(hist[:, -1], target, model.moves, model.reach)).float())
+        chosen = logits[:, -1].argmax(-1)
+        named.append((chosen == best_move(hist[:, -1], target, model.cfg.move_reach)).float())
         moves = model.moves[chosen]
         border = move_frames(hist[:, -1:], moves[:, None])[:, 0]
         strip = uncovered(moves, *target.shape[-2:])[:, None].expand_as(target)
@@ -354,7 +171,7 @@ def strip_check(model: "Moved", pix: Pixels, tests: list, pairs: int = 24) -> di
 
 
 @torch.no_grad()
-def revisits(model: "Moved", pix: Pixels, ds: Dataset, n_starts: int, n: int, ground: str, log,
+def revisits(model: Omni, pix: Pixels, ds: Dataset, n_starts: int, n: int, ground: str, log,
              context: int = 6) -> dict:
     """Out and back: from held-out starts (as ``starts`` picks them) the model walks ``n`` frames one way and
     ``n`` back, and each frame is scored against the game replayed from the same place under the same keys
@@ -375,10 +192,8 @@ def revisits(model: "Moved", pix: Pixels, ds: Dataset, n_starts: int, n: int, gr
         keys = [ways[i % 4][0]] * n + [ways[i % 4][1]] * n
         truth = np.stack([ep.frames()[t0]] + game_walk(ep, t0, keys).frames)
         acts = torch.tensor([[0] + [names.index(k) for k in keys]])
-        model.ground = ground_for(ground, i, context)
         with autocast("cpu", True):
-            z = walk(model, pix.encode(truth[:1]), acts, 2 * n)[0]
-        model.ground = None
+            z = walk(model, pix.encode(truth[:1]), acts, 2 * n, ground=ground_for(ground, i, context))[0]
         got = pix.decode(z)
         got_p.append([psnr(got[f], truth[f]) for f in at])
         still_p.append([psnr(truth[0], truth[f]) for f in at])
@@ -398,31 +213,35 @@ def model_for(kind: str, reach: int = 3, prev_std: float = 1.0) -> Omni:
     cfg = OmniConfig(width=256, depth=8, heads=4, latent_channels=c, patch=p, audio_channels=0, window=4,
                      sinks=0, memory_topk=0)
     if kind == "moved":
-        return Moved(dataclasses.replace(cfg, prev_frame=True, prev_std=prev_std), reach)
+        return Omni(dataclasses.replace(cfg, prev_frame=True, prev_std=prev_std, move_reach=reach))
     return XPred(cfg)
 
 
 def velocity(model: Omni, hist: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, actions: torch.Tensor,
-             t_hist: torch.Tensor | None = None) -> torch.Tensor:
+             t_hist: torch.Tensor | None = None,
+             move: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The velocity of the frame after ``hist`` (B, k, C, h, w; at noise levels ``t_hist`` (B, k), default
-    clean) at its noise level ``t`` (B,) from x_t. At t = 1 (x_t pure noise) x_t - v is the clean guess
-    the 1-step x0 sampler makes."""
+    clean) at its noise level ``t`` (B,) from x_t, and a move model's logits over its moves (B, k + 1, M),
+    the frame made around ``move`` (B, 2) when given, else around the head's choice. At t = 1 (x_t pure
+    noise) x_t - v is the clean guess the 1-step x0 sampler makes."""
     B, k = hist.shape[:2]
     video = torch.cat([hist, x_t[:, None]], 1)
     tv = torch.cat([torch.zeros(B, k) if t_hist is None else t_hist, t[:, None]], 1)
     prev = previous_frames(video, 1) if model.cfg.prev_frame else None  # the target's: the newest history frame
-    v, _ = model(video=video, t_video=tv, actions=actions[:, : k + 1], prev=prev)
-    return v[:, -1].float()
+    forced = None if move is None else move[:, None].expand(B, k + 1, 2)
+    v, _, logits = model(video=video, t_video=tv, actions=actions[:, : k + 1], prev=prev, move=forced,
+                         return_moves=True)
+    return v[:, -1].float(), logits
 
 
 def walk(model: Omni, first: torch.Tensor, actions: torch.Tensor, n: int, seed: int = 0,
-         sampler: str = "x0", steps: int = 1, history_noise: float = 0.0) -> torch.Tensor:
+         sampler: str = "x0", steps: int = 1, history_noise: float = 0.0, ground: Ground | None = None) -> torch.Tensor:
     """``n`` frames after ``first`` (B, C, h, w) under ``actions`` (B, n + 1; actions[:, f] made frame f),
     streamed as the engine streams a student (``own_rollout``, ``steps`` of ``sampler``, each frame
-    committed at ``history_noise``); the first frame included."""
+    committed at ``history_noise``, a move model's uncovered strips filled by ``ground``); the first frame included."""
     cond = Conditioning(None, None, None, actions)
     return own_rollout(model, cond, first[:, None], None, n + 1, steps, torch.Generator().manual_seed(seed),
-                       sampler=sampler, history_noise=history_noise)[0].float()
+                       sampler=sampler, history_noise=history_noise, ground=ground)[0].float()
 
 
 def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, lr: float, own: float,
@@ -434,7 +253,7 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
     only t = 1; the loss is on the velocity either way, which at t = 1 is the regression of the clean guess.
     ``hist_noise``: each history frame is noised to a level drawn in [0, hist_noise] and told it (GameNGen's
     context noise, Valevski et al. 2024), so a walk can commit its own frames at a level and lean on them less.
-    ``move_weight``: a ``Moved`` model's cross-entropy on naming the best move, beside the frame's loss;
+    ``move_weight``: a move model's cross-entropy on naming the best move, beside the frame's loss;
     ``strip_weight``: its loss on the strip the move uncovers weighs 1 + this; ``own_move``: the frame is made
     around the head's own choice, as a walk makes it, rather than the best move (the head still learns the best)."""
     rng = np.random.default_rng(done)
@@ -484,24 +303,25 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
             if hist_noise > 0:
                 t_hist = torch.rand(batch, k, generator=t_gen) * hist_noise
                 hist_v = interpolate(hist_v.float(), torch.randn_like(hist_v.float()), t_hist[..., None, None, None])
-            if isinstance(model, Moved):  # the frame is made around the best move; the head learns to name it
-                right = best_move(hist_v[:, -1].float(), target, model.moves, model.reach)
-                model.forced = None if own_move else model.moves[right]
-            v = velocity(model, hist_v, x_t, t, a[:, span - k :], t_hist)
-            if isinstance(model, Moved) and own_move:  # the move the frame was made around
-                model.forced = model.moves[model.logits[:, -1].argmax(-1)]
-            if isinstance(model, Moved) and strip_weight:  # the strip the move uncovers weighs more
-                w = 1 + strip_weight * uncovered(model.forced, *target.shape[-2:])[:, None]
+            moving = bool(model.cfg.move_reach)
+            forced = None
+            if moving:  # the frame is made around the best move; the head learns to name it
+                right = best_move(hist_v[:, -1].float(), target, model.cfg.move_reach)
+                forced = None if own_move else model.moves[right]
+            v, logits = velocity(model, hist_v, x_t, t, a[:, span - k :], t_hist, forced)
+            if moving and own_move:  # the move the frame was made around
+                forced = model.moves[logits[:, -1].argmax(-1)]
+            if moving and strip_weight:  # the strip the move uncovers weighs more
+                w = 1 + strip_weight * uncovered(forced, *target.shape[-2:])[:, None]
                 loss = ((v - (noise - target)).square() * w).mean() / w.mean()
             else:
                 loss = torch.nn.functional.mse_loss(v, noise - target)  # at t = 1: mse(x_t - v, target)
             pred = x_t - tb * v
         total = loss
-        if isinstance(model, Moved):
-            logits = model.logits[:, -1]
+        if moving:
+            logits = logits[:, -1]
             total = loss + move_weight * torch.nn.functional.cross_entropy(logits, right)
             moves_right.append((logits.argmax(-1) == right).float().mean().item())
-            model.forced = None
         if disc is not None:
             fake, real = adv["to_unit"](pred), adv["to_unit"](x[:, span]).clamp(0, 1)
             if step >= adv["warmup"]:  # the critic alone learns first, so its first push means something
@@ -535,7 +355,7 @@ def train(kind: str, model: Omni, data: list[dict], minutes: float, batch: int, 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     if disc is not None:
         save_tensors(out / f"{kind}_critic.safetensors", {k: v.contiguous() for k, v in disc.state_dict().items()})
-    if isinstance(model, Moved):  # its preconditioning, which the weights are trained for
+    if model.cfg.move_reach:  # its preconditioning, which the weights are trained for
         state["prev_std"] = torch.tensor(model.cfg.prev_std)
     save_tensors(out / f"{kind}.safetensors", {**state, "trained_steps": torch.tensor(done + step)})
     return {"steps": done + step, "losses": hist}
@@ -675,14 +495,12 @@ def main() -> None:
         for i, (real, actions, _, _) in enumerate(tests):
             first = rep.encode(real[:1])
             acts = torch.from_numpy(np.concatenate([[0], actions]))[None].long()
-            if kind == "moved":
-                model.ground = ground_for(a.ground, i, a.draw_context)
+            ground = ground_for(a.ground, i, a.draw_context) if kind == "moved" else None
             with autocast("cpu", True):
                 z = walk(model, first, acts, a.frames, sampler=a.sampler, steps=a.steps,
-                         history_noise=a.walk_hist_noise)[0]
-            if getattr(model, "ground", None) is not None:
-                recalled = [r + n for r, n in zip(recalled, model.ground.recalled)]
-                model.ground = None
+                         history_noise=a.walk_hist_noise, ground=ground)[0]
+            if ground is not None:
+                recalled = [r + n for r, n in zip(recalled, ground.recalled)]
             got = rep.decode(z)
             p_model.append([psnr(got[f], real[f]) for f in AT if f <= a.frames])
             p_still.append([psnr(real[0], real[f]) for f in AT if f <= a.frames])
@@ -691,7 +509,7 @@ def main() -> None:
             sheet.append((real, got))
             if kind == "moved":  # how the recorded view moves: the best move of each frame pair
                 enc = pix.encode(real)
-                still_pairs.append((best_move(enc[:-1], enc[1:], model.moves, model.reach) == len(model.moves) // 2).float())
+                still_pairs.append((best_move(enc[:-1], enc[1:], model.cfg.move_reach) == len(model.moves) // 2).float())
         m, s = np.array(p_model), np.array(p_still)
         results[kind] = {"steps": stats["steps"], "at": [f for f in AT if f <= a.frames],
                          "psnr": m.mean(0).tolist(), "beats_still": (m > s).mean(0).tolist(),

@@ -25,14 +25,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from pixel_vs_latent import Ground, best_move, draw_uncovered, move_grid, uncovered  # noqa: E402
 from rollout_vs_still import AT, psnr, sheet_frames, starts  # noqa: E402
 
 from worldstream.data.format import Dataset  # noqa: E402
 from worldstream.data.png import grid, save_png  # noqa: E402
+from worldstream.engine.ground import Ground, draw_uncovered, uncovered  # noqa: E402
 from worldstream.engine.stream import to_frames  # noqa: E402
 from worldstream.eval.stream import sharpness, streaks  # noqa: E402
-from worldstream.model.omni import move_frames  # noqa: E402
+from worldstream.model.omni import best_move, move_frames, move_grid  # noqa: E402
 
 
 def periodic(frame: torch.Tensor, move: torch.Tensor, period: int) -> torch.Tensor:
@@ -76,7 +76,7 @@ def main() -> None:
     err = {f: [0.0, 0] for f in fills}
     for real, _, _, _ in starts(Dataset(a.data), a.starts, a.frames, seed=0):
         x = unit(real)
-        best = best_move(x[:-1], x[1:], moves, a.reach)
+        best = best_move(x[:-1], x[1:], a.reach)
         for f in range(len(x) - 1):
             m = moves[best[f]]
             if (m == 0).all():
@@ -107,16 +107,15 @@ def oracle_walks(a) -> None:
     rows, tests = [], starts(Dataset(a.data), a.starts, a.walk, seed=0)
     for i, (real, _, _, _) in enumerate(tests):
         x = unit(real)
-        best = moves[best_move(x[:-1], x[1:], moves, a.reach)]
-        gen = torch.Generator().manual_seed(i)
+        best = moves[best_move(x[:-1], x[1:], a.reach)]
         shown = [[real[f] for f in sheet_frames(a.walk)]]
         for fill in res:  # drawn: always drawn; remembered: the walk's memory first, drawn where it has none
             own = [x[0]]
-            ground = None if fill == "border" else Ground(1, gen, remember=fill == "remembered", context=a.context,
+            ground = None if fill == "border" else Ground(1, seed=i, remember=fill == "remembered", context=a.context,
                                                           rows=a.rows, tol=a.tol)
             for f in range(a.walk):
                 y = move_frames(own[-1][None, None], best[f][None, None])[0, 0]
-                own.append(y if ground is None else ground.move(own[-1][None], best[f][None], y[None])[0])
+                own.append(y if ground is None else ground.fill(f + 1, own[-1][None], best[f][None], y[None])[0])
             got = to_frames(torch.stack(own)[None])[0]
             res[fill]["psnr"].append([psnr(got[f], real[f]) for f in at])
             res[fill]["sharp"].append([sharpness(got[f][None]) for f in at])

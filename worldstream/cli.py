@@ -256,6 +256,12 @@ def cmd_train(a: argparse.Namespace) -> int:
 
         train_all(a.preset or "default", a.out, device=a.device, until=a.until)
         return 0
+    if a.what == "autoencoder" and a.kind == "pixels":
+        from .tokenizers.pixels import fit_pixel_codec
+
+        stats = fit_pixel_codec(a.data, a.out)
+        print(f"{a.out}: pixel codec, mean {[round(x, 4) for x in stats['mean']]}, std {[round(x, 4) for x in stats['std']]}")
+        return 0
     if a.what == "autoencoder":
         defaults = {"video": ("f8", 8, 4), "audio": ("default", 16, 8)}[a.kind]
         cfg = AETrainConfig(kind=a.kind, preset=a.preset or defaults[0], dataset=a.data, steps=a.steps,
@@ -296,6 +302,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  compile=a.compile, change_share=a.change_share, prev_frame=a.prev_frame,
                                  prev_degrade=a.prev_degrade, prev_level=a.prev_level, prev_own=a.prev_own,
                                  prev_own_from=a.prev_own_from or "", prev_own_chain=a.prev_own_chain, prev_shift=a.prev_shift,
+                                 move_reach=a.move_reach, move_weight=a.move_weight, levels=a.levels,
                                  **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device,
                                 budget_s=a.budget_minutes * 60 if a.budget_minutes else None)
@@ -495,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a component; re-running the same command resumes")
     tsub = t.add_subparsers(dest="what", required=True)
     ta = tsub.add_parser("autoencoder", help="the video or audio autoencoder")
-    ta.add_argument("--kind", choices=("video", "audio"), default="video")
+    ta.add_argument("--kind", choices=("video", "audio", "pixels"), default="video",
+                    help="pixels: no network, frames normalised per colour channel with the data's statistics "
+                         "(the codec of a pixel world model; only --data and --out apply)")
     ta.add_argument("--preset", help="video: tiny, f8 (default), f16, f8t4; audio: tiny, default")
     ta.add_argument("--data", required=True, help="dataset folder (train split trains, heldout split evaluates)")
     ta.add_argument("--out", required=True, help="checkpoint folder (resumed if it exists)")
@@ -560,6 +569,13 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--prev-shift", action="store_true",
                     help="with --prev-frame: predict around the previous frame moved by a learned global shift (the "
                          "view's scroll; use shift-consistent latents, train autoencoder --shift-weight)")
+    tt.add_argument("--move-reach", type=int, default=0, metavar="PX",
+                    help="with --prev-frame: predict around the previous frame moved by a whole number of pixels (at "
+                         "most PX each way) that a head names; for pixel latents (train autoencoder --kind pixels)")
+    tt.add_argument("--move-weight", type=float, default=0.05, help="--move-reach: weight of naming the best move")
+    tt.add_argument("--levels", choices=("diffusion", "next"), default="diffusion",
+                    help="noise levels per chunk: diffusion (each its own) or next (clean history, then pure noise, "
+                         "as a 1-step stream makes each frame)")
     tt.add_argument("--prev-degrade", type=float, default=0.0,
                     help="with --prev-frame: share of clips whose previous frame is blurred and noised, as a "
                          "1-step stream's own frames are, so the model sharpens it instead of copying the blur")

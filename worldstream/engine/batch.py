@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model.cache import KVCache
+from .ground import Together
 from .rollout import Conditioning, flush, generate_chunk
 from .stream import Chunk, Stream, to_frames, to_pcm
 
@@ -139,8 +140,11 @@ def step_together(streams: list[Stream]) -> list[Chunk]:
     acts = torch.tensor([s.actions[0] for s in streams])[:, None].repeat(1, cf)
     cond = Conditioning(text, mask, pooled, acts, action_offset=s0.chunk * cf)
     gens = [g for s in streams for g in s.generators]
+    ground = None
+    if s0.ground is not None:  # each stream's own ground, at its own frame count
+        ground = Together([s.ground for s in streams], [(s.chunk - s0.chunk) * cf for s in streams])
     with s0._autocast():
-        v, a = generate_chunk(m, branches, s0.rcfg, cond, s0.chunk, w.latent_shape, gens)
+        v, a = generate_chunk(m, branches, s0.rcfg, cond, s0.chunk, w.latent_shape, gens, ground=ground)
     v, a = v.float(), None if a is None else a.float()
     for j in range(len(branches)):
         _split(branches[j].cache, [s.branches[j].cache for s in streams], cf)

@@ -182,7 +182,7 @@ def flush(model: Omni, branches: list[Branch]) -> None:
 
 def _fused(model: Omni, b: Branch, p: Pending, video: torch.Tensor, t_video: torch.Tensor, audio: torch.Tensor | None,
            t_audio: torch.Tensor | None, kwargs: dict, prev: torch.Tensor | None,
-           prev_level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+           prev_level: torch.Tensor | None = None, ground=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One pass over the pending chunk (at its noise level) and this chunk's denoising step;
     commits the pending chunk only; returns this chunk's velocities."""
     cf = p.video.shape[1]
@@ -194,7 +194,7 @@ def _fused(model: Omni, b: Branch, p: Pending, video: torch.Tensor, t_video: tor
                          cache=b.cache, start_frame=p.start_frame,
                          prev=None if prev is None else torch.cat([torch.zeros_like(p.video), prev], 1),
                          prev_level=None if prev_level is None else torch.cat([torch.zeros_like(p.t), prev_level], 1),
-                         **kw)
+                         ground=ground, **kw)
     b.cache.commit(chunks=1)
     return out_v[:, cf:], (None if out_a is None else out_a[:, na:])
 
@@ -207,14 +207,16 @@ def _rows(rows: torch.Tensor | None, B: int, device) -> torch.Tensor:
 def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond: Conditioning, chunk: int,
                    video_shape: tuple[int, int, int], generator=None, given_video: torch.Tensor | None = None,
                    given: Given | None = None, noise: torch.Tensor | None = None,
-                   commit: bool = True, defer: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   commit: bool = True, defer: bool = False, ground=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Make chunk ``chunk`` (0-based) and commit it; returns (video (B, cf, C, h, w), audio or None).
 
     ``generator``: one torch.Generator, or one per batch row (batched streams). ``given_video``
     is shorthand for ``Given(video=...)`` on every row. ``noise`` (B, video + audio numbers)
     fixes the starting noise and ``commit=False`` leaves the caches as they were (distillation
     targets: the teacher's ODE endpoint from a known noise). ``defer=True`` leaves the commit
-    to the next chunk's first pass (see the module's docstring).
+    to the next chunk's first pass (see the module's docstring). ``ground``: a ``move_reach`` model's
+    ``engine.ground.Ground`` for these rows, which fills the strip each frame's move uncovers (without
+    one, the border is repeated); rows given a picture start their ground anew.
     """
     mc = model.cfg
     B = cond.actions.shape[0]
@@ -233,6 +235,10 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
     gv = _rows(given.video_rows, B, dev) if given.video is not None else no
     ga = _rows(given.audio_rows, B, dev) if given.audio is not None and na else no
     gb = _rows(given.blend_rows, B, dev) & ~gv if given.blend is not None else no
+    if ground is not None and not mc.move_reach:
+        raise ValueError("ground: only a model with a whole-pixel move head (move_reach) fills what its move uncovers")
+    if branches[0].last_video is None:  # no previous frame (zeros) to move: nothing to fill, nothing to remember
+        ground = None
     if cfg.prev_level > 0 and not mc.prev_level:
         raise ValueError(f"prev_level {cfg.prev_level}: this model was not trained to be told how degraded its previous "
                          "frame is (train the teacher with --prev-level); leave prev_level at 0")
@@ -273,10 +279,10 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
             kw = branch.kwargs(cond, frames)
             p, branch.pending = branch.pending, None
             if p is not None:
-                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw, pv, lv)
+                out_v, out_a = _fused(model, branch, p, v, tv, a, ta, kw, pv, lv, ground)
             else:
                 out_v, out_a = model(video=v, t_video=tv, audio=a, t_audio=ta, cache=branch.cache,
-                                     start_frame=chunk * cf, prev=pv, prev_level=lv, **kw)
+                                     start_frame=chunk * cf, prev=pv, prev_level=lv, ground=ground, **kw)
             return torch.cat([out_v.flatten(1)] + ([out_a.flatten(1)] if na else []), dim=1).float()  # ODE in fp32
 
         return fn
@@ -312,6 +318,8 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
 
     z = keep_given(SAMPLERS[cfg.sampler](fn, x, time_grid(cfg.steps, cfg.shift), generator=generator))
     flush(model, branches)  # (a sampler that made no pass)
+    if ground is not None and gv.any():  # a given picture: the ground it shows is new
+        ground.forget(gv)
     video, audio = unpack(z)
     if not commit:
         return video, audio
@@ -390,18 +398,19 @@ def prefill(model: Omni, branches: list[Branch], cond: Conditioning, video: torc
 def own_rollout(student: Omni, cond: Conditioning, first_v: torch.Tensor, first_a: torch.Tensor | None,
                 n_chunks: int, steps: int, generator: torch.Generator,
                 prev_level: float = 0.0, sampler: str = "x0",
-                history_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+                history_noise: float = 0.0, ground=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A few-step student's own history for training: one real chunk, then ``n_chunks - 1`` of its
     own, as it streams them (its bounded view, ``steps`` steps of ``sampler``, the deferred commit,
-    its previous frame degraded at ``prev_level``, its chunks committed at ``history_noise``): the
-    history self-forcing distillation trains on."""
+    its previous frame degraded at ``prev_level``, its chunks committed at ``history_noise``, what its
+    whole-pixel moves uncover filled by ``ground``): the history self-forcing distillation trains on."""
     rcfg = RolloutConfig(sampler=sampler, steps=steps, text_scale=1.0, action_scale=1.0, prev_level=prev_level,
                          history_noise=history_noise)
     branches = make_branches(student, rcfg)
     prefill(student, branches, cond, first_v, first_a)
     vs, as_ = [first_v], [] if first_a is None else [first_a]
     for c in range(1, n_chunks):
-        v, a = generate_chunk(student, branches, rcfg, cond, c, tuple(first_v.shape[2:]), generator, defer=True)
+        v, a = generate_chunk(student, branches, rcfg, cond, c, tuple(first_v.shape[2:]), generator, defer=True,
+                              ground=ground)
         vs.append(v)
         if a is not None:
             as_.append(a)

@@ -36,6 +36,7 @@ from ..device import autocast, fast_bf16, torch_device
 from ..tokenizers.actions import ActionVocab
 from .events import Event, EventError, Limits, validate
 from .generate import load_autoencoders, load_world_model
+from .ground import Ground
 from .rollout import Branch, Conditioning, Given, RolloutConfig, flush, generate_chunk, make_branches
 
 
@@ -375,7 +376,7 @@ class Stream:
             b.cache.position = pos
         with self._autocast():
             v, a = generate_chunk(m, self.branches, self.rcfg, cond, self.chunk, w.latent_shape, self.generators,
-                                  given=given, defer=True)
+                                  given=given, defer=True, ground=self.ground)
         v, a = v.float(), None if a is None else a.float()
         vdecode, adecode = w.decoders(self.config.compile)
         with self._autocast():
@@ -442,6 +443,8 @@ class Stream:
         for b in self.branches:
             b.cache = m.new_cache(self.config.memory_chunks)
         self.chunk = 0  # chunk index within the current context
+        # a whole-pixel move model: the ground this stream has shown, which fills what each move uncovers
+        self.ground = Ground(self.B, seed=self.seeds) if m.cfg.move_reach else None
         self.vstate, self.astate = {}, {}
         self.recent: dict[int, tuple] = {}  # chunk -> (video, audio, actions) for re-encoding the window
 
@@ -481,6 +484,8 @@ class Stream:
             given.video = restart.expand(self.B, -1, -1, -1, -1)
         elif bool(changed.any()):
             self._change_prompts(changed)
+        if self.ground is not None:  # a new look (weather, a blended picture): the remembered ground is the old one
+            self.ground.forget(changed | (given.blend_rows if given.blend_rows is not None else changed))
         given.blend = blend
         self._take_audio(given)
         return given

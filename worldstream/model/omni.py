@@ -95,6 +95,14 @@ class OmniConfig:
     # misses and the prev-frame network learnt only slowly (walks 18%; log.md, fifteenth and
     # eighteenth sessions). The global motion compensation of video codecs (MPEG-4 part 2's GMC)
     prev_shift: bool = False
+    # > 0: predict around the previous frame moved by a *whole* number of latent pixels, a choice among every
+    # move (dy, dx) in [-move_reach, move_reach]^2 (``move_grid``) made by a head on each frame's pooled tokens,
+    # learnt by cross-entropy against the move that best explains the recorded frame (``best_move``) and taken
+    # as its argmax in a stream. On a pixel model (``tokenizers.pixels``) a walking view scrolls by whole
+    # pixels, so the moved frame keeps every grain of the ground it showed and the network draws only what
+    # changed; the strip the move uncovers is filled by the stream's ``engine.ground.Ground`` (global motion
+    # compensation, as video codecs predict a frame; log.md, forty-second to forty-fifth sessions)
+    move_reach: int = 0
 
     def __post_init__(self) -> None:
         if self.width % self.heads or (self.width // self.heads) % 2:
@@ -108,12 +116,17 @@ class OmniConfig:
                              "it needs prev_level")
         if self.prev_shift and not self.prev_frame:
             raise ValueError("prev_shift moves the previous frame the model predicts around: it needs prev_frame")
+        if self.move_reach < 0 or (self.move_reach and not self.prev_frame) or (self.move_reach and self.prev_shift):
+            raise ValueError(f"move_reach {self.move_reach}: a whole-pixel move of the previous frame needs prev_frame "
+                             "and replaces prev_shift; give 0 (none) or a reach of 1 or more pixels")
 
 
 def omni_preset(name: str) -> OmniConfig:
     presets = {
         "tiny": OmniConfig(width=64, depth=2, heads=2, latent_channels=8, audio_channels=8),
+        "tiny_pixel": OmniConfig(width=64, depth=2, heads=2, latent_channels=3, audio_channels=8, patch=8),
         "default": OmniConfig(width=256, depth=8, heads=4, patch=2),  # ~9M, 64 tokens per 16x16 latent frame
+        "pixel": OmniConfig(width=256, depth=8, heads=4, patch=16),  # the same on 128x128 pixels (``tokenizers.pixels``)
         "1b": OmniConfig(width=2048, depth=14, heads=16, latent_channels=32, patch=2),
     }
     if name not in presets:
@@ -159,6 +172,23 @@ def move_frames(z: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         return z + d.clamp_min(0) * (before - z) + (-d).clamp_min(0) * (after - z)
 
     return along(along(z, shift[..., 0], 3), shift[..., 1], 4).to(dt)
+
+
+def move_grid(reach: int) -> torch.Tensor:
+    """(candidates, 2) every whole-pixel move (dy, dx) in [-reach, reach]^2, row-major (none in the middle)."""
+    r = torch.arange(-reach, reach + 1, dtype=torch.float32)
+    return torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
+
+
+def best_move(prev: torch.Tensor, target: torch.Tensor, reach: int) -> torch.Tensor:
+    """Index into ``move_grid(reach)`` of the whole-pixel move of ``prev`` (B, C, h, w) that brings it closest
+    to ``target``, judged inside a ``reach``-pixel margin (the repeated border is not evidence)."""
+    moves = move_grid(reach).to(prev.device)
+    inner = (slice(None), slice(None), slice(reach, -reach), slice(reach, -reach))
+    prev, target = prev.float(), target.float()
+    err = torch.stack([(move_frames(prev[:, None], m.expand(len(prev), 1, 2))[:, 0][inner] - target[inner])
+                       .square().mean((1, 2, 3)) for m in moves], 1)
+    return err.argmin(1)
 
 
 PREV_NOISE_MAX = 0.5  # noise added to a previous frame at degradation level 1, in units of the frame change's std
@@ -261,6 +291,10 @@ class Omni(nn.Module):
         self.prev_level_in = nn.Linear(D, D) if cfg.prev_level else None
         # how far the view moved since the previous frame (dy, dx), from a frame's pooled output tokens
         self.prev_shift_out = nn.Linear(D, 2) if cfg.prev_shift else None
+        # or which whole-pixel move (``move_reach``): logits over ``move_grid``, from the trunk's pooled frame tokens
+        self.move_head = nn.Linear(D, (2 * cfg.move_reach + 1) ** 2) if cfg.move_reach else None
+        if cfg.move_reach:
+            self.register_buffer("moves", move_grid(cfg.move_reach), persistent=False)
         self.audio_in = nn.Linear(cfg.audio_channels, D) if cfg.audio_channels else None
         self.action_emb = nn.Embedding(cfg.n_actions + 1, D)  # last id: no action / dropped
         self.action_cond = nn.Embedding(cfg.n_actions + 1, D) if cfg.action_adaln else None
@@ -321,7 +355,8 @@ class Omni(nn.Module):
                 text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None,
                 text_pooled: torch.Tensor | None = None, cache: KVCache | None = None,
                 start_frame: int = 0, prev: torch.Tensor | None = None,
-                prev_level: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                prev_level: torch.Tensor | None = None, move: torch.Tensor | None = None,
+                ground=None, return_moves: bool = False) -> tuple:
         """Velocities for K chunks.
 
         video (B, F, C, h, w) noisy latents with F = K * chunk_frames; t_video (B, K) per-chunk
@@ -333,7 +368,11 @@ class Omni(nn.Module):
         ``prev_frame`` model; None = zeros (no previous frame; a clean pass does not need it).
         ``prev_level`` (B, K): how degraded each chunk's ``prev`` is (``degrade_at_level``), for a
         ``prev_level`` model; None = 0 (a clean previous frame).
-        Returns (v_video like video, v_audio like audio or None).
+        A ``move_reach`` model moves each ``prev`` by ``move`` (B, F, 2) whole latent pixels when given
+        (training: the best move, ``best_move``), else by its head's choice; ``ground`` (an
+        ``engine.ground.Ground``) fills what the move uncovers in the frames this pass makes (t > 0).
+        Returns (v_video like video, v_audio like audio or None), and with ``return_moves`` the move
+        head's logits (B, F, candidates) too (None without one).
         """
         cfg, p = self.cfg, self.cfg.patch
         B, Fr, C, h, w = video.shape
@@ -377,19 +416,32 @@ class Omni(nn.Module):
             cache.stage_info(first_chunk + chunk_of, pos[:, 0], ctx.text_valid if n_text else None)
         pos_sp = torch.cat([torch.zeros(n_text, 3, dtype=pos.dtype, device=pos.device), pos])
         x = self._blocks(x, cond, None if cond.shape[1] == 1 else group, pos_sp, ctx, cache, layout=(K, h, w, n_text))
-        vv, va, moved = self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :], g_stream, Fr, h, w)
+        vv, va, moved, logits = self._head(x[:, x.shape[1] - n_stream :], cond[:, cond.shape[1] - n_groups :],
+                                           g_stream, Fr, h, w)
         if prev is not None:
             t = t_video.repeat_interleave(cfg.chunk_frames, dim=1)[:, :, None, None, None].float()
+            if logits is not None:
+                if move is not None and move.shape != (B, Fr, 2):
+                    raise ValueError(f"move {tuple(move.shape)} must be ({B}, {Fr}, 2): one whole-pixel move per frame")
+                moved = self.moves[logits.argmax(-1)] if move is None else move.to(logits)
             if moved is not None:
-                prev = self.move_previous(prev, moved, t)
+                prev = self.move_previous(prev, moved, t, ground, start_frame)
             vv = velocity_around(vv, video, prev, t, cfg.prev_std)
-        return vv, va
+        return (vv, va, logits) if return_moves else (vv, va)
 
-    def move_previous(self, prev: torch.Tensor, moved: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The previous frames (B, F, C, h, w) moved as the head says (``moved``, (B, F, 2)) before the
-        output is added; ``t`` (B, F, 1, 1, 1) their noise levels. A subclass may draw what the move
-        uncovers (the moved-pixel probe in ``bench/pixel_vs_latent.py``)."""
-        return move_frames(prev, moved)
+    @staticmethod
+    def move_previous(prev: torch.Tensor, moved: torch.Tensor, t: torch.Tensor, ground=None,
+                      first_frame: int = 0) -> torch.Tensor:
+        """The previous frames (B, F, C, h, w) moved by ``moved`` (B, F, 2) before the output is added; ``t``
+        (B, F, 1, 1, 1) their noise levels. With a ``ground``, the frames this pass makes (t > 0; frame
+        ``first_frame + f``) get the strip their whole-pixel move uncovers filled from it."""
+        out = move_frames(prev, moved)
+        if ground is not None:
+            out = out.clone()
+            for f in range(prev.shape[1]):
+                if bool((t[:, f] > 0).any()):
+                    out[:, f] = ground.fill(first_frame + f, prev[:, f], moved[:, f], out[:, f])
+        return out
 
     # The pass's embedding of its tokens and its output head: pure tensor functions, so a streaming
     # copy compiles them like the blocks' dense parts (``compile_dense``).
@@ -437,7 +489,8 @@ class Omni(nn.Module):
     def _head(self, x: torch.Tensor, cond: torch.Tensor, g_stream: torch.Tensor, Fr: int, h: int,
               w: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """The stream tokens' velocities: video (B, F, C, h, w), audio (B, F * tokens, Ca) or None,
-        and a ``prev_shift`` model's move of each frame's previous frame (B, F, 2), else None."""
+        a ``prev_shift`` model's move of each frame's previous frame (B, F, 2), else None, and a ``move_reach``
+        model's logits over its whole-pixel moves (B, F, candidates), else None."""
         cfg, p = self.cfg, self.cfg.patch
         B, _, D = x.shape
         C, gh, gw = cfg.latent_channels, h // p, w // p
@@ -445,9 +498,13 @@ class Omni(nn.Module):
         if cond.shape[1] > 1:
             mod = mod[:, g_stream]
         shift, scale = mod.chunk(2, dim=-1)
+        x_in = x
         x = self.out_norm(x) * (1 + scale) + shift
         per_chunk = x.view(B, Fr, -1, D)
         vv = self.video_out(per_chunk[:, :, 1 : 1 + gh * gw])  # (B, F, gh*gw, C*p*p)
+        logits = None
+        if self.move_head is not None:  # from the trunk's tokens, before the output's modulation
+            logits = self.move_head(x_in.view(B, Fr, -1, D)[:, :, 1 : 1 + gh * gw].mean(2).float())
         moved = None  # (not the adaLN shift above)
         if self.prev_shift_out is not None:
             moved = PREV_SHIFT_MAX * torch.tanh(self.prev_shift_out(per_chunk[:, :, 1 : 1 + gh * gw].mean(2)).float())
@@ -455,7 +512,7 @@ class Omni(nn.Module):
         va = None
         if cfg.audio_channels:
             va = self.audio_out(per_chunk[:, :, 1 + gh * gw :]).reshape(B, Fr * cfg.audio_tokens_per_frame, -1)
-        return vv, va, moved
+        return vv, va, moved, logits
 
     def _text_tokens(self, text: torch.Tensor, text_pooled: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The prompt's tokens (B, Nt, D) and their one conditioning group (B, 1, D)."""

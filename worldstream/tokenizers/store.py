@@ -8,9 +8,12 @@ import torch
 from ..checkpoint import CheckpointError, load_into, load_json, load_tensors
 from ..config import from_dict
 from .audio_ae import AudioAE, AudioAEConfig
+from .pixels import PixelCodec, PixelCodecConfig
 from .video_ae import VideoAE, VideoAEConfig
 
-KINDS = {"video_ae": (VideoAE, VideoAEConfig), "audio_ae": (AudioAE, AudioAEConfig)}
+KINDS = {"video_ae": (VideoAE, VideoAEConfig), "audio_ae": (AudioAE, AudioAEConfig),
+         "pixels": (PixelCodec, PixelCodecConfig)}
+SERVES = {"video_ae": ("video_ae", "pixels"), "audio_ae": ("audio_ae",)}  # what may stand where each is expected
 
 
 def load_autoencoder(path: str | Path, expect: str | None = None) -> torch.nn.Module:
@@ -20,7 +23,7 @@ def load_autoencoder(path: str | Path, expect: str | None = None) -> torch.nn.Mo
     kind = meta.get("kind")
     if kind not in KINDS:
         raise CheckpointError(f"{path / 'config.json'}: kind {kind!r} is not an autoencoder ({sorted(KINDS)})")
-    if expect is not None and kind != expect:
+    if expect is not None and kind not in SERVES.get(expect, (expect,)):
         raise CheckpointError(f"{path}: holds a {kind}, expected a {expect}")
     cls, cfg_cls = KINDS[kind]
     model = cls(from_dict(cfg_cls, meta["model"]))

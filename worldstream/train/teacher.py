@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from ..checkpoint import load_json
 from ..config import require_counts, to_dict
@@ -38,7 +39,8 @@ from ..device import autocast
 from ..engine.generate import load_world_model, reads_latents
 from ..engine.rollout import Conditioning, one_step_guesses
 from ..diffusion.flow import change_loss_weight, interpolate, sample_t_logit_normal, velocity_target
-from ..model.omni import PREV_NOISE_MAX, Omni, degrade_at_level, degrade_prev, omni_preset, previous_frames
+from ..model.omni import (PREV_NOISE_MAX, Omni, best_move, degrade_at_level, degrade_prev, move_grid, omni_preset,
+                          previous_frames)
 from .state import (cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, schedule_step,
                     train_device)
 
@@ -74,6 +76,16 @@ class TeacherTrainConfig:
     init_from: str = ""  # start from this checkpoint's (EMA) weights, e.g. to fine-tune with a bounded view
     prev_frame: bool = False  # predict around the previous frame (``OmniConfig.prev_frame``)
     prev_shift: bool = False  # ... moved by a learned global shift (``OmniConfig.prev_shift``; shift-consistent latents)
+    # ... or moved by a whole number of latent pixels a head names (``OmniConfig.move_reach``; pixel models): each
+    # frame is made around the move that best explains it (``best_move``) and the head learns to name that move
+    # by cross-entropy, weighted ``move_weight`` beside the frame's loss
+    move_reach: int = 0
+    move_weight: float = 0.05
+    # the noise levels each clip trains at: "diffusion", every chunk its own (diffusion forcing); "next", the
+    # chunks before a random one clean and the rest pure noise (t = 1), as a 1-step student streams each frame
+    # after clean history (the pixel probe's recipe, bench/pixel_vs_latent.py); the tasks still pick which
+    # modality is given
+    levels: str = "diffusion"
     # share of clips whose previous frame is degraded as a 1-step stream's own frames are (``degrade_prev``):
     # the model learns to pull a blurred, noisy last frame back to a sharp next one instead of copying the
     # blur, which compounds frame by frame in free-running (log.md, eighteenth session)
@@ -95,6 +107,12 @@ class TeacherTrainConfig:
 
     def __post_init__(self):
         require_counts(self, positive=("steps", "batch", "chunks", "eval_every"), nonnegative=("lr", "warmup"))
+        if self.levels not in ("diffusion", "next"):
+            raise ValueError(f"levels {self.levels!r}: use diffusion or next")
+        if self.levels == "next" and self.chunks < 2:
+            raise ValueError("levels next: a clip needs 2 or more chunks (clean history, then the next one)")
+        if self.move_reach and not self.prev_frame:
+            raise ValueError(f"move_reach {self.move_reach}: moving the previous frame needs --prev-frame")
 
 
 def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
@@ -111,7 +129,7 @@ def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
                                audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions),
                                window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk,
                                prev_frame=cfg.prev_frame, prev_std=prev_std, prev_level=cfg.prev_level,
-                               prev_own=cfg.prev_own > 0, prev_shift=cfg.prev_shift)
+                               prev_own=cfg.prev_own > 0, prev_shift=cfg.prev_shift, move_reach=cfg.move_reach)
 
 
 def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
@@ -121,6 +139,7 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
     tv = sample_t_logit_normal((B, K))
     ta = sample_t_logit_normal((B, K))
     task = torch.multinomial(torch.tensor(cfg.task_probs), B, replacement=True)
+    split = torch.randint(1, max(2, K), (B,)) if cfg.levels == "next" else None
     given = torch.rand(B, K) * cfg.history_noise
     n_hist = torch.randint(1, max(2, K), (B,))
     hist = torch.arange(K)[None] < n_hist[:, None]
@@ -132,6 +151,11 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
     cont = (task == 4)[:, None] & hist
     tv = torch.where(cont, given, tv)
     ta = torch.where(cont, given, ta)
+    if cfg.levels == "next":  # history clean (a little noisy: continuation), then noise from the split on, unless given
+        after = torch.arange(K)[None] >= split[:, None]
+        before = torch.where(cont, given, torch.zeros_like(given))
+        tv = torch.where(after, (task != 2).float()[:, None].expand(B, K), before)
+        ta = torch.where(after, (task != 1).float()[:, None].expand(B, K), before)
     out = {"tv": tv, "ta": ta, "task": task, "drop_text": torch.rand(B) < cfg.p_drop_text,
            "drop_action": torch.rand(B) < cfg.p_drop_action}
     if video_shape is not None:
@@ -192,9 +216,12 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
             on = draws["prev_own"][:, None, None, None, None]
             prev = torch.where(on, previous_frames(guesses.to(dev, prev.dtype), cf), prev)
         level = own
+    if mc.move_reach:  # each frame made around the whole-pixel move that best explains it; the head learns it
+        right = best_move(prev.flatten(0, 1), x0v.flatten(0, 1), mc.move_reach).view(B, Fr)
+        kw["move"] = move_grid(mc.move_reach).to(dev)[right]
     with autocast(dev.type, cfg.bf16):
-        pv, pa = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
-                       text_pooled=pooled, prev=prev, prev_level=level, **kw)
+        pv, pa, logits = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
+                               text_pooled=pooled, prev=prev, prev_level=level, return_moves=True, **kw)
     # Given (clean) parts carry no loss. Normalise by the element count, not by the unmasked count,
     # so the mean over DDP ranks of per-rank losses is exactly the loss of the global batch.
     wv = (tv_f > 0).float()
@@ -204,6 +231,12 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
     lv = ((pv.float() - velocity_target(x0v, eps_v)) ** 2 * wv).mean()
     parts = {"video": lv.item()}
     loss = lv
+    if logits is not None:  # on the frames that are made (t > 0) after a real one (the first has zeros before it)
+        on = (tv_f > 0).float()
+        on[:, :cf] = 0.0
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), right.flatten(), reduction="none").view(B, Fr)
+        loss = loss + cfg.move_weight * (ce * on).sum() / (B * Fr)
+        parts["move_named"] = ((logits.argmax(-1) == right).float() * on).sum().item() / max(on.sum().item(), 1.0)
     if x0a is not None:
         wa = (ta_t > 0).float()[..., None]
         la = ((pa.float() - velocity_target(x0a, eps_a)) ** 2 * wa).mean()
