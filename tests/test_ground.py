@@ -192,3 +192,31 @@ def test_a_pixel_world_with_a_move_head_trains_resumes_and_streams_with_its_grou
     s.prompt("it begins to snow")
     s.step("walk_w")  # a new look: the remembered ground is dropped, not brought back
     assert s.ground.made == 6
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("stacked", [False, True])
+def test_under_guidance_the_fully_conditioned_branch_settles_the_frame(stacked):
+    """With guidance branches (nothing / prompt / prompt and keys), the branch that sees the prompt and the keys
+    makes the first pass of a frame, so the frame takes the move that branch names; the others predict around it."""
+    from worldstream.engine.rollout import generate_chunk, make_branches, prefill
+
+    m = tiny_omni(4, prev_frame=True, prev_std=0.2, move_reach=2)
+    x = omni_inputs(B=1, K=3)
+    cfg = RolloutConfig(sampler="x0", steps=1, text_scale=2.0, action_scale=3.0)
+    cond = Conditioning(x["text"][:1], x["text_mask"][:1], x["text_pooled"][:1], torch.zeros(1, 3, dtype=torch.long))
+    g = Ground(1, seed=0)
+    passes = []
+    forward = m.forward
+
+    def record(*args, **kw):
+        if kw.get("ground") is not None:
+            passes.append((bool((kw["actions"][-1:] >= 0).all()), kw.get("text") is not None, g.made))
+        return forward(*args, **kw)
+
+    m.forward = record
+    branches = make_branches(m, cfg, stacked=stacked)
+    prefill(m, branches, cond, torch.randn(1, 1, 8, 4, 6), x["audio"][:1, :2])
+    generate_chunk(m, branches, cfg, cond, 1, (8, 4, 6), torch.Generator().manual_seed(0), ground=g)
+    assert passes[0] == (True, True, -1) and all(made == 1 for _, _, made in passes[1:])
+    assert len(passes) == len(branches) and g.made == 1

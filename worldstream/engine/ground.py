@@ -88,11 +88,14 @@ def draw_uncovered(moved: torch.Tensor, src: torch.Tensor, move: torch.Tensor, g
     the strip the move uncovers drawn as ground copied from ``src`` where its neighbourhood matches
     (``_draw_right``): columns first, then rows across the full width (the corner gets both). ``keep_out``:
     the side of the square at the frame's centre never copied from (the player; 0: none); ``coherence``: a
-    stream's own dict, where each side's copy offsets are kept from frame to frame. On the CPU, in fp32."""
+    stream's own dict, where each side's copy offsets are kept from frame to frame. On the CPU, in fp32. A frame
+    too small to hold the match and its continuation keeps the repeated border."""
     dy, dx = int(move[0]), int(move[1])
     x, src, memo = moved.float().cpu(), src.float().cpu(), {} if coherence is None else coherence
 
     def side(x, f, g, key, s):
+        if f(x).shape[-1] < context + s + gap + 1:  # too small a frame to match anything: the border stays
+            return x
         out, memo[key] = _draw_right(f(x), f(src), s, gen, context, rows, overlap, tol, gap, keep_out, memo.get(key))
         return g(out)
 
@@ -169,7 +172,8 @@ class Ground:
         """``moved`` (R, C, h, w), the previous frames ``prev`` (R, C, h, w) moved by whole pixels ``move``
         (R, 2) with the border repeated, with the strip the move uncovers filled: ground remembered there,
         else drawn. ``frame``: the index of the frame being made; R rows are the streams, or several
-        copies of them one after the other (stacked guidance branches). A frame already settled returns
+        copies of them one after the other (stacked guidance branches, the most conditioned last: its
+        rows settle the frame). A frame already settled returns
         its filled previous frame as it was settled; one before it (a pass that commits a finished frame)
         is returned as given."""
         R, C, h, w = prev.shape
@@ -181,8 +185,8 @@ class Ground:
         if frame > self.made:
             if self.pix is None:
                 self._start(C, h, w)
-            filled = moved[:S].float().cpu().clone()
-            p, m = prev[:S].float().cpu(), move[:S].round().long().cpu()
+            filled = moved[R - S :].float().cpu().clone()
+            p, m = prev[R - S :].float().cpu(), move[R - S :].round().long().cpu()
             for b in range(S):
                 y, x = self.pos[b].tolist()
                 self.pix[b, :, y : y + h, x : x + w] = p[b]
@@ -206,6 +210,12 @@ class Ground:
         return self.filled.to(moved).repeat(R // S, 1, 1, 1)
 
 
+def ground_for(model, streams: int, seed: int | list[int] = 0) -> Ground | None:
+    """A new ``Ground`` for ``streams`` rows when ``model`` moves its previous frame by whole pixels
+    (``OmniConfig.move_reach``), else None (nothing to fill)."""
+    return Ground(streams, seed=seed) if model.cfg.move_reach else None
+
+
 class Together:
     """Several single-stream grounds stepped as one batch (``engine.batch.step_together``): row r of a pass
     is stream r (or a stacked copy of it); ``offsets[r]`` is added to the pass's frame index, since streams
@@ -223,7 +233,7 @@ class Together:
         S = len(self.grounds)
         if prev.shape[0] % S:
             raise ValueError(f"Ground: {prev.shape[0]} rows are not copies of its {S} streams")
-        idx = torch.arange(prev.shape[0])
+        idx = torch.arange(prev.shape[0])  # (each stream's rows in order, the most conditioned last)
         out = moved.clone()
         for r, (g, off) in enumerate(zip(self.grounds, self.offsets)):
             rows = idx[idx % S == r]

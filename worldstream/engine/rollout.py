@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from ..diffusion.flow import SAMPLERS, guide, guided, interpolate, randn, time_grid
+from ..diffusion.flow import SAMPLERS, guide, interpolate, randn, time_grid
 from ..model.cache import KVCache
 from ..model.omni import Omni, degrade_at_level
 
@@ -287,14 +287,19 @@ def generate_chunk(model: Omni, branches: list[Branch], cfg: RolloutConfig, cond
 
         return fn
 
+    # the most conditioned branch runs first: a move model's frame takes the move that branch names (``Ground``)
     fns = [velocity(b) for b in branches]
     if len(fns) == 1:
         inner = fns[0]
     elif len(fns) == 2:  # nothing, then text and text + actions stacked (``make_branches(stacked=True)``)
         def inner(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return guide(fns[0](z, t), *fns[1](z, t).chunk(2), cfg.text_scale, cfg.action_scale)
+            vt, vb = fns[1](z, t).chunk(2)
+            return guide(fns[0](z, t), vt, vb, cfg.text_scale, cfg.action_scale)
     else:
-        inner = guided(fns[0], fns[1], fns[2], cfg.text_scale, cfg.action_scale)
+        def inner(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            vb = fns[2](z, t)
+            vt = fns[1](z, t)
+            return guide(fns[0](z, t), vt, vb, cfg.text_scale, cfg.action_scale)
 
     def keep_given(z: torch.Tensor) -> torch.Tensor:
         if gv.any() or ga.any():

@@ -36,7 +36,7 @@ from ..device import autocast, fast_bf16, torch_device
 from ..tokenizers.actions import ActionVocab
 from .events import Event, EventError, Limits, validate
 from .generate import load_autoencoders, load_world_model
-from .ground import Ground
+from .ground import ground_for
 from .rollout import Branch, Conditioning, Given, RolloutConfig, flush, generate_chunk, make_branches
 
 
@@ -444,7 +444,7 @@ class Stream:
             b.cache = m.new_cache(self.config.memory_chunks)
         self.chunk = 0  # chunk index within the current context
         # a whole-pixel move model: the ground this stream has shown, which fills what each move uncovers
-        self.ground = Ground(self.B, seed=self.seeds) if m.cfg.move_reach else None
+        self.ground = ground_for(m, self.B, self.seeds)
         self.vstate, self.astate = {}, {}
         self.recent: dict[int, tuple] = {}  # chunk -> (video, audio, actions) for re-encoding the window
 

@@ -36,6 +36,7 @@ from ..data.latents import LatentClips, PromptBank, dataset_paths
 from ..data.png import grid, save_png
 from ..data.video import write_preview_mp4
 from ..engine.generate import load_autoencoders, load_world_model
+from ..engine.ground import ground_for
 from ..engine.rollout import Conditioning, RolloutConfig, generate_chunk, make_branches, prefill
 from ..tokenizers.actions import ActionVocab
 from ..tokenizers.losses import psnr, spectral_distance, ssim
@@ -90,9 +91,10 @@ def _continue(model, vae, rcfg, cond_hist, cond_new, clip_v, clip_a, n_new, seed
     if aae is not None and clip_a is not None:
         aae.decode(clip_a, astate)
     g = torch.Generator().manual_seed(seed)
+    ground = ground_for(model, clip_v.shape[0], seed)  # a whole-pixel move model fills what its moves uncover
     frames, pcm = [], []
     for c in range(n_new):
-        v, a = generate_chunk(model, branches, rcfg, cond_new, n_hist + c, tuple(clip_v.shape[2:]), g)
+        v, a = generate_chunk(model, branches, rcfg, cond_new, n_hist + c, tuple(clip_v.shape[2:]), g, ground=ground)
         frames += _rgb(vae.decode(v, state)[0])
         if aae is not None and a is not None:
             pcm.append(aae.decode(a, astate)[0].float().cpu())
@@ -135,7 +137,8 @@ def eval_teacher(checkpoint, dataset: str | Path, rcfg: RolloutConfig, clips: in
         hv, ha = _history(model, clip, history)
         branches = make_branches(model, rcfg, stacked=True)
         prefill(model, branches, cond, hv, ha)
-        v, _ = generate_chunk(model, branches, rcfg, cond, history, tuple(clip.video.shape[2:]), torch.Generator().manual_seed(k))
+        v, _ = generate_chunk(model, branches, rcfg, cond, history, tuple(clip.video.shape[2:]), torch.Generator().manual_seed(k),
+                              ground=ground_for(model, 1, k))
         s1 = {}
         vae.decode(hv, s1)
         s2 = dict(s1)  # layers replace (never mutate) their saved history, so a shallow copy forks the stream
