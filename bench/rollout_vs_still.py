@@ -40,7 +40,7 @@ import torch
 from worldstream.data.format import Dataset
 from worldstream.data.png import grid, save_png
 from worldstream.engine.stream import StreamConfig, World, recommended_rollout
-from worldstream.eval.stream import sharpness
+from worldstream.eval.stream import sharpness, streaks
 
 AT = (1, 2, 5, 12, 24, 48, 96, 192, 384)  # frames after the start at which PSNR is reported (up to --frames)
 SHEET = (0, 2, 5, 8, 12, 18, 24, 36, 48)  # frames shown in the contact sheet (longer walks: LONG_SHEET)
@@ -109,7 +109,7 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
     ``hold``: stand still (action ``idle``) and compare with the stream's own first frame."""
     names = world.vocab.names
     rcfg = dataclasses.replace(recommended_rollout(world.meta), **rollout)
-    model_p, still_p, sharp, shown, shift, matched, tether = [], [], [], [], [], [], []
+    model_p, still_p, sharp, shown, shift, matched, tether, streak = [], [], [], [], [], [], [], []
     for real, actions, caption, _ in clips:
         s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(rollout=rcfg, compile=compile))
         got = [s.step().frames[0, -1]]  # the start frame itself (through the autoencoder)
@@ -119,6 +119,7 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
         truth = [got[0]] * (frames + 1) if hold else real
         model_p.append([psnr(got[f], truth[f]) for f in AT if f <= frames])
         sharp.append([sharpness(got[f][None]) for f in AT if f <= frames])
+        streak.append([streaks(got[f][None]) for f in AT if f <= frames])
         shift.append([colour_shift(got[f], truth[f]) for f in AT if f <= frames])
         matched.append([matched_psnr(got[f], truth[f]) for f in AT if f <= frames])
         still_p.append([psnr(real[0], real[f]) for f in AT if f <= frames])
@@ -130,12 +131,45 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
     return {"at": [f for f in AT if f <= frames], "hold": hold, "model_psnr": m.mean(0).tolist(),
             "still_psnr": None if hold else st.mean(0).tolist(),
             "model_beats_still": None if hold else (m > st).mean(0).tolist(), "model_sharpness": np.array(sharp).mean(0).tolist(),
+            "model_streaks": np.array(streak).mean(0).tolist(),
             "real_sharpness": sharpness(np.stack([c[0][0] for c in clips])), "starts": len(clips),
             "colour_shift": np.array(shift).mean(0).tolist(), "matched_psnr": np.array(matched).mean(0).tolist(),
             "tether_db": None if hold else np.array(tether).mean(0).tolist(),
             "per_start": [{"caption": c[2], "conditions": c[3], "psnr": p, "colour_shift": sh, "matched_psnr": mp}
                           for c, p, sh, mp in zip(clips, model_p, shift, matched)],
             "rollout": dataclasses.asdict(rcfg), "frames": shown}
+
+
+@torch.no_grad()
+def out_and_back(world: World, ds: Dataset, n_starts: int, n: int, compile: bool, seed: int = 0, **rollout) -> dict:
+    """Out and back: from held-out starts the model walks ``n`` frames one way and ``n`` back (east, north, west,
+    south in turn), each frame scored against the game replayed from the same place under the same keys
+    (``eval.walks.game_walk``: where the game stops the player at water or rocks, so does the truth); the frame
+    back at the start is also scored against the stream's own first frame (does it show the same place again,
+    whether or not its moves were right). The walks of ``bench/pixel_vs_latent.py --revisit``, for any checkpoint."""
+    from worldstream.eval.walks import game_walk, replayable
+
+    ways = (("walk_e", "walk_w"), ("walk_n", "walk_s"), ("walk_w", "walk_e"), ("walk_s", "walk_n"))
+    rcfg = dataclasses.replace(recommended_rollout(world.meta), **rollout)
+    rng = np.random.default_rng(seed)
+    eps = [ep for ep in ds.split("heldout") if replayable(ep)]
+    at = sorted({1, n // 2, n, n + n // 2, 2 * n})
+    got_p, still_p, own_back, shown = [], [], [], []
+    for i in range(n_starts):
+        ep = eps[i % len(eps)]
+        t0 = int(rng.integers(0, ep.n_frames - 1))
+        keys = [ways[i % 4][0]] * n + [ways[i % 4][1]] * n
+        truth = np.stack([ep.frames()[t0]] + game_walk(ep, t0, keys).frames)
+        cap = next((r["caption"] for r in reversed(ep.records()[: t0 + 1]) if r.get("caption")), "")
+        s = world.stream(cap, image=truth[0], seed=0, config=StreamConfig(rollout=rcfg, compile=compile))
+        got = [s.step().frames[0, -1]] + [s.step(k).frames[0, -1] for k in keys]
+        got_p.append([psnr(got[f], truth[f]) for f in at])
+        still_p.append([psnr(truth[0], truth[f]) for f in at])
+        own_back.append(psnr(got[2 * n], got[0]))
+        shown.append([truth[f] for f in at] + [got[f] for f in at])
+    return {"at": at, "psnr": np.mean(got_p, 0).tolist(), "still_psnr": np.mean(still_p, 0).tolist(),
+            "own_return_psnr": float(np.mean(own_back)), "starts": n_starts, "rollout": dataclasses.asdict(rcfg),
+            "frames": shown}
 
 
 def main() -> None:
@@ -158,9 +192,12 @@ def main() -> None:
                     help="caption each start with a full-scene caption of its true conditions")
     ap.add_argument("--per-start", action="store_true", help="each start's caption, conditions and colour shift")
     ap.add_argument("--device", default="cpu", help="where the models stream (cuda: a GPU)")
+    ap.add_argument("--revisit", type=int, default=0, metavar="N",
+                    help="instead: walk N frames out and N back from each start, scored against the game replayed "
+                         "under the same keys and against the stream's own first frame")
     ap.add_argument("--json")
     a = ap.parse_args()
-    clips = starts(Dataset(a.data), a.starts, a.frames, a.seed)
+    clips = starts(Dataset(a.data), a.starts, a.frames if not a.revisit else 2, a.seed)
     if a.scene_captions:
         clips = scene_captioned(clips)
     worlds = {}  # every model loaded and checked before the first one streams
@@ -172,6 +209,22 @@ def main() -> None:
                              f"{clips[0][0].shape[2]}x{clips[0][0].shape[1]} frames; use data at the model's resolution")
     over = {k: v for k, v in (("steps", a.steps), ("history_noise", a.history_noise), ("text_scale", a.text_scale),
                               ("action_scale", a.action_scale), ("prev_level", a.prev_level)) if v is not None}
+    if a.revisit:
+        res = {name: out_and_back(world, Dataset(a.data), a.starts, a.revisit, a.compile, a.seed, **over)
+               for name, world in worlds.items()}
+        at = next(iter(res.values()))["at"]
+        print(f"out {a.revisit} frames and back, {a.starts} starts: PSNR dB at frame " + " / ".join(map(str, at)))
+        for name, r in res.items():
+            print(f"| {name} | against the game: " + " / ".join(f"{x:.1f}" for x in r["psnr"])
+                  + f" | back at the start against its own first frame: {r['own_return_psnr']:.1f} |")
+        print("| the start held still | " + " / ".join(f"{x:.1f}" for x in next(iter(res.values()))["still_psnr"]) + " |")
+        if a.sheet:
+            rows = [f for r in res.values() for start in r["frames"][: a.sheet_starts] for f in start]
+            save_png(a.sheet, grid(rows, cols=len(at)))
+        if a.json:
+            Path(a.json).write_text(json.dumps({k: {x: y for x, y in r.items() if x != "frames"} for k, r in res.items()},
+                                               indent=1))
+        return
     res = {name: run(world, clips, a.frames, a.compile, a.hold, **over) for name, world in worlds.items()}
     at = next(iter(res.values()))["at"]
     print("| model | " + " | ".join(f"frame {f}" for f in at) + " |")
@@ -181,6 +234,7 @@ def main() -> None:
         if not a.hold:
             print(f"| {name}: beats the still picture | " + " | ".join(f"{x:.0%}" for x in r["model_beats_still"]) + " |")
         print(f"| {name}: sharpness | " + " | ".join(f"{x:.3f}" for x in r["model_sharpness"]) + " |")
+        print(f"| {name}: streaks | " + " | ".join(f"{x:.1%}" for x in r["model_streaks"]) + " |")
         print(f"| {name}: colour shift (0-255) | " + " | ".join(f"{x:.1f}" for x in r["colour_shift"]) + " |")
         print(f"| {name}: PSNR, colour means matched | " + " | ".join(f"{x:.1f}" for x in r["matched_psnr"]) + " |")
         if not a.hold:

@@ -53,6 +53,25 @@ def test_the_whole_pipeline_runs_and_resumes_on_the_tiny_preset(tmp_path):
     assert (tmp_path / "runs" / "student" / "model.safetensors").stat().st_mtime == t
 
 
+def test_the_pixel_pipeline_trains_a_one_step_move_world_and_bundles_it(tmp_path):
+    """``tiny_pixel``: the pixel codec instead of a video autoencoder, a move model trained on next-frame levels
+    with its view, no view stage and no distillation; the bundle streams in one x0 step with its ground."""
+    from worldstream.cli import main
+
+    torch.set_num_threads(1)
+    assert main(["train", "all", "--preset", "tiny_pixel", "--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "runs" / "video_ae").exists() and not (tmp_path / "runs" / "student").exists()
+    world = World.load(tmp_path / "bundle")
+    assert world.vae.cfg.spatial == 1 and world.model.cfg.move_reach == 2 and world.model.cfg.window == 3
+    r = world.rollout_config()
+    assert (r.sampler, r.steps, r.text_scale, r.action_scale) == ("x0", 1, 1.0, 1.0)
+    s = world.stream("", seed=0)
+    for _ in range(3):
+        s.step("walk_n")
+    assert s.ground is not None and s.ground.made == 2
+    assert (tmp_path / "eval" / "summary.json").exists()
+
+
 def test_the_cli_offers_every_pipeline_preset():
     from worldstream.cli import PIPELINE_PRESETS, PIPELINE_STAGES
     from worldstream.train.pipeline import PRESETS, STAGES

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # ``train.pipeline.PRESETS``' names, here so that parsing does not import torch (a test keeps them equal)
 PIPELINE_PRESETS = ("tiny", "default", "refine", "refine_long", "prev", "prev_sharp", "refine_gpu",
-                    "refine_gpu_long", "refine_gpu_one_call")
+                    "refine_gpu_long", "refine_gpu_one_call", "pixel", "tiny_pixel")
 PIPELINE_STAGES = ("record", "autoencoders", "latents", "teacher", "view", "student", "eval")  # train/pipeline.py STAGES
 
 
@@ -609,7 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "noisy previous frame to sharpen; refine_gpu: refine with 8x the batch in a time budget "
                          "per stage, for one GPU (about ten minutes); refine_gpu_long: the same with the teacher's "
                          "budget 5 minutes and the view's 1.5; refine_gpu_one_call: teacher 4, view 1.25 and "
-                         "student 2.25 minutes, the whole round in one 10-minute GPU call")
+                         "student 2.25 minutes, the whole round in one 10-minute GPU call; pixel: a world model on pixels "
+                         "that predicts each frame around the last one moved by whole pixels, what the move uncovers "
+                         "filled by the stream's remembered or drawn ground, trained to make frames in 1 step (no "
+                         "video autoencoder, no view stage, no distillation); tiny_pixel: its smoke test")
     tl.add_argument("--out", default="pipeline", help="folder for data/, runs/ and eval/")
     tl.add_argument("--threads", type=int, default=0)
     tl.add_argument("--until", default="eval", choices=PIPELINE_STAGES,

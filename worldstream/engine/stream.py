@@ -83,9 +83,12 @@ class Chunk:
 
 
 def recommended_rollout(meta: dict[str, Any]) -> RolloutConfig:
-    """A checkpoint's own sampler (a student records its step count, guidance folded in), else the
-    teacher's measured best: Heun 8 with prompt guidance 1.5 and action guidance 2 (log.md)."""
+    """A checkpoint's own sampler (a student records its step count, guidance folded in); a model trained on
+    next-frame levels (``TeacherTrainConfig.levels``) makes each frame in one x0 step from pure noise, as it
+    was trained; else the teacher's measured best: Heun 8 with prompt guidance 1.5 and action guidance 2 (log.md)."""
     r = meta.get("rollout")
+    if not r and meta.get("train", {}).get("levels") == "next":
+        r = {"sampler": "x0", "steps": 1, "text_scale": 1.0, "action_scale": 1.0}
     return RolloutConfig(**r) if r else RolloutConfig(sampler="heun", steps=8, text_scale=1.5, action_scale=2.0)
 
 

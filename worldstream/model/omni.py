@@ -183,12 +183,13 @@ def move_grid(reach: int) -> torch.Tensor:
 def best_move(prev: torch.Tensor, target: torch.Tensor, reach: int) -> torch.Tensor:
     """Index into ``move_grid(reach)`` of the whole-pixel move of ``prev`` (B, C, h, w) that brings it closest
     to ``target``, judged inside a ``reach``-pixel margin (the repeated border is not evidence)."""
-    moves = move_grid(reach).to(prev.device)
-    inner = (slice(None), slice(None), slice(reach, -reach), slice(reach, -reach))
-    prev, target = prev.float(), target.float()
-    err = torch.stack([(move_frames(prev[:, None], m.expand(len(prev), 1, 2))[:, 0][inner] - target[inner])
-                       .square().mean((1, 2, 3)) for m in moves], 1)
-    return err.argmin(1)
+    h, w = prev.shape[-2:]
+    r = reach
+    prev, target = prev.float(), target[..., r : h - r, r : w - r].float()
+    # inside the margin a move is a shifted slice: moved[i, j] = prev[i - dy, j - dx] (``move_frames``, exact)
+    err = torch.stack([(prev[..., r - dy : h - r - dy, r - dx : w - r - dx] - target).square().mean((1, 2, 3))
+                       for dy, dx in move_grid(reach).long().tolist()], 1)
+    return err.argmin(1).to(prev.device)
 
 
 PREV_NOISE_MAX = 0.5  # noise added to a previous frame at degradation level 1, in units of the frame change's std
@@ -487,7 +488,7 @@ class Omni(nn.Module):
         return x, cond
 
     def _head(self, x: torch.Tensor, cond: torch.Tensor, g_stream: torch.Tensor, Fr: int, h: int,
-              w: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+              w: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The stream tokens' velocities: video (B, F, C, h, w), audio (B, F * tokens, Ca) or None,
         a ``prev_shift`` model's move of each frame's previous frame (B, F, 2), else None, and a ``move_reach``
         model's logits over its whole-pixel moves (B, F, candidates), else None."""

@@ -72,6 +72,18 @@ class PipelineConfig:
     # lends its autoencoders (their training is skipped) and starts the teacher from its world
     # model's weights, so a longer recipe builds on what an earlier one learnt
     start_from: str = ""
+    # a pixel world model (``tokenizers.pixels``): no video autoencoder, the frames normalised per colour; the
+    # world model predicts each frame around the last one moved by whole pixels (``OmniConfig.move_reach``),
+    # what a move uncovers filled by the stream's ground (``engine.ground``), trained on next-frame levels
+    # (``TeacherTrainConfig.levels``) to make each frame in one step as it streams. With view_steps and
+    # student_steps 0 that model is the one shipped: no view fine-tune, no distillation
+    pixels: bool = False
+    move_reach: int = 0
+    teacher_levels: str = "diffusion"
+    teacher_lr: float = 3e-4
+    teacher_warmup: int = 200
+    audio_from: str = ""  # a bundle whose audio autoencoder is adopted (a pixel model has no video one to adopt)
+    wide: bool = True  # train on the second aspect ratio too
 
 
 PRESETS = {
@@ -118,6 +130,17 @@ PRESETS["refine_gpu_long"] = dataclasses.replace(PRESETS["refine_gpu"], teacher_
 # Its student's step rate on a GPU is not measured yet; the view teacher comes back either way
 PRESETS["refine_gpu_one_call"] = dataclasses.replace(PRESETS["refine_gpu_long"], teacher_minutes=4.0,
                                                      view_minutes=1.25, student_minutes=2.25)
+# the pixel world (log.md, forty-fifth session): refine's data and the shipped audio autoencoder; a 10M move
+# model at window 4 trained 65 minutes on 128 x 128 clips of 5 frames, 16 a batch (3.8 s a step in float32 on
+# the 2-core CPU, ~1,000 steps), then shipped as it is
+PRESETS["pixel"] = dataclasses.replace(PRESETS["refine"], start_from="", audio_from="default", pixels=True,
+                                       move_reach=3, teacher_levels="next", omni="pixel", window=4, sinks=0,
+                                       memory_topk=0, teacher_steps=2400, teacher_minutes=65.0, teacher_chunks=5,
+                                       batch=16, teacher_lr=4e-4, teacher_warmup=50, teacher_continuation=0.1,
+                                       view_steps=0, student_steps=0, compile=False, wide=False, prev_frame=True)
+PRESETS["tiny_pixel"] = dataclasses.replace(PRESETS["tiny"], pixels=True, move_reach=2, teacher_levels="next",
+                                            omni="tiny_pixel", window=3, sinks=0, memory_topk=0, view_steps=0,
+                                            student_steps=0, wide=False, prev_frame=True)
 
 
 def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, ...]:
@@ -126,8 +149,8 @@ def _with_continuation(probs: tuple[float, ...], share: float) -> tuple[float, .
     return tuple(x * (1 - share) / rest for x in probs[:-1]) + (share,)
 
 
-def _adopt_autoencoders(source: str, runs: Path) -> None:
-    """Copy a bundle's (or run's) autoencoders into ``runs`` as the pipeline's own, once."""
+def _adopt_autoencoders(source: str, runs: Path, only: str | None = None) -> None:
+    """Copy a bundle's (or run's) autoencoders (``only``: that one) into ``runs`` as the pipeline's own, once."""
     import shutil
 
     from ..engine.generate import autoencoder_dir, load_autoencoders
@@ -138,7 +161,7 @@ def _adopt_autoencoders(source: str, runs: Path) -> None:
     load_autoencoders(meta, src)  # present and matching their recorded SHA-256
     for key, info in meta["latents"].items():
         dst = runs / key
-        if info is None or (dst / "model.safetensors").exists():
+        if info is None or (only and key != only) or (dst / "model.safetensors").exists():
             continue
         p = autoencoder_dir(info, src)
         dst.mkdir(parents=True, exist_ok=True)
@@ -191,16 +214,22 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
     log("[2/7] autoencoders")
     if p.start_from:
         _adopt_autoencoders(p.start_from, runs)
-    if not _done(runs / "video_ae", p.video_ae_steps) and not p.start_from:
+    if p.audio_from:
+        _adopt_autoencoders(p.audio_from, runs, only="audio_ae")
+    if p.pixels and not (runs / "pixels" / "model.safetensors").exists():
+        from ..tokenizers.pixels import fit_pixel_codec
+
+        fit_pixel_codec(data, runs / "pixels")
+    if not _done(runs / "video_ae", p.video_ae_steps) and not p.start_from and not p.pixels:
         train_autoencoder(AETrainConfig(kind="video", preset=p.video_ae, dataset=str(data), steps=p.video_ae_steps,
                                         batch=8, clip_frames=4, eval_every=max(1, p.video_ae_steps // 6)),
                           runs / "video_ae", progress=progress)
-    if not _done(runs / "audio_ae", p.audio_ae_steps) and not p.start_from:
+    if not _done(runs / "audio_ae", p.audio_ae_steps) and not p.start_from and not p.audio_from:
         train_autoencoder(AETrainConfig(kind="audio", preset=p.audio_ae, dataset=str(data), steps=p.audio_ae_steps,
                                         batch=16, clip_frames=8, eval_every=max(1, p.audio_ae_steps // 5)),
                           runs / "audio_ae", progress=progress)
-    video_ae = runs / "video_ae"
-    shifted = p.video_ae_shift and load_json(video_ae / "config.json")["train"].get("shift_weight", 0.0) == 0
+    video_ae = runs / ("pixels" if p.pixels else "video_ae")
+    shifted = not p.pixels and p.video_ae_shift and load_json(video_ae / "config.json")["train"].get("shift_weight", 0.0) == 0
     if shifted:  # (an adopted autoencoder that had it already is used as it is)
         if not _done(runs / "video_ae_shift", p.video_ae_shift_steps):
             train_autoencoder(AETrainConfig(kind="video", preset=p.video_ae, dataset=str(data),
@@ -212,17 +241,22 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
     if stop("autoencoders"):
         return {}
     log("[3/7] latents")
-    for ds in (data, wide):
-        encode_dataset(ds, video_ae, runs / "audio_ae", name="pipeline", progress=progress, device=device)
-    both = f"{data},{wide}"
+    cache = "pixels" if p.pixels else "pipeline"
+    sets = (data, wide) if p.wide else (data,)
+    for ds in sets:
+        encode_dataset(ds, video_ae, runs / "audio_ae", name=cache, progress=progress, device=device)
+    both = ",".join(map(str, sets))
     if stop("latents"):
         return {}
     log("[4/7] teacher")
-    tcfg = TeacherTrainConfig(dataset=both, latents="pipeline", preset=p.omni, steps=p.teacher_steps, batch=p.batch,
+    tcfg = TeacherTrainConfig(dataset=both, latents=cache, preset=p.omni, steps=p.teacher_steps, batch=p.batch,
                               chunks=p.teacher_chunks, eval_every=max(1, p.teacher_steps // 10),
                               task_probs=_with_continuation(TeacherTrainConfig.task_probs, p.teacher_continuation),
                               init_from=str(resolve(p.start_from)) if p.start_from else "", compile=p.compile,
-                              prev_frame=p.prev_frame, prev_degrade=p.prev_degrade)
+                              prev_frame=p.prev_frame, prev_degrade=p.prev_degrade, lr=p.teacher_lr,
+                              warmup=p.teacher_warmup, move_reach=p.move_reach, levels=p.teacher_levels,
+                              **({"window": p.window, "sinks": p.sinks, "memory_topk": p.memory_topk}
+                                 if not p.view_steps else {}))
     minutes = lambda m: m * 60 if m else None  # noqa: E731
     if not _done(runs / "teacher", p.teacher_steps):
         train_teacher(tcfg, runs / "teacher", progress=progress, device=device, budget_s=minutes(p.teacher_minutes))
@@ -234,19 +268,21 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
                                memory_topk=p.memory_topk, init_from=str(runs / "teacher"),
                                task_probs=_with_continuation(tcfg.task_probs, p.view_continuation),
                                eval_every=max(1, p.view_steps // 5))
-    if not _done(runs / "teacher_view", p.view_steps):
-        train_teacher(vcfg, runs / "teacher_view", progress=progress, device=device, budget_s=minutes(p.view_minutes))
+    viewed = runs / "teacher_view" if p.view_steps else runs / "teacher"  # (trained with its view from the start)
+    if p.view_steps and not _done(viewed, p.view_steps):
+        train_teacher(vcfg, viewed, progress=progress, device=device, budget_s=minutes(p.view_minutes))
     if stop("view"):
         return {}
     log("[6/7] student")
-    scfg = StudentTrainConfig(teacher=str(runs / "teacher_view"), dataset=both, latents="pipeline", steps=p.student_steps,
+    scfg = StudentTrainConfig(teacher=str(viewed), dataset=both, latents=cache, steps=max(1, p.student_steps),
                               batch=p.student_batch, history=p.student_history, rollout_chunks=p.student_rollout,
                               teacher_steps=p.student_teacher_steps,
                               self_forcing_from=(p.student_self_forcing_from if p.student_self_forcing_from >= 0
                                                  else p.student_steps // 5), eval_every=max(1, p.student_steps // 10),
                               warmup=max(1, p.student_steps // 20))
-    if not _done(runs / "student", p.student_steps):
-        train_student(scfg, runs / "student", progress=progress, device=device, budget_s=minutes(p.student_minutes))
+    final = runs / "student" if p.student_steps else viewed  # (a next-level model makes frames in 1 step already)
+    if p.student_steps and not _done(final, p.student_steps):
+        train_student(scfg, final, progress=progress, device=device, budget_s=minutes(p.student_minutes))
     if stop("student"):
         return {}
     log("[7/7] evaluation")
@@ -258,20 +294,20 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
               prompt_starts=1 if small else 3, prompt_frames=6 if small else 72,
               classifier_steps=5 if small else 2000, classifier_renders=20 if small else 3000,
               audio_frames=8 if small else 48)
-    results = {
-        "teacher": eval_teacher(runs / "teacher_view", data, RolloutConfig(sampler="euler", steps=2 if small else 8),
-                                out=root / "eval" / "teacher",
-                                **dict(kw, walk_starts=1 if small else 2)),  # 8 passes a chunk: half the walks
-        "student": eval_teacher(runs / "student", data, RolloutConfig(sampler="x0", steps=2, text_scale=1.0,
-                                                                      action_scale=1.0),
-                                out=root / "eval" / "student", **kw),
-    }
+    results = {}
+    if p.student_steps:
+        results["teacher"] = eval_teacher(viewed, data, RolloutConfig(sampler="euler", steps=2 if small else 8),
+                                          out=root / "eval" / "teacher",
+                                          **dict(kw, walk_starts=1 if small else 2))  # 8 passes a chunk: half the walks
+    results["student"] = eval_teacher(final, data, RolloutConfig(sampler="x0", steps=2 if p.student_steps else 1,
+                                                                 text_scale=1.0, action_scale=1.0),
+                                      out=root / "eval" / "student", **kw)
     (root / "eval").mkdir(parents=True, exist_ok=True)
     (root / "eval" / "summary.json").write_text(json.dumps(results, indent=1, default=str))
     from ..weights import export_bundle
 
-    bundle = export_bundle(runs / "student", root / "bundle")
-    log(f"done: {runs / 'student'} (student), {root / 'eval' / 'summary.json'}, and {bundle['out']}: the student with "
-        f"its autoencoders in one folder ({bundle['bytes'] / 2**20:.0f} MB; `worldstream export {runs / 'student'}` "
+    bundle = export_bundle(final, root / "bundle")
+    log(f"done: {final} (the 1-step model), {root / 'eval' / 'summary.json'}, and {bundle['out']}: the model with "
+        f"its autoencoders in one folder ({bundle['bytes'] / 2**20:.0f} MB; `worldstream export {final}` "
         "makes it the package's default model)")
     return results

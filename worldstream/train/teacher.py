@@ -217,7 +217,10 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
             prev = torch.where(on, previous_frames(guesses.to(dev, prev.dtype), cf), prev)
         level = own
     if mc.move_reach:  # each frame made around the whole-pixel move that best explains it; the head learns it
-        right = best_move(prev.flatten(0, 1), x0v.flatten(0, 1), mc.move_reach).view(B, Fr)
+        made = (tv_f > 0).clone()  # (only frames that are made, after a real one: the first has zeros before it)
+        made[:, :cf] = False
+        right = torch.full((B, Fr), (2 * mc.move_reach + 1) ** 2 // 2, device=dev)  # (no move elsewhere)
+        right[made] = best_move(prev[made], x0v[made], mc.move_reach)
         kw["move"] = move_grid(mc.move_reach).to(dev)[right]
     with autocast(dev.type, cfg.bf16):
         pv, pa, logits = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
@@ -231,9 +234,8 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
     lv = ((pv.float() - velocity_target(x0v, eps_v)) ** 2 * wv).mean()
     parts = {"video": lv.item()}
     loss = lv
-    if logits is not None:  # on the frames that are made (t > 0) after a real one (the first has zeros before it)
-        on = (tv_f > 0).float()
-        on[:, :cf] = 0.0
+    if logits is not None:  # on the frames that are made
+        on = made.float()
         ce = F.cross_entropy(logits.flatten(0, 1).float(), right.flatten(), reduction="none").view(B, Fr)
         loss = loss + cfg.move_weight * (ce * on).sum() / (B * Fr)
         parts["move_named"] = ((logits.argmax(-1) == right).float() * on).sum().item() / max(on.sum().item(), 1.0)
