@@ -44,28 +44,40 @@ def _draw_right(x: torch.Tensor, src: torch.Tensor, s: int, gen: torch.Generator
     columns left of it and the ``overlap`` rows of the strip already drawn above it), drawn at random among
     the places within ``tol`` of the best. ``last`` (h, 2): where each row of this side's strip was copied
     from in the last frame, as an offset; a block goes on copying from there when that place matches too.
-    Returns x and the offsets used."""
+    Returns x and the offsets used.
+
+    The squared distance of every place is |window|^2 - 2 window . kernel + |kernel|^2. The context part of
+    every block is known before any block is drawn, so it is one correlation with a kernel per block; only the
+    few pixels of the strip drawn above a block (overlap x s) wait for it, summed over shifted slices."""
     x = x.clone()
     C, h, w = x.shape
     k = context + s
+    ncols = max(1, w - k + 1 - gap)
     offsets = torch.zeros(h, 2, dtype=torch.long) if last is None else last.clone()
     src_sq = src.square().sum(0)[None, None]
-    for r in range(0, h, rows):
-        top, end = max(0, r - overlap), min(h, r + rows)
-        n = end - top
-        mask = torch.zeros(1, 1, n, k)
-        mask[..., :context] = 1
-        mask[..., : r - top, context:] = 1  # the strip drawn above this block
-        kern = x[None, :, top:end, w - k :] * mask
-        ssd = (F.conv2d(src_sq, mask) - 2 * F.conv2d(src[None], kern) + kern.square().sum())[0, 0]
+    spans = [(r, max(0, r - overlap), min(h, r + rows)) for r in range(0, h, rows)]  # (block, window top, end)
+    ssd_ctx = {}  # block -> the context part of its distances at every place (h - n + 1, ncols)
+    for n in sorted({end - top for _, top, end in spans}):
+        group = [(r, top, end) for r, top, end in spans if end - top == n]
+        kern = torch.stack([x[:, top:end, w - k : w - k + context] for _, top, end in group])  # (G, C, n, context)
+        corr = F.conv2d(src[None], kern)[0, :, :, :ncols]
+        box = F.conv2d(src_sq, torch.ones(1, 1, n, context))[0, 0, :, :ncols]
+        for g, (r, _, _) in enumerate(group):
+            ssd_ctx[r] = box - 2 * corr[g] + kern[g].square().sum()
+    for r, top, end in spans:
+        n, ov = end - top, r - top
+        ssd = ssd_ctx[r].clone()
+        for i in range(ov):  # the strip drawn above this block
+            for j in range(s):
+                ssd += (src[:, i : i + h - n + 1, context + j : context + j + ncols]
+                        - x[:, top + i, w - s + j, None, None]).square().sum(0)
         # every window lies inside src with its continuation, so never at the context's own place (beyond the
         # edge); nor within ``gap`` px of it, where a match is the border shifted by a pixel or two: in ground
         # that is flat along the strip's direction it would copy the border again and grow the streak it avoids
-        ssd = ssd[:, : max(1, w - k + 1 - gap)].clone()
         if keep_out:  # nor from the centre, where the camera keeps the player: a copied sprite would stay as ground
             ys, xs = (h - keep_out) // 2 - n + 1, (w - keep_out) // 2 - k + 1  # windows that overlap it
             ssd[max(0, ys) : (h + keep_out) // 2, max(0, xs) : (w + keep_out) // 2] = float("inf")
-        good = ssd.min() * (1 + tol) + 1e-3 * mask.sum() * C
+        good = ssd.min() * (1 + tol) + 1e-3 * (n * context + ov * s) * C
         y = c = None
         if last is not None:  # the window that continues last frame's copy
             oy, ox = last[r].tolist()
