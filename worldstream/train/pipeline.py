@@ -140,6 +140,7 @@ PRESETS["pixel"] = dataclasses.replace(PRESETS["refine"], start_from="", audio_f
                                        view_steps=0, student_steps=0, compile=False, wide=False, prev_frame=True)
 PRESETS["tiny_pixel"] = dataclasses.replace(PRESETS["tiny"], pixels=True, move_reach=2, teacher_levels="next",
                                             omni="tiny_pixel", window=3, sinks=0, memory_topk=0, view_steps=0,
+                                            teacher_steps=4,
                                             student_steps=0, wide=False, prev_frame=True)
 
 
@@ -263,7 +264,7 @@ def train_all(preset: str, root: str | Path, progress: bool = True, log=print, d
     if stop("teacher"):
         return {}
     log("[5/7] teacher with the streaming view")
-    vcfg = dataclasses.replace(tcfg, steps=p.view_steps, batch=max(2, p.batch // 2), chunks=p.view_chunks, lr=1e-4,
+    vcfg = dataclasses.replace(tcfg, steps=max(1, p.view_steps), batch=max(2, p.batch // 2), chunks=p.view_chunks, lr=1e-4,
                                warmup=max(1, p.view_steps // 20), window=p.window, sinks=p.sinks,
                                memory_topk=p.memory_topk, init_from=str(runs / "teacher"),
                                task_probs=_with_continuation(tcfg.task_probs, p.view_continuation),
