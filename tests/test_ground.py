@@ -169,10 +169,14 @@ def test_a_pixel_world_with_a_move_head_trains_resumes_and_streams_with_its_grou
     from worldstream.tokenizers.pixels import fit_pixel_codec
     from worldstream.train.teacher import TeacherTrainConfig, train_teacher
 
-    stats = fit_pixel_codec(latent_dataset, tmp_path / "pixels")
+    import shutil
+
+    ds = tmp_path / "ds"  # a copy: the shared dataset keeps only its own latent cache
+    shutil.copytree(latent_dataset, ds)
+    stats = fit_pixel_codec(ds, tmp_path / "pixels")
     assert all(0 < s < 1 for s in stats["std"])
-    encode_dataset(latent_dataset, tmp_path / "pixels", latent_dataset.parent / "audio", name="pixels", progress=False)
-    cfg = TeacherTrainConfig(dataset=str(latent_dataset), latents="pixels", preset="tiny_pixel", steps=4, batch=4,
+    encode_dataset(ds, tmp_path / "pixels", latent_dataset.parent / "audio", name="pixels", progress=False)
+    cfg = TeacherTrainConfig(dataset=str(ds), latents="pixels", preset="tiny_pixel", steps=4, batch=4,
                              chunks=4, eval_every=4, warmup=2, window=2, prev_frame=True, move_reach=2, levels="next",
                              bf16=False, samples=False)
     torch.set_num_threads(1)
