@@ -487,8 +487,9 @@ class Stream:
             given.video = restart.expand(self.B, -1, -1, -1, -1)
         elif bool(changed.any()):
             self._change_prompts(changed)
-        if self.ground is not None:  # a new look (weather, a blended picture): the remembered ground is the old one
-            self.ground.forget(changed | (given.blend_rows if given.blend_rows is not None else changed))
+        new_look = changed if given.blend_rows is None else changed | given.blend_rows
+        if self.ground is not None and bool(new_look.any()):  # a new prompt or blended picture: the remembered
+            self.ground.forget(new_look)                         # ground shows the old look
         given.blend = blend
         self._take_audio(given)
         return given

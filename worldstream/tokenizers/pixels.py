@@ -77,12 +77,13 @@ def fit_pixel_codec(dataset: str | Path, out: str | Path, max_frames: int = 4000
     step = max(1, total // max_frames)
     s = np.zeros(3)
     s2 = np.zeros(3)
-    n = 0
+    n = frames = 0
     for e in eps:
         x = np.asarray(e.frames()[::step], dtype=np.float64) / 255.0  # (T, H, W, 3)
         s += x.sum((0, 1, 2))
         s2 += np.square(x).sum((0, 1, 2))
         n += x.shape[0] * x.shape[1] * x.shape[2]
+        frames += x.shape[0]
     mean = s / n
     std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-8))
     codec = PixelCodec()
@@ -92,5 +93,5 @@ def fit_pixel_codec(dataset: str | Path, out: str | Path, max_frames: int = 4000
     out.mkdir(parents=True, exist_ok=True)
     save_tensors(out / "model.safetensors", {k: v.contiguous() for k, v in codec.state_dict().items()})
     atomic_write_json(out / "config.json", {"kind": "pixels", "model": to_dict(codec.cfg), "dataset": str(dataset),
-                                    "frames_measured": int(n // (x.shape[1] * x.shape[2]))})
+                                            "frames_measured": frames})
     return {"mean": mean.tolist(), "std": std.tolist()}
