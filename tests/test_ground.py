@@ -224,3 +224,57 @@ def test_under_guidance_the_fully_conditioned_branch_settles_the_frame(stacked):
     generate_chunk(m, branches, cfg, cond, 1, (8, 4, 6), torch.Generator().manual_seed(0), ground=g)
     assert passes[0] == (True, True, -1) and all(made == 1 for _, _, made in passes[1:])
     assert len(passes) == len(branches) and g.made == 1
+
+
+@torch.no_grad()
+def test_a_held_centre_stays_put_while_the_ground_around_it_moves():
+    """The camera follows the player, so with ``hold_centre`` the centre square of each streamed frame is the
+    last frame's centre, not moved with the rest; the best move ignores a sprite that stands still."""
+    m = _mover((0, 1), hold_centre=2)
+    x = omni_inputs(B=1, K=4)
+    cond = Conditioning(None, None, None, x["actions"][:1])
+    img = torch.randn(1, 1, 8, 4, 6)
+    v, _ = rollout(m, X0, cond, 4, (8, 4, 6), seed=3, first_video=img)
+    one = torch.tensor([[[0.0, 1.0]]])
+    for c in range(1, 4):
+        want = move_frames(v[:, c - 1 : c], one).clone()
+        # rows (4 - 2) // 2 .. and columns (6 - 2) // 2 .., and the column the move carried the square to
+        want[..., 1:3, 2:5] = v[:, c - 1 : c, :, 1:3, 2:5]
+        torch.testing.assert_close(v[:, c : c + 1], want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(v[0, 3, :, 1:3, 2:4], img[0, 0, :, 1:3, 2:4], rtol=0, atol=1e-5)
+    # a 12 x 12 sprite at the centre of two 32 x 32 crops that scrolled (-1, +2): only with the hold is it not evidence
+    world = _world()
+    a, b = _crop(world, 40, 40).clone(), _crop(world, 41, 38).clone()
+    a[:, 10:22, 10:22] = b[:, 10:22, 10:22] = 1.0 + torch.arange(144.0).view(12, 12) / 144
+    assert move_grid(2)[best_move(a[None], b[None], 2, hold=12)].tolist() == [[-1.0, 2.0]]
+    assert move_grid(2)[best_move(a[None], b[None], 2)].tolist() != [[-1.0, 2.0]]
+
+
+@torch.no_grad()
+def test_the_move_head_reads_the_tokens_around_the_player_and_fine_tunes_from_where_it_stood(tmp_path):
+    """``move_near`` starts at zero (a checkpoint without it names the same moves) and reads only the centre
+    tokens: changing a token elsewhere after the trunk leaves its part of the logits as it was."""
+    import dataclasses
+
+    from worldstream.checkpoint import save_tensors
+    from worldstream.model.omni import Omni, centre_tokens
+    from worldstream.train.state import init_weights
+
+    old = tiny_omni(0, prev_frame=True, prev_std=0.2, move_reach=2)
+    save_tensors(tmp_path / "model.safetensors", old.state_dict())
+    new = Omni(dataclasses.replace(old.cfg, move_near=2)).eval()  # (not woken up as tiny_omni does)
+    init_weights(new, tmp_path, "teacher")
+    assert not new.move_near.weight.any()
+    x = {k: v[:1] for k, v in omni_inputs(B=1, K=2).items()}
+    prev = previous_frames(x["video"], 1)
+    _, _, a = old(**x, prev=prev, return_moves=True)
+    _, _, b = new(**x, prev=prev, return_moves=True)
+    torch.testing.assert_close(a, b)
+    tokens = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(1, 2, 3 * 4, 5)  # a 3 x 4 grid of 5-d tokens
+    got = centre_tokens(tokens, 3, 4, 2).view(1, 2, 4, 5)
+    want = tokens.view(1, 2, 3, 4, 5)[:, :, 0:2, 1:3].reshape(1, 2, 4, 5)
+    torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="more tokens"):
+        centre_tokens(tokens, 3, 4, 4)
+    with pytest.raises(ValueError, match="belong to a whole-pixel move"):
+        tiny_omni(0, prev_frame=True, prev_std=0.2, hold_centre=8)

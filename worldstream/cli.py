@@ -303,6 +303,7 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  prev_degrade=a.prev_degrade, prev_level=a.prev_level, prev_own=a.prev_own,
                                  prev_own_from=a.prev_own_from or "", prev_own_chain=a.prev_own_chain, prev_shift=a.prev_shift,
                                  move_reach=a.move_reach, move_weight=a.move_weight, levels=a.levels,
+                                 hold_centre=a.hold_centre, move_near=a.move_near,
                                  **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device,
                                 budget_s=a.budget_minutes * 60 if a.budget_minutes else None)
@@ -573,6 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --prev-frame: predict around the previous frame moved by a whole number of pixels (at "
                          "most PX each way) that a head names; for pixel latents (train autoencoder --kind pixels)")
     tt.add_argument("--move-weight", type=float, default=0.05, help="--move-reach: weight of naming the best move")
+    tt.add_argument("--hold-centre", type=int, default=0, metavar="PX",
+                    help="--move-reach: the PX x PX square at the frame's centre stays put when the previous frame "
+                         "moves (a camera that follows the player: 8 for the overworld's sprite)")
+    tt.add_argument("--move-near", type=int, default=0, metavar="N",
+                    help="--move-reach: the move head also reads the N x N tokens at the centre (what blocks a step)")
     tt.add_argument("--levels", choices=("diffusion", "next"), default="diffusion",
                     help="noise levels per chunk: diffusion (each its own) or next (clean history, then pure noise, "
                          "as a 1-step stream makes each frame)")

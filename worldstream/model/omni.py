@@ -103,6 +103,15 @@ class OmniConfig:
     # changed; the strip the move uncovers is filled by the stream's ``engine.ground.Ground`` (global motion
     # compensation, as video codecs predict a frame; log.md, forty-second to forty-fifth sessions)
     move_reach: int = 0
+    # > 0: the side in pixels of the square at the frame's centre that stays where it was when the previous frame
+    # moves: the camera follows the player, so the player's sprite does not scroll with the ground. Moved along,
+    # the network had to put the sprite back every frame and a fraction it missed each time added up to a player
+    # drifting off centre with ghosts behind it (forty-fifth session). 8 = the overworld's tile, its sprite's box
+    hold_centre: int = 0
+    # > 0: the move head also reads the move_near x move_near patch tokens at the frame's centre, not only the
+    # frame's mean: what stops a step (water, a rock next to the player) is there, and a mean over the whole
+    # frame dilutes it to a sixty-fourth (stops were 0 of 61 with the mean alone)
+    move_near: int = 0
 
     def __post_init__(self) -> None:
         if self.width % self.heads or (self.width // self.heads) % 2:
@@ -119,6 +128,9 @@ class OmniConfig:
         if self.move_reach < 0 or (self.move_reach and not self.prev_frame) or (self.move_reach and self.prev_shift):
             raise ValueError(f"move_reach {self.move_reach}: a whole-pixel move of the previous frame needs prev_frame "
                              "and replaces prev_shift; give 0 (none) or a reach of 1 or more pixels")
+        if self.hold_centre < 0 or self.move_near < 0 or ((self.hold_centre or self.move_near) and not self.move_reach):
+            raise ValueError(f"hold_centre {self.hold_centre}, move_near {self.move_near}: a held centre and a head "
+                             "that reads the centre's tokens belong to a whole-pixel move (move_reach); give 0 or more")
 
 
 def omni_preset(name: str) -> OmniConfig:
@@ -180,14 +192,38 @@ def move_grid(reach: int) -> torch.Tensor:
     return torch.stack(torch.meshgrid(r, r, indexing="ij"), -1).reshape(-1, 2)
 
 
-def best_move(prev: torch.Tensor, target: torch.Tensor, reach: int) -> torch.Tensor:
+def centre_square(h: int, w: int, side: int) -> tuple[slice, slice]:
+    """Rows and columns of the ``side`` x ``side`` square at the centre of an h x w frame, where a camera that
+    follows the player draws it (the overworld: pixels h/2 - side/2 to h/2 + side/2)."""
+    if side > min(h, w):
+        raise ValueError(f"a held centre of {side} px does not fit a {h} x {w} frame")
+    return slice((h - side) // 2, (h + side) // 2), slice((w - side) // 2, (w + side) // 2)
+
+
+def centre_tokens(tokens: torch.Tensor, gh: int, gw: int, n: int) -> torch.Tensor:
+    """(B, F, n * n * D): the n x n tokens at the centre of each frame's gh x gw grid of ``tokens``
+    (B, F, gh * gw, D), in order, so a head sees which side of the player each lies on."""
+    if n > min(gh, gw):
+        raise ValueError(f"move_near {n}: more tokens than a {gh} x {gw} grid holds")
+    B, Fr, _, D = tokens.shape
+    ys, xs = centre_square(gh, gw, n)
+    return tokens.view(B, Fr, gh, gw, D)[:, :, ys, xs].reshape(B, Fr, n * n * D)
+
+
+def best_move(prev: torch.Tensor, target: torch.Tensor, reach: int, hold: int = 0) -> torch.Tensor:
     """Index into ``move_grid(reach)`` of the whole-pixel move of ``prev`` (B, C, h, w) that brings it closest
-    to ``target``, judged inside a ``reach``-pixel margin (the repeated border is not evidence)."""
+    to ``target``, judged inside a ``reach``-pixel margin (the repeated border is not evidence) and outside the
+    ``hold`` x ``hold`` centre and the places a move carries it (the player, who does not move with the ground:
+    ``OmniConfig.hold_centre``)."""
     h, w = prev.shape[-2:]
     r = reach
     prev, target = prev.float(), target[..., r : h - r, r : w - r].float()
+    weight = torch.ones(h - 2 * r, w - 2 * r, device=prev.device)
+    if hold:  # the square and every place a move of at most ``reach`` carries it (``Omni.move_previous`` keeps those)
+        ys, xs = centre_square(h, w, hold)
+        weight[max(0, ys.start - 2 * r) : ys.stop, max(0, xs.start - 2 * r) : xs.stop] = 0
     # inside the margin a move is a shifted slice: moved[i, j] = prev[i - dy, j - dx] (``move_frames``, exact)
-    err = torch.stack([(prev[..., r - dy : h - r - dy, r - dx : w - r - dx] - target).square().mean((1, 2, 3))
+    err = torch.stack([((prev[..., r - dy : h - r - dy, r - dx : w - r - dx] - target).square() * weight).sum((1, 2, 3))
                        for dy, dx in move_grid(reach).long().tolist()], 1)
     return err.argmin(1).to(prev.device)
 
@@ -294,6 +330,11 @@ class Omni(nn.Module):
         self.prev_shift_out = nn.Linear(D, 2) if cfg.prev_shift else None
         # or which whole-pixel move (``move_reach``): logits over ``move_grid``, from the trunk's pooled frame tokens
         self.move_head = nn.Linear(D, (2 * cfg.move_reach + 1) ** 2) if cfg.move_reach else None
+        # the tokens around the player, for the same logits (zero at the start: a fine-tune starts where it stood)
+        self.move_near = nn.Linear(cfg.move_near**2 * D, (2 * cfg.move_reach + 1) ** 2) if cfg.move_near else None
+        if self.move_near is not None:
+            nn.init.zeros_(self.move_near.weight)
+            nn.init.zeros_(self.move_near.bias)
         if cfg.move_reach:
             self.register_buffer("moves", move_grid(cfg.move_reach), persistent=False)
         self.audio_in = nn.Linear(cfg.audio_channels, D) if cfg.audio_channels else None
@@ -426,22 +467,29 @@ class Omni(nn.Module):
                     raise ValueError(f"move {tuple(move.shape)} must be ({B}, {Fr}, 2): one whole-pixel move per frame")
                 moved = self.moves[logits.argmax(-1)] if move is None else move.to(logits)
             if moved is not None:
-                prev = self.move_previous(prev, moved, t, ground, start_frame)
+                prev = self.move_previous(prev, moved, t, ground, start_frame, cfg.hold_centre)
             vv = velocity_around(vv, video, prev, t, cfg.prev_std)
         return (vv, va, logits) if return_moves else (vv, va)
 
     @staticmethod
     def move_previous(prev: torch.Tensor, moved: torch.Tensor, t: torch.Tensor, ground=None,
-                      first_frame: int = 0) -> torch.Tensor:
+                      first_frame: int = 0, hold: int = 0) -> torch.Tensor:
         """The previous frames (B, F, C, h, w) moved by ``moved`` (B, F, 2) before the output is added; ``t``
         (B, F, 1, 1, 1) their noise levels. With a ``ground``, the frames this pass makes (t > 0; frame
-        ``first_frame + f``) get the strip their whole-pixel move uncovers filled from it."""
+        ``first_frame + f``) get the strip their whole-pixel move uncovers filled from it. ``hold``: the side of
+        the square at the centre kept where it was (``OmniConfig.hold_centre``)."""
         out = move_frames(prev, moved)
         if ground is not None:
             out = out.clone()
             for f in range(prev.shape[1]):
                 if bool((t[:, f] > 0).any()):
                     out[:, f] = ground.fill(first_frame + f, prev[:, f], moved[:, f], out[:, f])
+        if hold:  # the square stays, and where the move carried its pixels the previous frame stays too: no ghost
+            ys, xs = centre_square(*prev.shape[-2:], hold)
+            square = torch.zeros(*prev.shape[:2], 1, *prev.shape[-2:], device=prev.device)
+            square[..., ys, xs] = 1.0
+            keep = (square + move_frames(square, moved)) > 0
+            out = torch.where(keep, prev.to(out.dtype), out)
         return out
 
     # The pass's embedding of its tokens and its output head: pure tensor functions, so a streaming
@@ -505,7 +553,10 @@ class Omni(nn.Module):
         vv = self.video_out(per_chunk[:, :, 1 : 1 + gh * gw])  # (B, F, gh*gw, C*p*p)
         logits = None
         if self.move_head is not None:  # from the trunk's tokens, before the output's modulation
-            logits = self.move_head(x_in.view(B, Fr, -1, D)[:, :, 1 : 1 + gh * gw].mean(2).float())
+            frame_tokens = x_in.view(B, Fr, -1, D)[:, :, 1 : 1 + gh * gw]
+            logits = self.move_head(frame_tokens.mean(2).float())
+            if self.move_near is not None:
+                logits = logits + self.move_near(centre_tokens(frame_tokens, gh, gw, cfg.move_near).float())
         moved = None  # (not the adaLN shift above)
         if self.prev_shift_out is not None:
             moved = PREV_SHIFT_MAX * torch.tanh(self.prev_shift_out(per_chunk[:, :, 1 : 1 + gh * gw].mean(2)).float())

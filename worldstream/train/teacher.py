@@ -81,6 +81,8 @@ class TeacherTrainConfig:
     # by cross-entropy, weighted ``move_weight`` beside the frame's loss
     move_reach: int = 0
     move_weight: float = 0.05
+    hold_centre: int = 0  # ``OmniConfig.hold_centre``: the centre square (the player) that does not move with the ground
+    move_near: int = 0  # ``OmniConfig.move_near``: the move head reads the n x n tokens around the player too
     # the noise levels each clip trains at: "diffusion", every chunk its own (diffusion forcing); "next", the
     # chunks before a random one clean and the rest pure noise (t = 1), as a 1-step student streams each frame
     # after clean history (the pixel probe's recipe, bench/pixel_vs_latent.py); the tasks still pick which
@@ -113,6 +115,8 @@ class TeacherTrainConfig:
             raise ValueError("levels next: a clip needs 2 or more chunks (clean history, then the next one)")
         if self.move_reach and not self.prev_frame:
             raise ValueError(f"move_reach {self.move_reach}: moving the previous frame needs --prev-frame")
+        if (self.hold_centre or self.move_near) and not self.move_reach:
+            raise ValueError("--hold-centre and --move-near belong to a whole-pixel move: give --move-reach too")
 
 
 def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
@@ -129,7 +133,8 @@ def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
                                audio_tokens_per_frame=clips.tokens_per_frame or 1, n_actions=max(1, n_actions),
                                window=cfg.window, sinks=cfg.sinks, memory_topk=cfg.memory_topk,
                                prev_frame=cfg.prev_frame, prev_std=prev_std, prev_level=cfg.prev_level,
-                               prev_own=cfg.prev_own > 0, prev_shift=cfg.prev_shift, move_reach=cfg.move_reach)
+                               prev_own=cfg.prev_own > 0, prev_shift=cfg.prev_shift, move_reach=cfg.move_reach,
+                               hold_centre=cfg.hold_centre, move_near=cfg.move_near)
 
 
 def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | None = None,
@@ -220,7 +225,7 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
         made = (tv_f > 0).clone()  # (only frames that are made, after a real one: the first has zeros before it)
         made[:, :cf] = False
         right = torch.full((B, Fr), (2 * mc.move_reach + 1) ** 2 // 2, device=dev)  # (no move elsewhere)
-        right[made] = best_move(prev[made], x0v[made], mc.move_reach)
+        right[made] = best_move(prev[made], x0v[made], mc.move_reach, mc.hold_centre)
         kw["move"] = move_grid(mc.move_reach).to(dev)[right]
     with autocast(dev.type, cfg.bf16):
         pv, pa, logits = model(video=xv, t_video=draws["tv"], actions=actions, text=text, text_mask=mask,
