@@ -48,7 +48,7 @@ def _draw_right(x: torch.Tensor, src: torch.Tensor, s: int, gen: torch.Generator
 
     The squared distance of every place is |window|^2 - 2 window . kernel + |kernel|^2. The context part of
     every block is known before any block is drawn, so it is one correlation with a kernel per block; only the
-    few pixels of the strip drawn above a block (overlap x s) wait for it, summed over shifted slices."""
+    few pixels of the strip drawn above a block (overlap x s) wait for it: a second, small correlation then."""
     x = x.clone()
     C, h, w = x.shape
     k = context + s
@@ -64,13 +64,17 @@ def _draw_right(x: torch.Tensor, src: torch.Tensor, s: int, gen: torch.Generator
         box = F.conv2d(src_sq, torch.ones(1, 1, n, context))[0, 0, :, :ncols]
         for g, (r, _, _) in enumerate(group):
             ssd_ctx[r] = box - 2 * corr[g] + kern[g].square().sum()
+    box_ov = {}  # overlap rows -> |window|^2 of every (ov x s) window of src
     for r, top, end in spans:
         n, ov = end - top, r - top
-        ssd = ssd_ctx[r].clone()
-        for i in range(ov):  # the strip drawn above this block
-            for j in range(s):
-                ssd += (src[:, i : i + h - n + 1, context + j : context + j + ncols]
-                        - x[:, top + i, w - s + j, None, None]).square().sum(0)
+        ssd = ssd_ctx[r]
+        if ov:  # the strip drawn above this block: |window|^2 - 2 window . kernel + |kernel|^2 again, one correlation
+            if ov not in box_ov:
+                box_ov[ov] = F.conv2d(src_sq, torch.ones(1, 1, ov, s))[0, 0]
+            kern = x[None, :, top:r, w - s :]
+            corr = F.conv2d(src[None], kern)[0, 0]
+            part = box_ov[ov] - 2 * corr + kern.square().sum()
+            ssd = ssd + part[: h - n + 1, context : context + ncols].clamp_min(0)
         # every window lies inside src with its continuation, so never at the context's own place (beyond the
         # edge); nor within ``gap`` px of it, where a match is the border shifted by a pixel or two: in ground
         # that is flat along the strip's direction it would copy the border again and grow the streak it avoids
@@ -211,10 +215,11 @@ class Ground:
                 strip = uncovered(m[b][None], h, w)[0]
                 if not strip.any():
                     continue
-                filled[b] = draw_uncovered(filled[b], p[b], m[b], self.gens[b], coherence=self.coherence[b],
-                                           **self.draw_kw)
-                if self.remember:
-                    known = self.seen[b, y : y + h, x : x + w] & strip
+                known = self.seen[b, y : y + h, x : x + w] & strip if self.remember else None
+                if known is None or not bool(known.sum() == strip.sum()):  # (a strip all remembered is not drawn)
+                    filled[b] = draw_uncovered(filled[b], p[b], m[b], self.gens[b], coherence=self.coherence[b],
+                                               **self.draw_kw)
+                if known is not None:
                     filled[b] = torch.where(known, self.pix[b, :, y : y + h, x : x + w], filled[b])
                     self.recalled[0] += int(known.sum())
                 self.recalled[1] += int(strip.sum())
