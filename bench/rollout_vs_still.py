@@ -41,6 +41,7 @@ from worldstream.data.format import Dataset
 from worldstream.data.png import grid, save_png
 from worldstream.engine.stream import StreamConfig, World, recommended_rollout
 from worldstream.eval.stream import sharpness, streaks
+from worldstream.model.omni import centre_square
 
 AT = (1, 2, 5, 12, 24, 48, 96, 192, 384)  # frames after the start at which PSNR is reported (up to --frames)
 SHEET = (0, 2, 5, 8, 12, 18, 24, 36, 48)  # frames shown in the contact sheet (longer walks: LONG_SHEET)
@@ -55,6 +56,13 @@ def sheet_frames(frames: int) -> list[int]:
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-10)))
+
+
+def player_psnr(a: np.ndarray, truth: np.ndarray, side: int = 8) -> float:
+    """PSNR of the ``side`` x ``side`` square at the frame's centre, where the overworld's camera draws the player
+    (its 8 x 8 sprite at the default zoom): a sprite that drifts off centre or fades into ghosts loses it."""
+    ys, xs = centre_square(*a.shape[:2], side)
+    return psnr(a[ys, xs], truth[ys, xs])
 
 
 def colour_shift(a: np.ndarray, truth: np.ndarray) -> float:
@@ -109,7 +117,7 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
     ``hold``: stand still (action ``idle``) and compare with the stream's own first frame."""
     names = world.vocab.names
     rcfg = dataclasses.replace(recommended_rollout(world.meta), **rollout)
-    model_p, still_p, sharp, shown, shift, matched, tether, streak = [], [], [], [], [], [], [], []
+    model_p, still_p, sharp, shown, shift, matched, tether, streak, player = [], [], [], [], [], [], [], [], []
     for real, actions, caption, _ in clips:
         s = world.stream(caption, image=real[0], seed=0, config=StreamConfig(rollout=rcfg, compile=compile))
         got = [s.step().frames[0, -1]]  # the start frame itself (through the autoencoder)
@@ -120,6 +128,7 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
         model_p.append([psnr(got[f], truth[f]) for f in AT if f <= frames])
         sharp.append([sharpness(got[f][None]) for f in AT if f <= frames])
         streak.append([streaks(got[f][None]) for f in AT if f <= frames])
+        player.append([player_psnr(got[f], truth[f]) for f in AT if f <= frames])
         shift.append([colour_shift(got[f], truth[f]) for f in AT if f <= frames])
         matched.append([matched_psnr(got[f], truth[f]) for f in AT if f <= frames])
         still_p.append([psnr(real[0], real[f]) for f in AT if f <= frames])
@@ -131,7 +140,7 @@ def run(world: World, clips: list[tuple], frames: int, compile: bool, hold: bool
     return {"at": [f for f in AT if f <= frames], "hold": hold, "model_psnr": m.mean(0).tolist(),
             "still_psnr": None if hold else st.mean(0).tolist(),
             "model_beats_still": None if hold else (m > st).mean(0).tolist(), "model_sharpness": np.array(sharp).mean(0).tolist(),
-            "model_streaks": np.array(streak).mean(0).tolist(),
+            "model_streaks": np.array(streak).mean(0).tolist(), "player_psnr": np.array(player).mean(0).tolist(),
             "real_sharpness": sharpness(np.stack([c[0][0] for c in clips])), "starts": len(clips),
             "colour_shift": np.array(shift).mean(0).tolist(), "matched_psnr": np.array(matched).mean(0).tolist(),
             "tether_db": None if hold else np.array(tether).mean(0).tolist(),
@@ -154,7 +163,7 @@ def out_and_back(world: World, ds: Dataset, n_starts: int, n: int, compile: bool
     rng = np.random.default_rng(seed)
     eps = [ep for ep in ds.split("heldout") if replayable(ep)]
     at = sorted({1, n // 2, n, n + n // 2, 2 * n})
-    got_p, still_p, own_back, shown = [], [], [], []
+    got_p, still_p, own_back, shown, player = [], [], [], [], []
     for i in range(n_starts):
         ep = eps[i % len(eps)]
         t0 = int(rng.integers(0, ep.n_frames - 1))
@@ -166,9 +175,11 @@ def out_and_back(world: World, ds: Dataset, n_starts: int, n: int, compile: bool
         got_p.append([psnr(got[f], truth[f]) for f in at])
         still_p.append([psnr(truth[0], truth[f]) for f in at])
         own_back.append(psnr(got[2 * n], got[0]))
+        player.append([player_psnr(got[f], truth[f]) for f in at])
         shown.append([truth[f] for f in at] + [got[f] for f in at])
     return {"at": at, "psnr": np.mean(got_p, 0).tolist(), "still_psnr": np.mean(still_p, 0).tolist(),
-            "own_return_psnr": float(np.mean(own_back)), "starts": n_starts, "rollout": dataclasses.asdict(rcfg),
+            "own_return_psnr": float(np.mean(own_back)), "player_psnr": np.mean(player, 0).tolist(), "starts": n_starts,
+            "rollout": dataclasses.asdict(rcfg),
             "frames": shown}
 
 
@@ -216,7 +227,8 @@ def main() -> None:
         print(f"out {a.revisit} frames and back, {a.starts} starts: PSNR dB at frame " + " / ".join(map(str, at)))
         for name, r in res.items():
             print(f"| {name} | against the game: " + " / ".join(f"{x:.1f}" for x in r["psnr"])
-                  + f" | back at the start against its own first frame: {r['own_return_psnr']:.1f} |")
+                  + f" | back at the start against its own first frame: {r['own_return_psnr']:.1f} | the player (centre"
+                  + " 8 x 8 px): " + " / ".join(f"{x:.1f}" for x in r["player_psnr"]) + " |")
         print("| the start held still | " + " / ".join(f"{x:.1f}" for x in next(iter(res.values()))["still_psnr"]) + " |")
         if a.sheet:
             rows = [f for r in res.values() for start in r["frames"][: a.sheet_starts] for f in start]
@@ -235,6 +247,7 @@ def main() -> None:
             print(f"| {name}: beats the still picture | " + " | ".join(f"{x:.0%}" for x in r["model_beats_still"]) + " |")
         print(f"| {name}: sharpness | " + " | ".join(f"{x:.3f}" for x in r["model_sharpness"]) + " |")
         print(f"| {name}: streaks | " + " | ".join(f"{x:.1%}" for x in r["model_streaks"]) + " |")
+        print(f"| {name}: the player (centre 8 x 8 px) PSNR dB | " + " | ".join(f"{x:.1f}" for x in r["player_psnr"]) + " |")
         print(f"| {name}: colour shift (0-255) | " + " | ".join(f"{x:.1f}" for x in r["colour_shift"]) + " |")
         print(f"| {name}: PSNR, colour means matched | " + " | ".join(f"{x:.1f}" for x in r["matched_psnr"]) + " |")
         if not a.hold:

@@ -78,6 +78,20 @@ def test_record_resumes_and_refuses_other_settings(recorded, tmp_path):
                progress=False)
 
 
+def test_a_heldout_only_recording_holds_just_the_heldout_episodes(tmp_path):
+    """``--heldout-only``: of the first 10 episodes only episode 9, the same frames as in a full recording."""
+    m = record(tmp_path / "held", RecordConfig(world=WORLD, episodes=10, frames=12), workers=1, progress=False,
+               heldout_only=True)
+    assert [e["name"] for e in m["episodes"]] == ["000009"] and m["episodes"][0]["split"] == "heldout"
+    assert Dataset(tmp_path / "held").split("heldout")[0].n_frames == 12
+    full = tmp_path / "full"
+    from worldstream.data.record import record_episode
+
+    record_episode(Overworld(WORLD), 9, 12, full, RecordConfig(world=WORLD).explorer)
+    assert (full / "episodes" / "000009" / "video.mp4").read_bytes() == \
+        (tmp_path / "held" / "episodes" / "000009" / "video.mp4").read_bytes()
+
+
 def test_parallel_workers_record_the_same_data(recorded, tmp_path):
     m = record(tmp_path / "par", RecordConfig(world=WORLD, episodes=3, frames=60), workers=2, progress=False)
     assert len(m["episodes"]) == 3

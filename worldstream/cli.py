@@ -117,7 +117,7 @@ def cmd_record(a: argparse.Namespace) -> int:
 
     cfg = RecordConfig(world=_world_config(a), episodes=a.episodes, frames=a.frames,
                        explorer=ExplorerConfig(push_share=a.push_share))
-    m = record(a.out, cfg, workers=a.workers)
+    m = record(a.out, cfg, workers=a.workers, heldout_only=a.heldout_only)
     fps = m["_recorded_frames"] / max(m["_record_seconds"], 1e-9)
     print(f"{a.out}: {len(m['episodes'])} episodes, {m['total_frames']} frames "
           f"({m['_recorded_frames']} recorded now at {fps:.0f} frames/s)")
@@ -460,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--push-share", type=float, default=0.0,
                    help="share of bumps where the explorer keeps pushing into water or rock for 1-3 s "
                         "(default 0: it turns away after 4 frames, as the shipped model's data)")
+    r.add_argument("--heldout-only", action="store_true",
+                   help="record only the held-out episodes among the first EPISODES (every tenth): a dataset that "
+                        "only evaluation reads, e.g. long episodes for revisits, in a tenth of the time")
     _world_args(r)
     r.set_defaults(fn=cmd_record)
 

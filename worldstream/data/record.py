@@ -106,8 +106,10 @@ def missing_episodes(dataset: Path, n: int) -> list[int]:
     return [i for i in range(n) if not (dataset / "episodes" / episode_name(i) / "episode.json").exists()]
 
 
-def record(dataset: str | Path, cfg: RecordConfig, workers: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Record (or finish recording) ``cfg.episodes`` episodes; returns the manifest.
+def record(dataset: str | Path, cfg: RecordConfig, workers: int = 1, progress: bool = True,
+           heldout_only: bool = False) -> dict[str, Any]:
+    """Record (or finish recording) ``cfg.episodes`` episodes; returns the manifest. ``heldout_only``: only
+    those of them in the held-out split (``format.split_of``; each the same episode as in a full recording).
 
     Re-running with the same settings resumes; different settings for an existing dataset
     are an error that says which settings differ.
@@ -131,7 +133,7 @@ def record(dataset: str | Path, cfg: RecordConfig, workers: int = 1, progress: b
             raise DatasetError(f"{dataset} was recorded with other settings {diff} (old, new); "
                                f"use another --out folder or the original settings")
     (dataset / "episodes").mkdir(parents=True, exist_ok=True)
-    todo = missing_episodes(dataset, cfg.episodes)
+    todo = [i for i in missing_episodes(dataset, cfg.episodes) if not heldout_only or split_of(i) == "heldout"]
     jobs = [(to_dict(cfg.world), i, cfg.frames, str(dataset), to_dict(cfg.explorer)) for i in todo]
     bar = None
     if progress:
