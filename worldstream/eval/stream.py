@@ -191,11 +191,14 @@ def _to_tensor(frames: list[np.ndarray]) -> torch.Tensor:
 def revisits(world: World, dataset: str | Path, rollout: RolloutConfig, episodes: int = 2, seconds: float = 100.0,
              lead: float = 2.0, bins: tuple = ((5, 20), (20, 40), (40, 75)), progress: bool = True,
              modes: tuple[str, ...] = ("memory_on", "memory_off", "memory_by_position")) -> dict[str, Any]:
-    """Returning views vs first visits, memory bank on and off (same seeds)."""
+    """Returning views vs first visits, memory bank on and off (same seeds); a model without a bank (a pixel
+    model's memory is its stream's ground, ``engine.ground``) streams once, as ``memory_on``."""
     ds = Dataset(dataset)
     eps = ds.split("heldout")[:episodes]
     fps = world.fps
     topk = world.model.cfg.memory_topk
+    if not topk:  # no memory bank to switch off or to steer by position: the three modes are one stream
+        modes = ("memory_on",)
     modes = {m: t for m, t in (("memory_on", topk), ("memory_off", 0), ("memory_by_position", topk)) if m in modes}
     out: dict[str, Any] = {"checkpoint": world.meta["path"], "dataset": str(dataset), "pairs": []}
     base_cfg = world.model.cfg
