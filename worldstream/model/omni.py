@@ -106,11 +106,14 @@ class OmniConfig:
     # > 0: the side in pixels of the square at the frame's centre that stays where it was when the previous frame
     # moves: the camera follows the player, so the player's sprite does not scroll with the ground. Moved along,
     # the network had to put the sprite back every frame and a fraction it missed each time added up to a player
-    # drifting off centre with ghosts behind it (forty-fifth session). 8 = the overworld's tile, its sprite's box
+    # drifting off centre with ghosts behind it (forty-fifth session). 8 = the overworld's tile, its sprite's box.
+    # Measured, not adopted: the player stays, but the pixels held where the move carried it leave trails (log.md,
+    # forty-sixth session)
     hold_centre: int = 0
     # > 0: the move head also reads the move_near x move_near patch tokens at the frame's centre, not only the
     # frame's mean: what stops a step (water, a rock next to the player) is there, and a mean over the whole
-    # frame dilutes it to a sixty-fourth (stops were 0 of 61 with the mean alone)
+    # frame dilutes it to a sixty-fourth (stops were 0 of 61 with the mean alone; still 0 of 61 with 2 x 2 in a
+    # 752-step fine-tune, forty-sixth session: measured, not adopted)
     move_near: int = 0
 
     def __post_init__(self) -> None:
