@@ -114,7 +114,8 @@ def init_weights(model: torch.nn.Module, run: str | Path, what: str) -> None:
     load_into(model, tensors, src)
 
 
-# layers a fine-tune may add, kept as the model initialises them (``Omni.prev_in``, ``move_near``, ...: zeros; ``move_head``)
+# layers a fine-tune may add, kept as the model initialises them (``Omni.prev_in``, ``move_near``, ...: zeros;
+# ``move_head``)
 ZERO_START = ("prev_in.", "prev_level_in.", "prev_shift_out.", "move_head.", "move_near.")
 
 

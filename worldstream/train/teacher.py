@@ -81,7 +81,7 @@ class TeacherTrainConfig:
     # by cross-entropy, weighted ``move_weight`` beside the frame's loss
     move_reach: int = 0
     move_weight: float = 0.05
-    hold_centre: int = 0  # ``OmniConfig.hold_centre``: the centre square (the player) that does not move with the ground
+    hold_centre: int = 0  # ``OmniConfig.hold_centre``: the centre square (the player) not moved with the ground
     move_near: int = 0  # ``OmniConfig.move_near``: the move head reads the n x n tokens around the player too
     # the noise levels each clip trains at: "diffusion", every chunk its own (diffusion forcing); "next", the
     # chunks before a random one clean and the rest pure noise (t = 1), as a 1-step student streams each frame
