@@ -275,3 +275,71 @@ def test_a_prev_frame_fine_tune_keeps_its_preconditioning_only_on_the_latents_it
         cfg = TeacherTrainConfig(dataset=str(latent_dataset), prev_frame=True, init_from=str(start))
         assert model_config(cfg, clips).prev_std == want
     assert measured != 9.5
+
+
+def test_still_runs_are_the_models_own_stream_of_a_still_scene(latent_dataset, tmp_path):
+    """``--still-rows``: a run's row is exactly a one-step stream's next frame of a still scene (its own
+    frames as history, every key idle), the frame the pass makes becomes its history, and after its depth
+    a run starts anew on a fresh scene; the training run logs how far the runs drift and resumes."""
+    import json
+
+    from worldstream.data.latents import LatentClips, PromptBank
+    from worldstream.engine.rollout import Conditioning, Given, RolloutConfig, generate_chunk, make_branches, prefill
+    from worldstream.model.omni import Omni
+    from worldstream.train.still_runs import StillRuns
+    from worldstream.train.teacher import model_config, teacher_loss
+
+    torch.set_num_threads(1)
+    cfg = _cfg(latent_dataset, 4, bf16=False, prev_frame=True, levels="next", still_rows=2, still_depth=3,
+               samples=False)
+    clips = LatentClips(str(latent_dataset), "default", "train", 4, seed=0)
+    torch.manual_seed(0)
+    model = Omni(model_config(cfg, clips)).eval()
+    with torch.no_grad():  # wake up the zero-initialised layers
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    idle = clips.ds.manifest["actions"]["names"].index("idle")
+    runs = StillRuns(2, 4, 1, depth=3, idle=idle, seed=0)
+    prompts = PromptBank()
+    clip = clips.sample(4)
+    scene = clip.video[2:, 0].clone()
+    rows = runs.rows(clip)
+    assert torch.equal(rows.video[:2], clip.video[:2])  # the data's rows are untouched
+    assert torch.equal(rows.video[2:], scene[:, None].expand(2, 4, *scene.shape[1:]))  # a still history, then the scene
+    assert (rows.actions[2:] == idle).all() and rows.captions[2:] == clip.captions[2:]
+    draws = runs.draws(draw_tasks(cfg, 4, 4, tuple(clip.video.shape), tuple(clip.audio.shape)))
+    assert draws["tv"][2:].tolist() == [[0, 0, 0, 1]] * 2 and (draws["ta"][2:] == 0).all()
+    with torch.no_grad():
+        _, _, made = teacher_loss(model, cfg, rows, draws, prompts, return_x0=True)
+    err = runs.advance(made[2:, -1:])
+    assert err > 0 and torch.equal(runs.history[:, -1], made[2:, -1])  # the made frame is the run's newest
+    assert torch.equal(runs.history[:, 0], scene)
+
+    # one more step: the row is exactly what a one-step stream makes after these frames, with the same noise
+    clip2 = clips.sample(4)
+    rows = runs.rows(clip2)
+    assert torch.equal(rows.video[2:, -1], scene) and torch.equal(rows.video[2:, -2], made[2:, -1])
+    draws = runs.draws(draw_tasks(cfg, 4, 4, tuple(clip2.video.shape), tuple(clip2.audio.shape)))
+    with torch.no_grad():
+        _, _, made2 = teacher_loss(model, cfg, rows, draws, prompts, return_x0=True)
+    rc = RolloutConfig(sampler="x0", steps=1, text_scale=1.0, action_scale=1.0)
+    cond = Conditioning(*prompts.batch(rows.captions[2:]), rows.actions[2:])
+    tpf, shape = model.cfg.audio_tokens_per_frame, tuple(scene.shape[1:])
+    b = make_branches(model, rc)
+    prefill(model, b, cond, rows.video[2:, :3], rows.audio[2:, : 3 * tpf])
+    noise = torch.cat([draws["eps_v"][2:, 3:].flatten(1), torch.zeros(2, tpf * model.cfg.audio_channels)], 1)
+    v, _ = generate_chunk(model, b, rc, cond, 3, shape, noise=noise, given=Given(audio=rows.audio[2:, 3 * tpf :]))
+    torch.testing.assert_close(v, made2[2:, 3:], rtol=0, atol=1e-5)
+    runs.advance(made2[2:, -1:])
+    runs.age[:] = runs.limit  # at its depth a run starts anew on the row's first frame
+    rows = runs.rows(clip)
+    assert torch.equal(rows.video[2:], clip.video[2:, :1].expand(2, 4, *scene.shape[1:])) and (runs.age == 0).all()
+
+    train_teacher(cfg, tmp_path / "s", progress=False, max_seconds=0.0)
+    m = train_teacher(cfg, tmp_path / "s", progress=False)
+    assert m["step"] == 4
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["train"]["still_rows"] == 2
+    with pytest.raises(ValueError, match="levels next"):
+        _cfg(latent_dataset, 4, prev_frame=True, still_rows=2)
+    with pytest.raises(ValueError, match="fewer rows"):
+        _cfg(latent_dataset, 4, prev_frame=True, levels="next", still_rows=4)

@@ -303,7 +303,8 @@ def cmd_train(a: argparse.Namespace) -> int:
                                  prev_degrade=a.prev_degrade, prev_level=a.prev_level, prev_own=a.prev_own,
                                  prev_own_from=a.prev_own_from or "", prev_own_chain=a.prev_own_chain, prev_shift=a.prev_shift,
                                  move_reach=a.move_reach, move_weight=a.move_weight, levels=a.levels,
-                                 hold_centre=a.hold_centre, move_near=a.move_near,
+                                 hold_centre=a.hold_centre, move_near=a.move_near, still_rows=a.still_rows,
+                                 still_depth=a.still_depth,
                                  **({"task_probs": tuple(a.task_probs)} if a.task_probs else {}))
         metrics = train_teacher(cfg, a.out, max_seconds=a.max_minutes * 60 if a.max_minutes else None, device=a.device,
                                 budget_s=a.budget_minutes * 60 if a.budget_minutes else None)
@@ -599,6 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--prev-own-chain", action="store_true",
                     help="with --prev-own: each guess is made from the student's own previous guess (history "
                          "stays real), so its errors compound along the previous frame as in a stream")
+    tt.add_argument("--still-rows", type=int, default=0, metavar="N",
+                    help="with --levels next: N rows of each batch are the model's own free runs of a still scene "
+                         "(every key idle), each frame it makes fed back as history and the scene as its target, "
+                         "so it learns to hold what it made (self-forcing where the answer is known)")
+    tt.add_argument("--still-depth", type=int, default=192, metavar="FRAMES",
+                    help="--still-rows: a run starts on a fresh scene after a random depth up to FRAMES")
     tt.add_argument("--compile", action="store_true",
                     help="torch.compile the blocks' dense parts: ~20%% faster steps after a minute of compiling")
     tt.add_argument("--task-probs", type=float, nargs=5, metavar="P",

@@ -38,9 +38,11 @@ from ..data.latents import LatentClips, PromptBank
 from ..device import autocast
 from ..engine.generate import load_world_model, reads_latents
 from ..engine.rollout import Conditioning, one_step_guesses
-from ..diffusion.flow import change_loss_weight, interpolate, sample_t_logit_normal, velocity_target
+from ..diffusion.flow import (change_loss_weight, interpolate, sample_t_logit_normal, velocity_target,
+                              x0_from_velocity)
 from ..model.omni import (PREV_NOISE_MAX, Omni, best_move, degrade_at_level, degrade_prev, move_grid, omni_preset,
                           previous_frames)
+from .still_runs import StillRuns
 from .state import (cosine_lr, has_run, init_weights, optimizer_step, resume_run, save_run, schedule_step,
                     train_device)
 
@@ -102,6 +104,10 @@ class TeacherTrainConfig:
     prev_own: float = 0.0
     prev_own_from: str = ""  # the student that makes those guesses (a prev-frame student of the same data)
     prev_own_chain: bool = False  # the guesses chain through the previous frame (``one_step_guesses(chain=True)``)
+    # rows of every global batch that are the model's own free runs of a still scene, their target the scene
+    # (``train.still_runs``: self-forcing where the answer is known), and the most frames a run goes on
+    still_rows: int = 0
+    still_depth: int = 192
     samples: bool = True  # write a sample video (real history, then generated) at every evaluation
     # torch.compile the blocks' dense parts (``Omni.compile_dense``): 1.82 -> 1.47 s a step at batch 8 x 8
     # chunks on the 2-core CPU after ~60 s of compiling (log.md, tenth session); off for tiny runs
@@ -117,6 +123,17 @@ class TeacherTrainConfig:
             raise ValueError(f"move_reach {self.move_reach}: moving the previous frame needs --prev-frame")
         if (self.hold_centre or self.move_near) and not self.move_reach:
             raise ValueError("--hold-centre and --move-near belong to a whole-pixel move: give --move-reach too")
+        if self.still_rows:
+            if self.still_rows < 0 or self.still_rows >= self.batch:
+                raise ValueError(f"still_rows {self.still_rows}: give fewer rows than the batch ({self.batch})")
+            if self.levels != "next" or not self.prev_frame:
+                raise ValueError("--still-rows: the runs are streamed one step a frame around the previous one; "
+                                 "train with --levels next and --prev-frame")
+            if self.prev_own > 0 or self.prev_degrade > 0:
+                raise ValueError("--still-rows: the runs' previous frames are the model's own already; "
+                                 "drop --prev-own and --prev-degrade")
+            if self.still_depth < 1:
+                raise ValueError(f"still_depth {self.still_depth}: give 1 or more frames")
 
 
 def model_config(cfg: TeacherTrainConfig, clips: LatentClips):
@@ -183,9 +200,10 @@ def draw_tasks(cfg: TeacherTrainConfig, B: int, K: int, video_shape: tuple | Non
 
 
 def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBank,
-                 guesses: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                 guesses: torch.Tensor | None = None, return_x0: bool = False) -> tuple:
     """``guesses`` (B, F, C, h, w): a student's one-step guesses of the clip's frames (``own_guesses``),
-    the previous frames of the rows ``draws["prev_own"]`` picks."""
+    the previous frames of the rows ``draws["prev_own"]`` picks. ``return_x0``: also return the frames
+    the pass makes (B, F, C, h, w), detached: at t = 1 exactly what a one-step stream would make."""
     mc = model.module.cfg if hasattr(model, "module") else model.cfg
     dev = next(model.parameters()).device  # batches are drawn on the CPU (the same draws on any device), then moved
     clip = clip.to(dev)
@@ -249,6 +267,8 @@ def teacher_loss(model, cfg: TeacherTrainConfig, clip, draws, prompts: PromptBan
         la = ((pa.float() - velocity_target(x0a, eps_a)) ** 2 * wa).mean()
         loss = loss + cfg.audio_weight * la
         parts["audio"] = la.item()
+    if return_x0:
+        return loss, parts, x0_from_velocity(xv, pv.detach().float(), tv_f[..., None, None, None])
     return loss, parts
 
 
@@ -399,6 +419,14 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         if not reads_latents(gmeta, latents_ident):
             raise ValueError(f"prev_own_from {cfg.prev_own_from}: its video autoencoder is not the one of these latents")
         guesser.requires_grad_(False).eval().to(dev)
+    still = None
+    if cfg.still_rows:
+        names = list(train.ds.manifest["actions"]["names"])
+        if "idle" not in names:
+            raise ValueError(f"--still-rows: the runs hold every key idle, but this data's actions ({', '.join(names)}) "
+                             "have no 'idle'")
+        still = StillRuns(cfg.still_rows, cfg.chunks // mcfg.chunk_frames, mcfg.chunk_frames, cfg.still_depth,
+                          names.index("idle"), cfg.seed)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     bar = None
     if progress and rank == 0:
@@ -410,12 +438,21 @@ def train_teacher(cfg: TeacherTrainConfig, out: str | Path, progress: bool = Tru
         clip = train.sample(cfg.batch)  # the global batch, identical on every rank
         draws = draw_tasks(cfg, cfg.batch, cfg.chunks // mcfg.chunk_frames, tuple(clip.video.shape),
                            None if clip.audio is None else tuple(clip.audio.shape))
+        if still is not None:  # the last rows: the model's own runs of still scenes (global, like the draws)
+            clip, draws = still.rows(clip), still.draws(draws)
         clip, draws = _slice(clip, draws, rank, world)
         guesses = None
         if guesser is not None:  # the same guesses after a resume: seeded by step and rank
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + rank)
             guesses = own_guesses(guesser, clip, draws, prompts, gen, cfg.prev_own_chain, cfg.bf16)
-        loss, parts = teacher_loss(net, cfg, clip, draws, prompts, guesses)
+        loss, parts, *made = teacher_loss(net, cfg, clip, draws, prompts, guesses, return_x0=still is not None)
+        if still is not None:  # each run's next own frame: the last chunk the pass made of its row
+            made = made[0][:, -mcfg.chunk_frames:].contiguous()
+            if world > 1:
+                every = [torch.empty_like(made) for _ in range(world)]
+                dist.all_gather(every, made)
+                made = torch.cat(every)
+            parts["still_mse"] = still.advance(made[-cfg.still_rows:])
         lr = _lr(cfg, schedule_step(step, cfg.steps, time.perf_counter() - t0, budget_s))
         optimizer_step(model, opt, loss, lr, ema, cfg.ema, step)
         step += 1
