@@ -44,14 +44,21 @@ def test_teacher_trains_and_resumes_exactly(latent_dataset, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
-def test_ddp_two_processes_match_one_process(latent_dataset, tmp_path):
+@pytest.mark.parametrize("still", [False, True])
+def test_ddp_two_processes_match_one_process(latent_dataset, tmp_path, still):
+    """``still``: a still run's row lives on the second process, and both keep its next own frame."""
     torch.set_num_threads(1)
-    train_teacher(_cfg(latent_dataset, 2, bf16=False), tmp_path / "single", progress=False)
+    kw = dict(prev_frame=True, levels="next", still_rows=1) if still else {}
+    steps = 3 if still else 2  # (the third step's run row is the second step's made frame)
+    train_teacher(_cfg(latent_dataset, steps, bf16=False, **kw), tmp_path / "single", progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+           "29534" if still else "29533",
            "-m", "worldstream.train.teacher", "--data", str(latent_dataset), "--out", str(tmp_path / "ddp"),
-           "--preset", "tiny", "--steps", "2", "--batch", "4", "--chunks", "4", "--eval-every", "2", "--fp32",
-           "--threads", "1", "--warmup", "2"]
+           "--preset", "tiny", "--steps", str(steps), "--batch", "4", "--chunks", "4", "--eval-every", str(steps),
+           "--fp32", "--threads", "1", "--warmup", "2"]
+    if still:
+        cmd += ["--prev-frame", "--levels", "next", "--still-rows", "1"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stderr[-3000:]
     a = load_tensors(tmp_path / "single" / "train_state.safetensors")
