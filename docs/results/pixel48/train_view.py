@@ -29,7 +29,7 @@ cfg = TeacherTrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v
 cfg = dataclasses.replace(cfg, still_rows=4, bf16=False)
 split = sys.argv[2] if len(sys.argv) > 2 else "train"
 clips = LatentClips(cfg.dataset, cfg.latents, split, cfg.chunks, seed=0)
-runs = StillRuns(4, cfg.chunks, 1, depth=1000, idle=0, seed=0)
+runs = StillRuns(4, cfg.chunks, 1, depth=1000, idle=meta["actions"]["names"].index("idle"), seed=0)
 prompts = PromptBank()
 for step in range(96):
     clip = clips.sample(8)
