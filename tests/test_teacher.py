@@ -287,7 +287,7 @@ def test_a_prev_frame_fine_tune_keeps_its_preconditioning_only_on_the_latents_it
 def test_still_runs_are_the_models_own_stream_of_a_still_scene(latent_dataset, tmp_path):
     """``--still-rows``: a run's row is exactly a one-step stream's next frame of a still scene (its own
     frames as history, every key idle), the frame the pass makes becomes its history, and after its depth
-    a run starts anew on a fresh scene; the training run logs how far the runs drift and resumes."""
+    a run starts anew on a fresh scene; a training run with runs resumes and keeps its setting."""
     import json
 
     from worldstream.data.latents import LatentClips, PromptBank

@@ -85,19 +85,10 @@ class StillRuns:
         the sound given (no loss), the prompt and the idle keys never dropped."""
         S = self.slots
         out = dict(draws)
-        tv = draws["tv"].clone()
-        tv[-S:] = 0.0
-        tv[-S:, -1] = 1.0
-        out["tv"] = tv
-        ta = draws["ta"].clone()
-        ta[-S:] = 0.0
-        out["ta"] = ta
-        for k in ("drop_text", "drop_action"):
+        for k, v in (("tv", 0.0), ("ta", 0.0), ("drop_text", False), ("drop_action", False), ("task", 0)):
             out[k] = draws[k].clone()
-            out[k][-S:] = False
-        task = draws["task"].clone()
-        task[-S:] = 0
-        out["task"] = task
+            out[k][-S:] = v  # (task 0: joint)
+        out["tv"][-S:, -1] = 1.0
         return out
 
     def advance(self, made: torch.Tensor) -> float:
